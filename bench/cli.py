@@ -1,0 +1,73 @@
+"""The ``bench`` command.
+
+Each command group lives beside the code it drives and contributes its parsers through an
+``add_cli(subparsers)`` function; modules that define one keep heavy imports (torch, ray,
+mlflow, DALI) inside their handlers so that ``bench --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# (command, help, module defining add_cli) -- a group's module adds its own sub-commands.
+_GROUPS: list[tuple[str, str, str]] = [
+    ("model", "the network: complexity accounting", "bench.models.cli"),
+    ("data", "datasets: synthesise, prepare, check, compute flow", "bench.data.cli"),
+    ("perf", "benchmarks that write a table", "bench.perf.cli"),
+]
+# Top-level commands contributed by a module (the module's add_cli adds them to the root).
+_TOP_LEVEL: list[str] = [
+    "bench.sweep.cli",
+]
+
+
+class CLIError(Exception):
+    """A user error: printed without a traceback, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_, module in _GROUPS:
+        group = sub.add_parser(name, help=help_)
+        group_sub = group.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
+        group.set_defaults(func=lambda args, g=group: g.print_help() or 2)
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue
+        mod.add_cli(group_sub)
+    for module in _TOP_LEVEL:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue
+        mod.add_cli(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        rc = args.func(args)
+    except CLIError as e:
+        print(f"bench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Dataset formats, the paper's frame sampling, and the synthetic gesture generator."""

@@ -1,0 +1,89 @@
+"""ConvLSTM (Shi et al., NeurIPS 2015), Eqs. (1)-(6) of Zhang et al., NeurIPS 2018.
+
+    i_t = sigma(W_xi * X_t + W_hi * H_{t-1} + b_i)
+    f_t = sigma(W_xf * X_t + W_hf * H_{t-1} + b_f)
+    o_t = sigma(W_xo * X_t + W_ho * H_{t-1} + b_o)
+    G_t = tanh (W_xc * X_t + W_hc * H_{t-1} + b_c)
+    C_t = f_t o C_{t-1} + i_t o G_t
+    H_t = o_t o tanh(C_t)
+
+Parameters without biases: K*K*(C_in + C_out)*C_out*4.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from bench.models._registry import register_cell
+
+
+class Gates(NamedTuple):
+    """The gates of one step, each broadcastable to (B, C_out, H, W)."""
+
+    i: torch.Tensor
+    f: torch.Tensor
+    o: torch.Tensor
+    g: torch.Tensor
+    attention: torch.Tensor | None = None  # variant (b): (B, 1, H, W), sums to 1 over H x W
+
+
+State = tuple[torch.Tensor, torch.Tensor]
+
+
+class RecurrentCell(nn.Module):
+    """One step of a convolutional LSTM; subclasses compute the gates.
+
+    Every registered cell shares this constructor and ``forward(x, state) -> (h, (h, c))``.
+    """
+
+    cell_name: str = ""
+
+    def __init__(self, *, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd for 'same' padding, got {kernel_size}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+
+    def gates(self, x: torch.Tensor, h: torch.Tensor) -> Gates:
+        raise NotImplementedError
+
+    def init_state(self, x: torch.Tensor) -> State:
+        b, _, height, width = x.shape
+        z = x.new_zeros(b, self.out_channels, height, width)
+        return z, z
+
+    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"{type(self).__name__} expects input (B, {self.in_channels}, H, W), "
+                             f"got {tuple(x.shape)}")
+        h, c = self.init_state(x) if state is None else state
+        gt = self.gates(x, h)
+        c = gt.f * c + gt.i * gt.g
+        h = gt.o * torch.tanh(c)
+        return h, (h, c)
+
+
+@register_cell("convlstm")
+class ConvLSTMCell(RecurrentCell):
+    """The standard fused form: one K x K convolution over [X_t, H_{t-1}] gives all four gates.
+
+        [X_t, H_{t-1}] --conv KxK--> (i, f, o, G) --sigma/tanh--> C_t, H_t
+    """
+
+    def __init__(self, *, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
+        super().__init__(in_channels=in_channels, out_channels=out_channels, kernel_size=kernel_size)
+        self.conv = nn.Conv2d(in_channels + out_channels, 4 * out_channels, kernel_size,
+                              padding=kernel_size // 2)
+        with torch.no_grad():  # forget-gate bias 1 (Keras' unit_forget_bias, the released code's default)
+            self.conv.bias.zero_()
+            self.conv.bias[out_channels:2 * out_channels].fill_(1.0)
+
+    def gates(self, x: torch.Tensor, h: torch.Tensor) -> Gates:
+        z = self.conv(torch.cat([x, h], dim=1))             # (B, 4*C_out, H, W)
+        i, f, o, g = z.chunk(4, dim=1)
+        return Gates(torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o), torch.tanh(g))

@@ -1,0 +1,113 @@
+"""The network of Zhang et al., NeurIPS 2018:
+
+    clip (B, 3, T, 112, 112)
+      -> Res3D blocks 1-4                     (B, 256, T/2, 28, 28)
+      -> recurrent layer 1 (cell)             (B, 256, T/2, 28, 28)
+      -> recurrent layer 2 (cell, or (a) after b/c/d)
+      -> MobileNet top per step               (B, 1024, T/2, 4, 4)
+      -> average pool over (T/2, 4, 4)        (B, 1024)
+      -> fully connected                      (B, classes)
+
+One typed config describes it; ``NetConfig.preset("paper" | "small", ...)`` keeps the
+paper-exact network and the CPU smoke configuration one call apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+from torch import nn
+
+from bench.models._registry import get_cell_class, second_layer_cell
+from bench.models.mobilenet import PAPER_BLOCKS, MobileNetTop
+from bench.models.recurrent import ConvRecurrentLayer
+from bench.models.res3d import Res3D
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    cell: str = "a"
+    num_classes: int = 249
+    in_channels: int = 3
+    res3d_channels: tuple[int, int, int, int] = (64, 64, 128, 256)
+    recurrent_channels: int = 256
+    kernel_size: int = 3
+    mobilenet_blocks: tuple[tuple[int, int], ...] = PAPER_BLOCKS
+    frames: int = 16            # the preset's default clip length (any even length runs)
+    image_size: int = 112       # the preset's default clip size
+
+    def __post_init__(self) -> None:
+        get_cell_class(self.cell)  # raises with the known names
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+        if self.frames < 2 or self.frames % 2:
+            raise ValueError(f"frames must be an even number >= 2, got {self.frames}")
+        if len(self.res3d_channels) != 4:
+            raise ValueError(f"res3d_channels needs 4 values (blocks 1-4), got {self.res3d_channels}")
+
+    @classmethod
+    def preset(cls, name: str, **overrides: object) -> "NetConfig":
+        """``paper`` (the default sizes) or ``small`` (a CPU smoke configuration), with overrides."""
+        try:
+            base = PRESETS[name]
+        except KeyError:
+            raise ValueError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})") from None
+        known = {f.name for f in fields(cls)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ValueError(f"unknown NetConfig field(s) {sorted(unknown)} (known: {sorted(known)})")
+        return replace(base, **overrides)
+
+
+PRESETS: dict[str, NetConfig] = {
+    "paper": NetConfig(),
+    # A quarter of the channels, a short MobileNet top, 8 frames at 56 x 56: one CPU training
+    # step of a small batch takes well under a second.
+    "small": NetConfig(res3d_channels=(16, 16, 32, 32), recurrent_channels=32,
+                       mobilenet_blocks=((64, 1), (64, 2), (128, 1), (128, 2), (256, 2)),
+                       frames=8, image_size=56),
+}
+
+
+class GestureNet(nn.Module):
+    def __init__(self, cfg: NetConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.res3d = Res3D(in_channels=cfg.in_channels, channels=cfg.res3d_channels)
+        c = cfg.recurrent_channels
+        self.rnn1 = ConvRecurrentLayer(cfg.cell, in_channels=self.res3d.out_channels, out_channels=c,
+                                       kernel_size=cfg.kernel_size)
+        self.rnn2 = ConvRecurrentLayer(second_layer_cell(cfg.cell), in_channels=c, out_channels=c,
+                                       kernel_size=cfg.kernel_size)
+        self.top = MobileNetTop(in_channels=c, blocks=cfg.mobilenet_blocks)
+        self.classifier = nn.Linear(self.top.out_channels, cfg.num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) -> pooled features (B, C_top)."""
+        if x.ndim != 5 or x.shape[1] != self.cfg.in_channels:
+            raise ValueError(f"expected a clip (B, {self.cfg.in_channels}, T, H, W), got {tuple(x.shape)}")
+        t = x.shape[2]
+        if t < 2 or t % 2:
+            raise ValueError(f"the clip length T must be even (Res3D halves it), got T={t}")
+        y = self.res3d(x)                       # (B, C_res, T/2, H/4, W/4)
+        y = self.rnn2(self.rnn1(y))             # (B, C_rnn, T/2, H/4, W/4)
+        y = self.top(y)                         # (B, C_top, T/2, h, w)
+        return y.mean(dim=(2, 3, 4))            # average pool over (T/2, h, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def build_network(cfg: NetConfig) -> GestureNet:
+    return GestureNet(cfg)
+
+
+def paper_network(*, cell: str = "a", num_classes: int = 249, in_channels: int = 3) -> GestureNet:
+    """Res3D + two recurrent layers + MobileNet at the paper's sizes."""
+    return build_network(NetConfig.preset("paper", cell=cell, num_classes=num_classes, in_channels=in_channels))
+
+
+def small_network(*, cell: str = "a", num_classes: int = 10, in_channels: int = 3) -> GestureNet:
+    """The same architecture at CPU smoke-test sizes."""
+    return build_network(NetConfig.preset("small", cell=cell, num_classes=num_classes, in_channels=in_channels))

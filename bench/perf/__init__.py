@@ -1,0 +1,1 @@
+"""Benchmarks: each writes a table (Markdown and JSON) of medians measured after warm-up."""

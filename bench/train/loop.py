@@ -1,0 +1,495 @@
+"""The training loop: the paper's protocol, one code path for a test, a Tune trial and DDP.
+
+Protocol (SPEC, "Training protocol"; Zhang et al., NeurIPS 2018, and their released code):
+SGD with momentum 0.9 and weight decay 5e-5, cross-entropy, learning rate decaying
+polynomially from 1e-3 to 1e-6 with power 0.9 at every step over the whole run; top-1 and
+top-5 accuracy on the validation split after every epoch.
+
+Choices the paper leaves open, made here:
+- Weight decay applies to kernels (every parameter with more than one dimension: conv
+  kernels, fully connected weights) and not to BatchNorm scales/shifts or biases, as the
+  released Keras code puts its L2 regulariser on kernels only. Note the scale: Keras
+  ``l2(5e-5)`` adds 5e-5 * sum(w^2) to the loss, whose gradient is 1e-4 * w; torch's
+  ``weight_decay=5e-5`` adds 5e-5 * w. ``TrainConfig.weight_decay`` is torch's coefficient.
+- ``batch_size`` is the global batch: with ``world_size`` DDP workers each takes
+  ``batch_size // world_size`` clips a step, so the protocol does not change with the worker count.
+- With DDP every rank runs the same number of steps per epoch (the smallest shard's batch
+  count; the shards differ by at most one sample), so that gradient all-reduces pair up and
+  every rank's learning-rate schedule is identical. Clips actually trained on are reported
+  (``num_train_samples``), not assumed. BatchNorm statistics stay per rank (no SyncBN).
+- Mixed precision (bf16 autocast, no loss scaling needed) and channels_last_3d only on CUDA.
+
+Every epoch leaves a checkpoint directory (see `write_checkpoint`):
+``state.pt``, ``val_scores.parquet``, ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.data.errors import DataError
+from bench.data.index import DatasetIndex
+from bench.train.config import TrainConfig, split_config
+from bench.train.session import STATE_FILE, Session, TrainSession
+
+log = logging.getLogger(__name__)
+
+METRIC_KEYS = (
+    "epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr",
+    "epoch_time_s", "train_clips_per_s", "params", "macs_per_clip",
+    "num_train_samples", "num_val_samples", "num_skipped",
+)
+VAL_SCORES_FILE = "val_scores.parquet"
+METRICS_FILE = "metrics.json"
+
+
+# ----------------------------------------------------------------------------- entry point
+
+def train_loop_per_worker(config: Mapping[str, Any], session: Session | None = None) -> list[dict[str, Any]]:
+    """Train one run described by ``config`` (a `TrainConfig` dict; bookkeeping keys ignored).
+
+    ``session`` is where metrics and checkpoints go; None means "inside a Ray Train worker"
+    (how ``TorchTrainer`` calls it). Returns the metric dicts of the epochs run here.
+    """
+    train_fields, _ = split_config(config)
+    cfg = TrainConfig.from_dict(train_fields)
+    return run_training(cfg, session if session is not None else TrainSession())
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
+    """SGD with momentum; weight decay on kernels only (ndim > 1), not on BN or biases."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim > 1 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.SGD([g for g in groups if g["params"]], lr=cfg.lr, momentum=cfg.momentum)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, *, total_steps: int, lr: float, lr_end: float,
+                   power: float) -> torch.optim.lr_scheduler.LambdaLR:
+    """TF's ``polynomial_decay`` per step: lr_s = (lr - lr_end) * (1 - s / (N - 1))^power + lr_end.
+
+    torch's PolynomialLR decays to 0, not to a floor, and reaches it one step after the last;
+    LambdaLR expresses the paper's schedule exactly: step 0 trains at ``lr`` and the last
+    step (N - 1) at ``lr_end``. Step the scheduler after every optimizer step.
+    """
+    last = max(total_steps - 1, 1)
+
+    def factor(step: int) -> float:
+        frac = min(step, last) / last
+        return ((lr - lr_end) * (1.0 - frac) ** power + lr_end) / lr
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def build_model(cfg: TrainConfig, *, num_classes: int) -> tuple[nn.Module, Any, int, int]:
+    """``(network, NetConfig, clip_len, image_size)``, the clip shape from the preset when unset."""
+    from bench.models import NetConfig, build_network
+
+    base = NetConfig.preset(cfg.preset, cell=cfg.cell, num_classes=num_classes)
+    clip_len = cfg.clip_len or base.frames
+    size = cfg.image_size or base.image_size
+    net_cfg = NetConfig.preset(cfg.preset, cell=cfg.cell, num_classes=num_classes,
+                               frames=clip_len, image_size=size)
+    return build_network(net_cfg), net_cfg, clip_len, size
+
+
+def load_init_weights(net: nn.Module, path: str | Path, *, cell: str, preset: str) -> None:
+    """Fine-tune start: every weight from ``path`` except the classifier (``net.classifier``).
+
+    The checkpoint must come from the same cell and preset; all other parameters and buffers
+    must match exactly (strict), so a wrong checkpoint fails loudly instead of half-loading.
+    """
+    p = Path(path)
+    state_path = p / STATE_FILE if p.is_dir() else p
+    if not state_path.is_file():
+        raise ValueError(f"TrainConfig.init_checkpoint={str(path)!r}: no {STATE_FILE} there")
+    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    src = state.get("config", {})
+    for field, want in (("cell", cell), ("preset", preset)):
+        if src.get(field) != want:
+            raise ValueError(f"TrainConfig.init_checkpoint={str(path)!r}: checkpoint has {field}="
+                             f"{src.get(field)!r}, this run has {field}={want!r}")
+    weights = {k: v for k, v in state["model"].items() if not k.startswith("classifier.")}
+    missing, unexpected = net.load_state_dict(weights, strict=False)
+    cls_keys = {f"classifier.{k}" for k in net.classifier.state_dict()}
+    if set(missing) != cls_keys or unexpected:
+        raise ValueError(f"TrainConfig.init_checkpoint={str(path)!r}: weights do not fit the network "
+                         f"(missing {sorted(set(missing) - cls_keys)}, unexpected {sorted(unexpected)})")
+
+
+def rng_state() -> dict[str, Any]:
+    """torch / numpy / python RNG states as tensors, ints, floats, lists (weights_only-safe)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    out: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+                  "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": int(version), "internal": [int(v) for v in internal],
+                   "gauss_next": [] if gauss_next is None else [float(gauss_next)]},
+    }
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"][0] if py["gauss_next"] else None))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def write_val_scores(path: Path, *, sample_ids: list[str], labels: np.ndarray, preds: np.ndarray,
+                     probs: np.ndarray) -> None:
+    """Per-sample validation scores: sample_id str, label int64, pred int64, probs list<float32>."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    probs = np.ascontiguousarray(probs, dtype=np.float32)
+    n, c = probs.shape if probs.ndim == 2 else (0, 0)
+    offsets = pa.array(np.arange(0, (n + 1) * c, c, dtype=np.int32) if n else np.zeros(1, np.int32))
+    table = pa.table({
+        "sample_id": pa.array(sample_ids, type=pa.string()),
+        "label": pa.array(np.asarray(labels, dtype=np.int64)),
+        "pred": pa.array(np.asarray(preds, dtype=np.int64)),
+        "probs": pa.ListArray.from_arrays(offsets, pa.array(probs.reshape(-1))),
+    })
+    pq.write_table(table, path)
+
+
+def write_checkpoint(directory: Path, *, state: dict[str, Any], metrics: dict[str, Any],
+                     val_scores: dict[str, Any]) -> None:
+    """The checkpoint layout the sweep and report code read:
+
+    - ``state.pt``: model, optimizer, scheduler, epoch, rng, config, ... (``torch.load(...,
+      weights_only=True)`` loads it);
+    - ``val_scores.parquet``: the epoch's per-sample validation scores (`write_val_scores`);
+    - ``metrics.json``: the epoch's metric dict.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.save(state, directory / STATE_FILE)
+    write_val_scores(directory / VAL_SCORES_FILE, **val_scores)
+    (directory / METRICS_FILE).write_text(json.dumps(metrics, indent=1, sort_keys=True))
+
+
+def check_labels(index: DatasetIndex, num_classes: int) -> None:
+    """Training and validation need a label in ``[0, num_classes)`` on every sample."""
+    for s in index.samples:
+        if not 0 <= s.label < num_classes:
+            where, _, line = s.source.rpartition(":")
+            path, lineno = (where, int(line)) if line.isdigit() else (s.source or str(index.root), None)
+            raise DataError(path, f"sample {s.sample_id!r} of split {index.split!r} has label {s.label}, "
+                                  f"outside [0, {num_classes}) (unlabelled splits cannot train or validate)",
+                            line=lineno)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def run_training(cfg: TrainConfig, session: Session, *,
+                 make_loader: Callable[..., Any] | None = None,
+                 load_index: Callable[..., DatasetIndex] | None = None) -> list[dict[str, Any]]:
+    """Run (or resume) ``cfg`` under ``session``; returns the metric dicts reported here.
+
+    ``make_loader`` / ``load_index`` default to ``pipelines.make_loader`` and
+    ``bench.data.formats.load_index`` (overridable to test the loop in isolation).
+    """
+    if make_loader is None:
+        from pipelines import make_loader
+    if load_index is None:
+        from bench.data.formats import load_index
+    from bench.models import build_network, count_macs, count_params
+
+    rank, world = session.rank, session.world_size
+    if world > 1 and not torch.distributed.is_initialized():
+        raise RuntimeError(f"world_size={world} but torch.distributed is not initialised")
+    if cfg.batch_size % world:
+        raise ValueError(f"TrainConfig.batch_size={cfg.batch_size}: must be divisible by the "
+                         f"{world} workers (it is the global batch)")
+    device = session.device(use_gpu=cfg.use_gpu)
+    on_cuda = device.type == "cuda"
+    use_amp = on_cuda and cfg.amp in ("auto", "bf16")
+    use_cl = on_cuda and cfg.channels_last in ("auto", "on")
+
+    # Determinism on CPU: seeded RNGs and deterministic kernels (warn_only: an op without a
+    # deterministic implementation warns instead of failing the run). Restored afterwards,
+    # since the setting is process-global.
+    prev_det = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    if not on_cuda:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    random.seed(cfg.seed)
+    try:
+        return _run(cfg, session, device=device, use_amp=use_amp, use_cl=use_cl, make_loader=make_loader,
+                    load_index=load_index, build_network=build_network, count_macs=count_macs,
+                    count_params=count_params)
+    finally:
+        torch.use_deterministic_algorithms(prev_det[0], warn_only=prev_det[1])
+
+
+def _run(cfg: TrainConfig, session: Session, *, device: torch.device, use_amp: bool, use_cl: bool,
+         make_loader: Callable[..., Any], load_index: Callable[..., DatasetIndex],
+         build_network: Callable[..., nn.Module], count_macs: Callable[..., int],
+         count_params: Callable[..., int]) -> list[dict[str, Any]]:
+    rank, world = session.rank, session.world_size
+    dist = world > 1
+
+    # -- data
+    train_index = load_index(cfg.dataset, cfg.root, cfg.train_split)
+    val_index = load_index(cfg.dataset, cfg.root, cfg.val_split)
+    for idx, split_field in ((train_index, "train_split"), (val_index, "val_split")):
+        if len(idx) == 0:
+            raise ValueError(f"TrainConfig.{split_field}={idx.split!r}: no samples under {cfg.root}")
+        if cfg.modality not in idx.modalities:
+            raise ValueError(f"TrainConfig.modality={cfg.modality!r}: split {idx.split!r} of {cfg.root} "
+                             f"has modalities {list(idx.modalities)}")
+    num_classes = cfg.num_classes
+    if num_classes is None:
+        num_classes = train_index.num_classes or 1 + max(s.label for s in train_index.samples)
+    check_labels(train_index, num_classes)
+    check_labels(val_index, num_classes)
+
+    # -- network (seeded above: the same seed gives the same initial weights)
+    from bench.models import NetConfig
+
+    base = NetConfig.preset(cfg.preset, cell=cfg.cell, num_classes=num_classes)
+    clip_len = cfg.clip_len or base.frames
+    size = cfg.image_size or base.image_size
+    if clip_len % 2:
+        raise ValueError(f"TrainConfig.clip_len: the preset's default {clip_len} is odd")
+    net_cfg = NetConfig.preset(cfg.preset, cell=cfg.cell, num_classes=num_classes,
+                               frames=clip_len, image_size=size)
+    net = build_network(net_cfg)
+    params = int(count_params(net))
+
+    with session.restore_dir() as d:
+        resume_state = (torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
+                        if d is not None else None)
+    if resume_state is None and cfg.stage == "finetune":
+        load_init_weights(net, cfg.init_checkpoint, cell=cfg.cell, preset=cfg.preset)
+
+    if resume_state is not None and "macs_per_clip" in resume_state:
+        macs = int(resume_state["macs_per_clip"])
+    else:
+        # Counted on a meta-device twin: no memory, no compute, and no draw from the RNGs.
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            twin = build_network(net_cfg).eval()
+            clip = torch.empty(1, 3, clip_len, size, size)
+        macs = int(count_macs(twin, clip))
+        del twin
+
+    # -- loaders: each rank reads its shard; batch_size is global
+    per_rank_batch = cfg.batch_size // world
+    loader_kw = dict(modality=cfg.modality, clip_len=clip_len, size=size, batch_size=per_rank_batch,
+                     seed=cfg.seed, backend=cfg.backend, rank=rank, world_size=world,
+                     on_error=cfg.on_error, cache=cfg.cache_data, num_workers=cfg.data_workers)
+    train_loader = make_loader(train_index, train=True, **loader_kw)
+    val_loader = make_loader(val_index, train=False, **loader_kw)
+    steps = len(train_loader)
+    if cfg.max_train_batches is not None:
+        steps = min(steps, cfg.max_train_batches)
+    if dist:
+        steps = int(_all_reduce(torch.tensor([steps], device=device), "min").item())
+    if steps < 1:
+        raise ValueError(f"TrainConfig.batch_size={cfg.batch_size}: no training batch on rank {rank}")
+    total_steps = cfg.epochs * steps
+
+    # -- model on device, optimiser, schedule
+    net.to(device)
+    if use_cl:
+        for m in net.modules():   # only the 5-D conv kernels take channels_last_3d
+            if isinstance(m, nn.Conv3d):
+                m.to(memory_format=torch.channels_last_3d)
+    optimizer = make_optimizer(net, cfg)
+    scheduler = make_scheduler(optimizer, total_steps=total_steps, lr=cfg.lr, lr_end=cfg.lr_end,
+                               power=cfg.lr_power)
+    start_epoch = 1
+    if resume_state is not None:
+        net.load_state_dict(resume_state["model"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        set_rng_state(resume_state["rng"])
+        start_epoch = int(resume_state["epoch"]) + 1
+        if rank == 0:
+            log.info("resuming %s/%s at epoch %d", cfg.cell, cfg.modality, start_epoch)
+    model: nn.Module = net
+    if dist:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
+    topk = min(5, num_classes)
+    val_pos = {s.sample_id: i for i, s in enumerate(val_index.samples)}
+    history: list[dict[str, Any]] = []
+
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        if cfg.fail_once_at_epoch == epoch and rank == 0:
+            marker = Path(cfg.fail_marker)
+            if not marker.exists():
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.touch()
+                raise RuntimeError(f"injected failure at epoch {epoch} (TrainConfig.fail_once_at_epoch; "
+                                   f"marker {marker} now exists, so a retry goes on)")
+        t0 = time.perf_counter()
+
+        # -- train
+        model.train()
+        train_loader.set_epoch(epoch)
+        sums = torch.zeros(3, dtype=torch.float64, device=device)   # loss*n, correct, n
+        last_lr = optimizer.param_groups[0]["lr"]
+        for i, batch in enumerate(train_loader):
+            if i >= steps:
+                break
+            x = batch["clip"].to(device, non_blocking=True)
+            y = batch["label"].to(device, non_blocking=True)
+            if use_cl:
+                x = x.contiguous(memory_format=torch.channels_last_3d)
+            with autocast():
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            last_lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            n = y.shape[0]
+            sums += torch.stack([loss.detach().double() * n, (logits.argmax(1) == y).sum().double(),
+                                 torch.tensor(float(n), dtype=torch.float64, device=device)])
+        if dist:
+            sums = _all_reduce(sums, "sum")
+        train_time = time.perf_counter() - t0
+        tr_loss_sum, tr_correct, tr_n = sums.tolist()
+
+        # -- validate (the unwrapped network: no DDP collectives, shards may differ in size)
+        net.eval()
+        ids: list[str] = []
+        labels, preds, probs = [], [], []
+        vsums = torch.zeros(4, dtype=torch.float64, device=device)   # loss*n, top1, topk, n
+        with torch.no_grad():
+            for i, batch in enumerate(val_loader):
+                if cfg.max_val_batches is not None and i >= cfg.max_val_batches:
+                    break
+                x = batch["clip"].to(device, non_blocking=True)
+                y = batch["label"].to(device, non_blocking=True)
+                if use_cl:
+                    x = x.contiguous(memory_format=torch.channels_last_3d)
+                with autocast():
+                    logits = net(x)
+                logits = logits.float()
+                p = logits.softmax(1)
+                top = logits.topk(topk, dim=1).indices
+                hit = top == y[:, None]
+                vsums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
+                                      hit[:, 0].sum().double(), hit.any(1).sum().double(),
+                                      torch.tensor(float(y.shape[0]), dtype=torch.float64, device=device)])
+                ids.extend(batch["sample_id"])
+                labels.append(y.cpu().numpy())
+                preds.append(top[:, 0].cpu().numpy())
+                probs.append(p.cpu().numpy())
+        if dist:
+            vsums = _all_reduce(vsums, "sum")
+        va_loss_sum, va_top1, va_topk, va_n = vsums.tolist()
+        rows = (ids, _cat(labels, np.int64), _cat(preds, np.int64),
+                _cat(probs, np.float32).reshape(-1, num_classes))
+        skipped = {sid for sid, _ in (*train_loader.skipped, *val_loader.skipped)}
+        num_skipped = len(skipped)
+        if dist:
+            gathered: list[Any] = [None] * world
+            torch.distributed.all_gather_object(gathered, (rows, num_skipped))
+            num_skipped = sum(g[1] for g in gathered)
+            parts = [g[0] for g in gathered]
+            rows = ([s for pt in parts for s in pt[0]], np.concatenate([pt[1] for pt in parts]),
+                    np.concatenate([pt[2] for pt in parts]), np.concatenate([pt[3] for pt in parts]))
+        order = np.argsort([val_pos.get(s, len(val_pos)) for s in rows[0]], kind="stable")
+        val_scores = {"sample_ids": [rows[0][i] for i in order], "labels": rows[1][order],
+                      "preds": rows[2][order], "probs": rows[3][order]}
+        epoch_time = time.perf_counter() - t0
+
+        metrics = {
+            "epoch": epoch,
+            "train_loss": tr_loss_sum / max(tr_n, 1),
+            "train_top1": tr_correct / max(tr_n, 1),
+            "val_loss": va_loss_sum / va_n if va_n else math.nan,
+            "val_top1": va_top1 / va_n if va_n else math.nan,
+            "val_top5": va_topk / va_n if va_n else math.nan,
+            "lr": float(last_lr),
+            "epoch_time_s": epoch_time,
+            "train_clips_per_s": tr_n / train_time if train_time > 0 else math.nan,
+            "params": params,
+            "macs_per_clip": macs,
+            "num_train_samples": int(tr_n),
+            "num_val_samples": int(va_n),
+            "num_skipped": int(num_skipped),
+        }
+        ckpt_dir: Path | None = None
+        if rank == 0:
+            ckpt_dir = Path(tempfile.mkdtemp(prefix=f"ckpt-e{epoch:04d}-"))
+            state = {
+                "epoch": epoch,
+                "model": net.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": rng_state(),
+                "config": cfg.to_dict(),
+                "net_config": {k: (list(v) if isinstance(v, tuple) else v)
+                               for k, v in _asdict(net_cfg).items()},
+                "classes": list(train_index.classes),
+                "num_classes": num_classes,
+                "clip_len": clip_len,
+                "image_size": size,
+                "params": params,
+                "macs_per_clip": macs,
+                "metrics": metrics,
+            }
+            write_checkpoint(ckpt_dir, state=state, metrics=metrics, val_scores=val_scores)
+        try:
+            session.report(metrics, ckpt_dir)
+        finally:
+            if ckpt_dir is not None:
+                shutil.rmtree(ckpt_dir, ignore_errors=True)
+        history.append(metrics)
+        if rank == 0:
+            log.info("epoch %d/%d: train_loss %.4f val_top1 %.4f (%.1f s)", epoch, cfg.epochs,
+                     metrics["train_loss"], metrics["val_top1"], epoch_time)
+    return history
+
+
+def _all_reduce(t: torch.Tensor, op: str) -> torch.Tensor:
+    ops = {"sum": torch.distributed.ReduceOp.SUM, "min": torch.distributed.ReduceOp.MIN}
+    torch.distributed.all_reduce(t, op=ops[op])
+    return t
+
+
+def _cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
+
+
+def _asdict(obj: Any) -> dict[str, Any]:
+    import dataclasses
+
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}

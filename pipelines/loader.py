@@ -1,0 +1,431 @@
+"""``make_loader``: batches of preprocessed clips from a DatasetIndex, whatever decodes them.
+
+One contract for every backend (DALI on GPU, DALI on CPU, PyAV, OpenCV): the loader, not the
+backend, decides *which* frames and *which* crop, so the backends are interchangeable and
+their outputs comparable frame for frame.
+
+    plan (seed, epoch, rank)  ->  per sample: rng(seed, epoch, position)
+        -> frame indices (paper's jittered sampling)  -> backend decodes those frames (uint8)
+        -> preprocess_clip (crop, resize, mean)        -> batch {clip, label, sample_id, ...}
+
+Reproducibility: each sample's randomness comes from ``(seed, epoch, its position in the
+index)`` alone, so a batch does not depend on the number of workers, on the rank layout, or
+on the backend. Sharding follows ``torch.utils.data.DistributedSampler``: the (shuffled)
+order is padded by wrapping around (or cut, with ``drop_last``) to a multiple of
+``world_size``, then rank r takes every world_size-th entry from r, so every rank runs the
+same number of batches (a DDP all-reduce would otherwise hang). Wrapped duplicates are
+flagged in the batch's ``padded`` mask so evaluation can leave them out.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal
+
+import numpy as np
+
+from bench.data.errors import DataError
+from bench.data.index import DatasetIndex, Sample
+from pipelines._media import Media, MediaResolver
+from pipelines.decoders import DECODERS, Request
+from pipelines.routing import BACKENDS, CPU_FALLBACK, Choice, choose, dali_installed
+
+log = logging.getLogger("pipelines")
+
+Backend = Literal["auto", "dali-gpu", "dali-cpu", "pyav", "opencv"]
+OnError = Literal["raise", "skip"]
+
+CACHE_LIMIT_BYTES = 4 << 30   # cache=True stops adding videos past this (and says so once)
+PROBE_FOR_AUTO = 8            # files probed, spread over the index, to choose a backend
+_SHUFFLE, _SAMPLE = 0x5EED, 0xC11B  # stream tags: the shuffle and per-sample draws never collide
+
+
+class CodecRefused(DataError):
+    """A forced backend met a codec it cannot decode. Raised even with on_error="skip":
+    skipping would quietly drop every such file, which is DALI's own failure mode."""
+
+
+@dataclass(slots=True)
+class _Item:
+    pos: int                  # position of the sample in the (unsharded) index
+    padded: bool              # a wrapped duplicate that only evens out the ranks
+    sample: Sample
+    rng: np.random.Generator | None = None
+    request: Request | None = None
+    decoder: str = ""
+    frames: np.ndarray | None = None
+    error: DataError | None = None
+
+
+def make_loader(index: DatasetIndex, *, modality: str = "rgb", clip_len: int = 16, size: int = 112,
+                batch_size: int = 8, train: bool = False, seed: int = 0, backend: Backend = "auto",
+                rank: int = 0, world_size: int = 1, on_error: OnError = "raise",
+                drop_last: bool = False, cache: bool = False, num_workers: int = 0) -> "ClipLoader":
+    """A :class:`ClipLoader` over ``index`` (one split); arguments are checked here, by name.
+
+    ``train``: shuffled order, jittered frame indices and a random crop offset, all drawn from
+    ``(seed, epoch)``; otherwise the index order, evenly spaced frames and a centred crop.
+    ``backend``: "auto" probes codecs and picks (logged on logger "pipelines"; see
+    ``pipelines.routing``); a forced backend refuses files it cannot decode (DataError).
+    ``on_error``: "raise" stops at the first bad sample with a DataError naming its file;
+    "skip" leaves it out of its batch and records ``(sample_id, reason)`` in ``.skipped``.
+    ``cache``: keep every decoded video (all its frames, uint8) in memory across epochs -- for
+    small datasets, where decoding would otherwise dominate every epoch.
+    ``num_workers``: threads that load samples of a batch in parallel and prepare the next
+    batch while the current one is used (0: everything in the calling thread).
+    """
+    if not isinstance(index, DatasetIndex):
+        raise TypeError(f"index must be a DatasetIndex, got {type(index).__name__}")
+    if len(index) == 0:
+        raise ValueError(f"index: the {index.format} {index.split!r} split has no samples")
+    if modality not in index.modalities:
+        raise ValueError(f"modality: {modality!r} is not in every sample of the index "
+                         f"(available: {list(index.modalities)})")
+    for name, value, low in (("clip_len", clip_len, 1), ("size", size, 1), ("batch_size", batch_size, 1),
+                             ("world_size", world_size, 1), ("seed", seed, 0), ("num_workers", num_workers, 0)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+    if not isinstance(rank, int) or not 0 <= rank < world_size:
+        raise ValueError(f"rank: expected 0 <= rank < world_size ({world_size}), got {rank!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {list(BACKENDS)}, got {backend!r}")
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error: expected 'raise' or 'skip', got {on_error!r}")
+    return ClipLoader(index, modality=modality, clip_len=clip_len, size=size, batch_size=batch_size,
+                      train=train, seed=seed, backend=backend, rank=rank, world_size=world_size,
+                      on_error=on_error, drop_last=drop_last, cache=cache, num_workers=num_workers)
+
+
+class ClipLoader:
+    """Iterable over one epoch of batches; ``set_epoch(e)`` selects the epoch (as DistributedSampler).
+
+    Each batch is a dict: ``clip`` float32 (B, 3, T, S, S) mean-subtracted, ``label`` int64 (B,),
+    ``sample_id`` list[str], ``frame_indices`` int64 (B, T), ``padded`` bool (B,) (wrapped
+    duplicates that even out ranks). ``len()`` is the number of batches per epoch.
+    After an epoch, ``.skipped`` lists that epoch's ``(sample_id, reason)`` (on_error="skip") and
+    ``.decoded_by`` counts samples per decoder (a mixed dataset under "auto" uses two).
+    """
+
+    def __init__(self, index: DatasetIndex, *, modality: str, clip_len: int, size: int,
+                 batch_size: int, train: bool, seed: int, backend: str, rank: int, world_size: int,
+                 on_error: str, drop_last: bool, cache: bool, num_workers: int) -> None:
+        from bench.data.sampling import modality_mean
+
+        self.index = index
+        self.modality = modality
+        self.gray = modality == "depth"   # 8-bit depth: one channel, repeated to 3 by preprocess
+        self.clip_len, self.size, self.batch_size = clip_len, size, batch_size
+        self.train, self.seed = train, seed
+        self.rank, self.world_size = rank, world_size
+        self.on_error, self.drop_last = on_error, drop_last
+        self.cache, self.num_workers = cache, num_workers
+        self.mean = modality_mean(index.format, modality)
+        self.epoch = 0
+        self.skipped: list[tuple[str, str]] = []
+        self.decoded_by: Counter[str] = Counter()
+        self.requested = backend
+        self._cache: dict[tuple[Path, bool], np.ndarray] = {}
+        self._cache_bytes = 0
+        self._cache_full_warned = False
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._dali: Any = None
+        self._resolver = MediaResolver(need_codec=backend != "pyav" and backend != "opencv",
+                                       verify_count=backend.startswith("dali"))
+        choice = self._choose(backend)
+        self.backend: str = choice.backend
+        self.backend_reason: str = choice.reason
+        uses_dali = self.backend.startswith("dali")
+        self._resolver.need_codec = uses_dali
+        self._resolver.verify_count = uses_dali
+        # Under "auto", a file the chosen DALI decoder cannot take goes to the CPU fallback.
+        self._fallback = CPU_FALLBACK if backend == "auto" and uses_dali else None
+        log.info("pipelines: %s %s/%s (%d samples, rank %d/%d): backend %s%s -- %s", index.format,
+                 index.split, modality, len(index), rank, world_size, self.backend,
+                 " (forced)" if backend != "auto" else " (auto)", choice.reason)
+
+    # ------------------------------------------------------------------ backend choice
+    def _probe_spread(self) -> list[Media]:
+        n = len(self.index)
+        picks = sorted(set(np.linspace(0, n - 1, min(n, PROBE_FOR_AUTO)).round().astype(int).tolist()))
+        found = []
+        for i in picks:
+            s = self.index.samples[i]
+            try:
+                found.append(self._resolver.resolve(Path(s.paths[self.modality]), s.num_frames))
+            except DataError as e:  # reported (raise/skip) when the sample itself is loaded
+                log.debug("probe for backend choice failed: %s", e)
+        return found
+
+    def _choose(self, backend: str) -> Choice:
+        from pipelines.dali import gpu_visible
+
+        if backend in ("pyav", "opencv"):
+            return Choice(backend, "forced")
+        if backend in ("dali-cpu", "dali-gpu"):
+            if not dali_installed():
+                raise ValueError(f"backend: {backend!r} needs NVIDIA DALI (nvidia-dali-cuda130), "
+                                 "which is not installed")
+            if backend == "dali-gpu" and not gpu_visible():
+                raise ValueError("backend: 'dali-gpu' needs a CUDA GPU and none is visible "
+                                 "(use 'dali-cpu', 'opencv' or 'auto')")
+            self._make_dali(backend)
+            for media in self._probe_spread():   # fail at construction, not mid-epoch
+                self._check_codec(media)
+            return Choice(backend, "forced")
+        return choose(self._probe_spread(), gpu=gpu_visible(), dali=dali_installed())
+
+    def _make_dali(self, name: str):
+        if self._dali is None:
+            from pipelines.dali import DaliDecoder
+
+            device_id = None
+            if name == "dali-gpu":
+                import torch
+
+                device_id = torch.cuda.current_device()
+            self._dali = DaliDecoder(device="gpu" if name == "dali-gpu" else "cpu",
+                                     max_batch=self.batch_size, clip_len=self.clip_len,
+                                     num_threads=max(1, self.num_workers), device_id=device_id)
+        return self._dali
+
+    def _check_codec(self, media: Media) -> None:
+        dali = self._dali
+        if dali is not None and not dali.supports(media.codec):
+            raise CodecRefused(media.path, f"codec {media.codec!r} cannot be decoded by backend "
+                                           f"{self.backend if hasattr(self, 'backend') else dali.name!r} "
+                                           f"(it decodes {dali.describe_codecs()}); use backend='auto', "
+                                           f"'opencv' or 'pyav'")
+
+    def _decoder_for(self, media: Media) -> str:
+        if not self.backend.startswith("dali"):
+            return self.backend
+        dali = self._make_dali(self.backend)
+        if dali.supports(media.codec):
+            return self.backend
+        if self._fallback:
+            return self._fallback
+        self._check_codec(media)
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------ epoch plan
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch: a new shuffle and new jitter in training, identical on every rank."""
+        if not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"epoch: expected an integer >= 0, got {epoch!r}")
+        self.epoch = epoch
+
+    def _per_rank(self) -> int:
+        n, w = len(self.index), self.world_size
+        return n // w if self.drop_last else math.ceil(n / w)
+
+    def __len__(self) -> int:
+        per_rank = self._per_rank()
+        return per_rank // self.batch_size if self.drop_last else math.ceil(per_rank / self.batch_size)
+
+    def plan(self, epoch: int | None = None) -> list[tuple[int, bool]]:
+        """``(position in index, padded)`` of every sample this rank loads in ``epoch``, in order."""
+        epoch = self.epoch if epoch is None else epoch
+        n = len(self.index)
+        order = np.arange(n)
+        if self.train:
+            order = np.random.default_rng((self.seed, epoch, _SHUFFLE)).permutation(n)
+        total = self._per_rank() * self.world_size
+        padded = np.arange(total) >= n
+        order = np.resize(order, total)        # wraps around to pad, or cuts with drop_last
+        mine = slice(self.rank, total, self.world_size)
+        out = list(zip(order[mine].tolist(), padded[mine].tolist()))
+        if self.drop_last:
+            out = out[:len(self) * self.batch_size]
+        return out
+
+    def sample_rng(self, pos: int, epoch: int | None = None) -> np.random.Generator:
+        """The generator that draws frame jitter and crop offset for sample ``pos`` in ``epoch``."""
+        epoch = self.epoch if epoch is None else epoch
+        return np.random.default_rng((self.seed, epoch, _SAMPLE, pos))
+
+    # ------------------------------------------------------------------ iteration
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        plan = self.plan()
+        batches = [plan[i:i + self.batch_size] for i in range(0, len(plan), self.batch_size)]
+        epoch = self.epoch
+        self.skipped = []
+        self.decoded_by = Counter()
+        delivered = 0
+        if self.num_workers == 0:
+            for b in batches:
+                out = self._load_batch(b, epoch)
+                if out is not None:
+                    delivered += len(out["sample_id"])
+                    yield out
+        else:
+            with ThreadPoolExecutor(1, thread_name_prefix="pipelines-batch") as producer:
+                todo = iter(batches)
+                pending: deque = deque(producer.submit(self._load_batch, b, epoch)
+                                       for b in [next(todo) for _ in range(min(2, len(batches)))])
+                try:
+                    while pending:
+                        out = pending.popleft().result()
+                        nxt = next(todo, None)
+                        if nxt is not None:
+                            pending.append(producer.submit(self._load_batch, nxt, epoch))
+                        if out is not None:
+                            delivered += len(out["sample_id"])
+                            yield out
+                finally:
+                    for f in pending:
+                        f.cancel()
+        if delivered + len(self.skipped) != len(plan):   # samples in == samples out, per epoch
+            raise RuntimeError(f"pipelines: epoch {epoch} planned {len(plan)} samples, delivered "
+                               f"{delivered} and skipped {len(self.skipped)}")
+
+    def _map(self, fn: Callable, items: list) -> list:
+        if self.num_workers == 0 or len(items) < 2:
+            return [fn(x) for x in items]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="pipelines")
+        return list(self._pool.map(fn, items))
+
+    def _load_batch(self, batch: list[tuple[int, bool]], epoch: int) -> dict[str, Any] | None:
+        import torch
+
+        items = [_Item(pos, padded, self.index.samples[pos]) for pos, padded in batch]
+        self._map(lambda it: self._prepare(it, epoch), items)
+        self._decode([it for it in items if it.error is None])
+        clips = self._map(self._preprocess, items)
+        keep = []
+        for it, clip in zip(items, clips):
+            if it.error is None:
+                keep.append((it, clip))
+                continue
+            if self.on_error == "raise" or isinstance(it.error, CodecRefused):
+                raise it.error
+            log.warning("pipelines: skipping %s: %s", it.sample.sample_id, it.error)
+            with self._lock:
+                self.skipped.append((it.sample.sample_id, str(it.error)))
+        if not keep:
+            log.warning("pipelines: a whole batch of %d samples was skipped", len(items))
+            return None
+        for it, _ in keep:
+            self.decoded_by[it.decoder] += 1
+        return {
+            "clip": torch.stack([c for _, c in keep]),                                   # (B,3,T,S,S)
+            "label": torch.tensor([it.sample.label for it, _ in keep], dtype=torch.int64),
+            "sample_id": [it.sample.sample_id for it, _ in keep],
+            "frame_indices": torch.from_numpy(np.stack([it.request.indices for it, _ in keep])),
+            "padded": torch.tensor([it.padded for it, _ in keep], dtype=torch.bool),
+        }
+
+    def _prepare(self, it: _Item, epoch: int) -> None:
+        """Resolve the file, draw the frame indices and pick the decoder (errors kept on the item)."""
+        from bench.data.sampling import sample_frame_indices
+
+        path = it.sample.paths.get(self.modality)
+        try:
+            if path is None:
+                raise DataError(it.sample.source or it.sample.sample_id, f"no {self.modality} file")
+            media = self._resolver.resolve(Path(path), it.sample.num_frames)
+            it.rng = self.sample_rng(it.pos, epoch)
+            idx = sample_frame_indices(media.num_frames, self.clip_len, train=self.train, rng=it.rng)
+            it.decoder = self._decoder_for(media)
+            it.request = Request(media, idx, self.gray)
+        except DataError as e:
+            it.error = e
+
+    def _decode(self, items: list[_Item]) -> None:
+        todo: list[tuple[_Item, Request]] = []
+        for it in items:
+            full = self._cached(it)
+            if full is not None:
+                self._take(it, full)
+            elif self.cache:   # decode the whole video once, serve every later epoch from memory
+                media = it.request.media
+                todo.append((it, Request(media, np.arange(media.num_frames), self.gray)))
+            else:
+                todo.append((it, it.request))
+        dali = [(it, r) for it, r in todo if it.decoder.startswith("dali")]
+        cpu = [(it, r) for it, r in todo if not it.decoder.startswith("dali")]
+        results: list[tuple[_Item, Request, np.ndarray | DataError]] = []
+        if dali:
+            frames = self._dali.decode([r for _, r in dali])
+            results += [(it, r, f) for (it, r), f in zip(dali, frames)]
+        if cpu:
+            frames = self._map(lambda pair: _decode_cpu(pair[0].decoder, pair[1]), cpu)
+            results += [(it, r, f) for (it, r), f in zip(cpu, frames)]
+        for it, r, f in results:
+            if isinstance(f, DataError):
+                it.error = f
+            elif r is it.request:
+                it.frames = f
+            else:
+                self._store(it, f)
+                self._take(it, f)
+
+    def _cached(self, it: _Item) -> np.ndarray | None:
+        if not self.cache:
+            return None
+        with self._lock:
+            return self._cache.get((it.request.media.path, self.gray))
+
+    def _store(self, it: _Item, full: np.ndarray) -> None:
+        with self._lock:
+            key = (it.request.media.path, self.gray)
+            if key in self._cache:
+                return
+            if self._cache_bytes + full.nbytes > CACHE_LIMIT_BYTES:
+                if not self._cache_full_warned:
+                    log.warning("pipelines: clip cache full (%.1f GiB); later videos are decoded "
+                                "every epoch", self._cache_bytes / 2**30)
+                    self._cache_full_warned = True
+                return
+            self._cache[key] = full
+            self._cache_bytes += full.nbytes
+
+    def _take(self, it: _Item, full: np.ndarray) -> None:
+        top = int(it.request.indices.max())
+        if top >= len(full):
+            it.error = DataError(it.request.media.path, f"frame {top} requested, the video holds "
+                                                        f"{len(full)}")
+        else:
+            it.frames = full[it.request.indices]
+
+    def _preprocess(self, it: _Item):
+        from bench.data.sampling import preprocess_clip
+
+        if it.error is not None:
+            return None
+        try:
+            return preprocess_clip(it.frames, size=self.size, mean=self.mean, train=self.train,
+                                   rng=it.rng)
+        except ValueError as e:
+            it.error = DataError(it.request.media.path, f"unusable frames {it.frames.shape}: {e}")
+            return None
+
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes of decoded frames held by ``cache=True``."""
+        return self._cache_bytes
+
+    def close(self) -> None:
+        """Stop the worker threads (they also stop with the process)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+def _decode_cpu(name: str, req: Request) -> np.ndarray | DataError:
+    """PyAV/OpenCV decode; FFmpeg, OpenCV and file errors become DataError naming the file."""
+    import cv2
+
+    try:
+        return DECODERS[name](req)
+    except DataError as e:
+        return e
+    except (OSError, ValueError, cv2.error) as e:
+        return DataError(req.media.path, f"{name} cannot decode it: {e}")

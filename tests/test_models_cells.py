@@ -1,0 +1,173 @@
+"""The recurrent cells, tested from the registry: a new cell is covered the day it is registered."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.models import create_cell, list_cells, register_cell, second_layer_cell
+from bench.models.complexity import count_params, formula_params
+from bench.models.convlstm import RecurrentCell
+
+CELLS = list_cells()
+B, C_IN, C_OUT, H, W = 2, 5, 6, 7, 9
+
+
+def _inputs(seed: int = 0, steps: int = 3) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(B, C_IN, H, W, generator=g) for _ in range(steps)]
+
+
+def _random_init(cell: nn.Module, seed: int = 1) -> nn.Module:
+    """Break the constant 1/C_out start of the gates, so the tests see every weight at work."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return cell
+
+
+def test_registry_lists_the_papers_cells_in_order() -> None:
+    assert CELLS[:5] == ["convlstm", "a", "b", "c", "d"]
+    assert [second_layer_cell(c) for c in CELLS[:5]] == ["convlstm", "a", "a", "a", "a"]
+
+
+def test_registry_refuses_a_duplicate_name_and_names_unknown_cells() -> None:
+    with pytest.raises(ValueError, match="already registered"):
+        register_cell("a")(type("Dup", (RecurrentCell,), {}))
+    with pytest.raises(ValueError, match=r"unknown cell 'e' \(known: convlstm, a, b, c, d"):
+        create_cell("e", in_channels=1, out_channels=1)
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_step_shapes_and_state(name: str) -> None:
+    cell = create_cell(name, in_channels=C_IN, out_channels=C_OUT, kernel_size=3)
+    x = _inputs()[0]
+    h, (h2, c) = cell(x, None)
+    assert h.shape == c.shape == (B, C_OUT, H, W)
+    assert h is h2
+    h3, (_, c3) = cell(x, (h, c))
+    assert h3.shape == (B, C_OUT, H, W) and not torch.equal(c3, c)
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_gradients_reach_every_parameter(name: str) -> None:
+    cell = _random_init(create_cell(name, in_channels=C_IN, out_channels=C_OUT, kernel_size=3))
+    state = None
+    loss = torch.zeros(())
+    for x in _inputs(steps=3):   # the hidden-state weights see a non-zero H from step 2 on
+        h, state = cell(x, state)
+        loss = loss + (h * torch.linspace(-1, 1, W)).sum()
+    loss.backward()
+    for pname, p in cell.named_parameters():
+        assert p.grad is not None, f"{name}.{pname} got no gradient"
+        assert p.grad.abs().sum() > 0, f"{name}.{pname} got a zero gradient"
+
+
+@pytest.mark.parametrize("name", CELLS)
+@pytest.mark.parametrize(("c_in", "c_out", "k"), [(256, 256, 3), (5, 6, 3), (16, 8, 5), (3, 32, 1)])
+def test_parameter_counts_equal_the_papers_formulas(name: str, c_in: int, c_out: int, k: int) -> None:
+    if name not in ("convlstm", "a", "b", "c", "d"):
+        pytest.skip("the paper gives formulas for its five cells only")
+    with torch.device("meta"):
+        cell = create_cell(name, in_channels=c_in, out_channels=c_out, kernel_size=k)
+    assert count_params(cell, bias=False) == formula_params(name, c_in=c_in, c_out=c_out, k=k)
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_wrong_input_shape_is_a_clear_error(name: str) -> None:
+    cell = create_cell(name, in_channels=C_IN, out_channels=C_OUT)
+    with pytest.raises(ValueError, match=rf"expects input \(B, {C_IN}, H, W\), got \(2, 4, 7, 9\)"):
+        cell(torch.randn(B, C_IN - 1, H, W))
+    with pytest.raises(ValueError, match="expects input"):
+        cell(torch.randn(B, C_IN, 1, H, W))
+
+
+def test_even_kernel_is_refused() -> None:
+    with pytest.raises(ValueError, match="kernel_size must be odd"):
+        create_cell("a", in_channels=2, out_channels=2, kernel_size=2)
+
+
+# --- the equations ------------------------------------------------------------------------
+
+def _sep(x: torch.Tensor, dw: torch.Tensor, pw: torch.Tensor) -> torch.Tensor:
+    """Depthwise then pointwise convolution with the given weights, no bias."""
+    x = F.conv2d(x, dw, padding=dw.shape[-1] // 2, groups=x.shape[1])
+    return F.conv2d(x, pw)
+
+
+def test_convlstm_is_the_sum_of_input_and_hidden_convolutions() -> None:
+    """Eqs. (1)-(6), written with separate W_x* and W_h* kernels."""
+    cell = _random_init(create_cell("convlstm", in_channels=C_IN, out_channels=C_OUT))
+    x, h, c = _inputs()[0], torch.randn(B, C_OUT, H, W), torch.randn(B, C_OUT, H, W)
+    w, b = cell.conv.weight, cell.conv.bias
+    z = F.conv2d(x, w[:, :C_IN], padding=1) + F.conv2d(h, w[:, C_IN:], padding=1) + b[None, :, None, None]
+    i, f, o, g = torch.sigmoid(z[:, :C_OUT]), torch.sigmoid(z[:, C_OUT:2 * C_OUT]), \
+        torch.sigmoid(z[:, 2 * C_OUT:3 * C_OUT]), torch.tanh(z[:, 3 * C_OUT:])
+    c_ref = f * c + i * g
+    h_ref = o * torch.tanh(c_ref)
+    h_out, (_, c_out) = cell(x, (h, c))
+    torch.testing.assert_close(c_out, c_ref)
+    torch.testing.assert_close(h_out, h_ref)
+
+
+def test_variant_a_follows_eqs_8_to_16() -> None:
+    """Gates from W_x GAP(X) + W_h GAP(H) + b; G from separable convs of X and H, computed apart."""
+    cell = _random_init(create_cell("a", in_channels=C_IN, out_channels=C_OUT))
+    x, h, c = _inputs()[0], torch.randn(B, C_OUT, H, W), torch.randn(B, C_OUT, H, W)
+    dw, pw = cell.candidate.depthwise.weight, cell.candidate.pointwise.weight
+    g = torch.tanh(_sep(x, dw[:C_IN], pw[:, :C_IN]) + _sep(h, dw[C_IN:], pw[:, C_IN:])
+                   + cell.candidate.pointwise.bias[None, :, None, None])
+    wfc, bfc = cell.gate_fc.weight, cell.gate_fc.bias
+    z = x.mean((2, 3)) @ wfc[:, :C_IN].T + h.mean((2, 3)) @ wfc[:, C_IN:].T + bfc
+    i, f, o = torch.sigmoid(z)[..., None, None].chunk(3, dim=1)
+    c_ref = f * c + i * g
+    h_out, (_, c_out) = cell(x, (h, c))
+    torch.testing.assert_close(c_out, c_ref)
+    torch.testing.assert_close(h_out, o * torch.tanh(c_ref))
+
+
+def test_variant_a_gates_are_the_same_at_every_spatial_position() -> None:
+    cell = _random_init(create_cell("a", in_channels=C_IN, out_channels=C_OUT))
+    gates = cell.gates(_inputs()[0], torch.randn(B, C_OUT, H, W))
+    for name in "ifo":
+        full = getattr(gates, name).expand(B, C_OUT, H, W)
+        assert torch.equal(full, full[:, :, :1, :1].expand_as(full)), name
+    assert gates.g.std(dim=(2, 3)).min() > 0   # the candidate does vary over space
+
+
+def test_variant_a_gate_weights_start_at_one_over_c_out() -> None:
+    cell = create_cell("a", in_channels=C_IN, out_channels=C_OUT)
+    assert torch.all(cell.gate_fc.weight == 1.0 / C_OUT)
+
+
+def test_variant_b_attention_is_a_softmax_over_positions_applied_to_the_input() -> None:
+    cell = _random_init(create_cell("b", in_channels=C_IN, out_channels=C_OUT))
+    x, h = _inputs()[0], torch.randn(B, C_OUT, H, W)
+    gates = cell.gates(x, h)
+    a = gates.attention
+    assert a.shape == (B, 1, H, W)
+    assert torch.all(a > 0)
+    torch.testing.assert_close(a.sum(dim=(2, 3)), torch.ones(B, 1))
+    assert a.flatten(1).std(dim=1).min() > 0   # a real map, not uniform
+    # the rest of the cell is variant (a) applied to A o X
+    a_cell = create_cell("a", in_channels=C_IN, out_channels=C_OUT)
+    a_cell.load_state_dict({k: v for k, v in cell.state_dict().items() if not k.startswith("att_")})
+    ref = a_cell.gates(a * x, h)
+    for name in "ifog":
+        torch.testing.assert_close(getattr(gates, name), getattr(ref, name))
+
+
+@pytest.mark.parametrize(("name", "replaced"), [("c", "i"), ("d", "o")])
+def test_variants_c_d_replace_one_gate_by_a_channel_attention_map(name: str, replaced: str) -> None:
+    cell = _random_init(create_cell(name, in_channels=C_IN, out_channels=C_OUT))
+    gates = cell.gates(_inputs()[0], torch.randn(B, C_OUT, H, W))
+    m = getattr(gates, replaced)
+    assert m.shape == (B, C_OUT, H, W)
+    assert torch.all(m > 0) and torch.all(m <= 1)
+    torch.testing.assert_close(m.amax(dim=(2, 3)), torch.ones(B, C_OUT))
+    assert m.std(dim=(2, 3)).min() > 0
+    for other in set("ifo") - {replaced}:   # the others stay fully connected on GAP'd vectors
+        assert getattr(gates, other).shape == (B, C_OUT, 1, 1)
