@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from bench.data.errors import DataError
+
 # (command, help, module defining add_cli) -- a group's module adds its own sub-commands.
 _GROUPS: list[tuple[str, str, str]] = [
     ("model", "the network: complexity accounting", "bench.models.cli"),
@@ -19,7 +21,8 @@ _GROUPS: list[tuple[str, str, str]] = [
 ]
 # Top-level commands contributed by a module (the module's add_cli adds them to the root).
 _TOP_LEVEL: list[str] = [
-    "bench.sweep.cli",
+    "bench.sweep.cli",    # bench sweep / run / sync
+    "bench.report.cli",   # bench report / ui / viz
 ]
 
 
@@ -61,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = args.func(args)
     except CLIError as e:
+        print(f"bench: error: {e}", file=sys.stderr)
+        return 2
+    except DataError as e:  # bad input data: the message names the file and line
         print(f"bench: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,1 +1,11 @@
-"""Data pipelines: DALI on GPU, DALI on CPU, and a PyAV/OpenCV fallback, behind one contract."""
+"""Data pipelines: DALI on GPU, DALI on CPU, and a PyAV/OpenCV fallback, behind one contract.
+
+``make_loader(index, ...)`` returns a :class:`ClipLoader`; see ``pipelines.loader`` for the
+contract and ``pipelines.routing`` for how "auto" picks a backend. Importing this package is
+cheap: PyAV, OpenCV and DALI are imported when a loader first needs them.
+"""
+
+from pipelines.loader import ClipLoader, CodecRefused, make_loader
+from pipelines.routing import BACKENDS
+
+__all__ = ["BACKENDS", "ClipLoader", "CodecRefused", "make_loader"]

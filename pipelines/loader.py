@@ -136,8 +136,9 @@ class ClipLoader:
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._dali: Any = None
-        self._resolver = MediaResolver(need_codec=backend != "pyav" and backend != "opencv",
-                                       verify_count=backend.startswith("dali"))
+        # Codecs (and true frame counts, see MediaResolver) matter only where DALI may decode.
+        maybe_dali = backend.startswith("dali") or backend == "auto"
+        self._resolver = MediaResolver(need_codec=maybe_dali, verify_count=maybe_dali)
         choice = self._choose(backend)
         self.backend: str = choice.backend
         self.backend_reason: str = choice.reason
@@ -199,9 +200,8 @@ class ClipLoader:
         dali = self._dali
         if dali is not None and not dali.supports(media.codec):
             raise CodecRefused(media.path, f"codec {media.codec!r} cannot be decoded by backend "
-                                           f"{self.backend if hasattr(self, 'backend') else dali.name!r} "
-                                           f"(it decodes {dali.describe_codecs()}); use backend='auto', "
-                                           f"'opencv' or 'pyav'")
+                                           f"{dali.name!r} (it decodes {dali.describe_codecs()}); "
+                                           "use backend='auto', 'opencv' or 'pyav'")
 
     def _decoder_for(self, media: Media) -> str:
         if not self.backend.startswith("dali"):
@@ -252,6 +252,16 @@ class ClipLoader:
 
     # ------------------------------------------------------------------ iteration
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self._epoch_batches(self._load_batch)
+
+    def iter_frames(self) -> Iterator[dict[str, Any]]:
+        """The epoch's batches *before* preprocessing: ``frames`` list of uint8 ``(T, H, W, 3)``
+        (``(T, H, W)`` for depth) as the backend decoded them, with ``sample_id``,
+        ``frame_indices`` and ``padded`` as in the batches. For comparing backends frame for
+        frame and timing decoding alone (``bench perf data``)."""
+        return self._epoch_batches(self._raw_batch)
+
+    def _epoch_batches(self, make: Callable) -> Iterator[dict[str, Any]]:
         plan = self.plan()
         batches = [plan[i:i + self.batch_size] for i in range(0, len(plan), self.batch_size)]
         epoch = self.epoch
@@ -260,21 +270,21 @@ class ClipLoader:
         delivered = 0
         if self.num_workers == 0:
             for b in batches:
-                out = self._load_batch(b, epoch)
+                out = make(b, epoch)
                 if out is not None:
                     delivered += len(out["sample_id"])
                     yield out
         else:
             with ThreadPoolExecutor(1, thread_name_prefix="pipelines-batch") as producer:
                 todo = iter(batches)
-                pending: deque = deque(producer.submit(self._load_batch, b, epoch)
+                pending: deque = deque(producer.submit(make, b, epoch)
                                        for b in [next(todo) for _ in range(min(2, len(batches)))])
                 try:
                     while pending:
                         out = pending.popleft().result()
                         nxt = next(todo, None)
                         if nxt is not None:
-                            pending.append(producer.submit(self._load_batch, nxt, epoch))
+                            pending.append(producer.submit(make, nxt, epoch))
                         if out is not None:
                             delivered += len(out["sample_id"])
                             yield out
@@ -292,17 +302,18 @@ class ClipLoader:
             self._pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="pipelines")
         return list(self._pool.map(fn, items))
 
-    def _load_batch(self, batch: list[tuple[int, bool]], epoch: int) -> dict[str, Any] | None:
-        import torch
-
+    def _decoded_items(self, batch: list[tuple[int, bool]], epoch: int) -> list[_Item]:
         items = [_Item(pos, padded, self.index.samples[pos]) for pos, padded in batch]
         self._map(lambda it: self._prepare(it, epoch), items)
         self._decode([it for it in items if it.error is None])
-        clips = self._map(self._preprocess, items)
+        return items
+
+    def _keep(self, items: list[_Item]) -> list[_Item]:
+        """The items without error; errors raise, or are recorded in ``.skipped``."""
         keep = []
-        for it, clip in zip(items, clips):
+        for it in items:
             if it.error is None:
-                keep.append((it, clip))
+                keep.append(it)
                 continue
             if self.on_error == "raise" or isinstance(it.error, CodecRefused):
                 raise it.error
@@ -311,15 +322,33 @@ class ClipLoader:
                 self.skipped.append((it.sample.sample_id, str(it.error)))
         if not keep:
             log.warning("pipelines: a whole batch of %d samples was skipped", len(items))
-            return None
-        for it, _ in keep:
+        for it in keep:
             self.decoded_by[it.decoder] += 1
+        return keep
+
+    def _raw_batch(self, batch: list[tuple[int, bool]], epoch: int) -> dict[str, Any] | None:
+        keep = self._keep(self._decoded_items(batch, epoch))
+        if not keep:
+            return None
+        return {"frames": [it.frames for it in keep],
+                "sample_id": [it.sample.sample_id for it in keep],
+                "frame_indices": np.stack([it.request.indices for it in keep]),
+                "padded": np.array([it.padded for it in keep])}
+
+    def _load_batch(self, batch: list[tuple[int, bool]], epoch: int) -> dict[str, Any] | None:
+        import torch
+
+        items = self._decoded_items(batch, epoch)
+        clips = dict(zip((id(it) for it in items), self._map(self._preprocess, items)))
+        keep = self._keep(items)
+        if not keep:
+            return None
         return {
-            "clip": torch.stack([c for _, c in keep]),                                   # (B,3,T,S,S)
-            "label": torch.tensor([it.sample.label for it, _ in keep], dtype=torch.int64),
-            "sample_id": [it.sample.sample_id for it, _ in keep],
-            "frame_indices": torch.from_numpy(np.stack([it.request.indices for it, _ in keep])),
-            "padded": torch.tensor([it.padded for it, _ in keep], dtype=torch.bool),
+            "clip": torch.stack([clips[id(it)] for it in keep]),                        # (B,3,T,S,S)
+            "label": torch.tensor([it.sample.label for it in keep], dtype=torch.int64),
+            "sample_id": [it.sample.sample_id for it in keep],
+            "frame_indices": torch.from_numpy(np.stack([it.request.indices for it in keep])),
+            "padded": torch.tensor([it.padded for it in keep], dtype=torch.bool),
         }
 
     def _prepare(self, it: _Item, epoch: int) -> None:

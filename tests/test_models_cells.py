@@ -10,6 +10,7 @@ from torch import nn
 from bench.models import create_cell, list_cells, register_cell, second_layer_cell
 from bench.models.complexity import count_params, formula_params
 from bench.models.convlstm import RecurrentCell
+from bench.models.recurrent import ConvRecurrentLayer
 
 CELLS = list_cells()
 B, C_IN, C_OUT, H, W = 2, 5, 6, 7, 9
@@ -171,3 +172,16 @@ def test_variants_c_d_replace_one_gate_by_a_channel_attention_map(name: str, rep
     assert m.std(dim=(2, 3)).min() > 0
     for other in set("ifo") - {replaced}:   # the others stay fully connected on GAP'd vectors
         assert getattr(gates, other).shape == (B, C_OUT, 1, 1)
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_a_layer_over_time_equals_stepping_the_cell(name: str) -> None:
+    """The layer hoists input-only terms out of the time loop; the result must not change."""
+    layer = ConvRecurrentLayer(name, in_channels=C_IN, out_channels=C_OUT)
+    _random_init(layer.cell)
+    x = torch.randn(B, C_IN, 4, H, W)
+    state, ref = None, []
+    for t in range(4):
+        h, state = layer.cell(x[:, :, t], state)
+        ref.append(h)
+    torch.testing.assert_close(layer(x), torch.stack(ref, dim=2))

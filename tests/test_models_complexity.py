@@ -89,3 +89,12 @@ def test_readable_table_puts_paper_beside_measured(capsys: pytest.CaptureFixture
 def test_odd_frames_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["model", "complexity", "--frames", "15"]) == 2
     assert "--frames" in capsys.readouterr().err
+
+
+def test_data_errors_survive_pickling_and_reach_the_cli_as_messages(tmp_path, capsys) -> None:
+    import pickle
+
+    from bench.data.errors import DataError
+
+    e = pickle.loads(pickle.dumps(DataError("lists/train.txt", "expected 3 fields", line=7)))
+    assert (str(e), e.path, e.line) == ("lists/train.txt:7: expected 3 fields", "lists/train.txt", 7)

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.data.errors import DataError
-from bench.data.formats import (FORMATS, FRAMELIST_LISTS, ISOGD_LISTS, JESTER_CSVS, SPLITS,
-                                normalize_split, parallel_map, read_framelist, read_isogd_list,
-                                read_jester)
+from bench.data.formats import (FORMATS, FRAMELIST_LISTS, ISOGD_LISTS, JESTER_CSVS, SPLITS, ErrorTuple,
+                                error_from_tuple, error_to_tuple, normalize_split, parallel_map,
+                                read_framelist, read_isogd_list, read_jester)
 from bench.data.index import DatasetIndex
 
 
@@ -55,7 +55,11 @@ def read_split_collecting(fmt: str, root: Path, split: str, *, modalities=None
     return index, problems
 
 
-def _check_item(item: _Item) -> list[DataError]:
+def _check_item(item: _Item) -> list[ErrorTuple]:
+    return [error_to_tuple(e) for e in _check_item_errors(item)]
+
+
+def _check_item_errors(item: _Item) -> list[DataError]:
     from bench.data.probe import check_image_file, probe_video, scan_frame_folder
 
     where = f" (listed at {item.source})" if item.source else ""
@@ -114,7 +118,7 @@ def check_dataset(fmt: str, root: str | Path, *, splits: list[str] | None = None
                 items.append(_Item(path, fmt == "isogd", s.source,
                                    s.num_frames if fmt == "framelist" else None, deep))
     for found in parallel_map(_check_item, items, workers=workers, desc="check", progress=progress):
-        problems.extend(found)
+        problems.extend(error_from_tuple(t) for t in found)
     if stats is not None:
         stats.update(splits=splits, samples=num_samples, files=len(items))
     return problems
@@ -122,7 +126,7 @@ def check_dataset(fmt: str, root: str | Path, *, splits: list[str] | None = None
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="scan a dataset copy and list every problem (exit 1 if any)",
-                       description=__doc__.splitlines()[0])
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("root", type=Path, help="dataset root (the folder holding the lists/CSVs)")
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--split", nargs="+", choices=SPLITS + ("validation",), default=None,

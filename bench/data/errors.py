@@ -18,3 +18,12 @@ class DataError(ValueError):
         self.reason = reason
         where = f"{self.path}:{line}" if line is not None else self.path
         super().__init__(f"{where}: {reason}")
+
+    def __reduce__(self) -> tuple:
+        # Exceptions pickle through their args; ``line`` is keyword-only, so rebuild explicitly
+        # (errors cross process boundaries in parallel checks and data-loader workers).
+        return (_rebuild, (self.path, self.reason, self.line))
+
+
+def _rebuild(path: str, reason: str, line: int | None) -> DataError:
+    return DataError(path, reason, line=line)

@@ -435,7 +435,8 @@ def load_index(fmt: str, root: str | Path, split: str, *, list_file: str | Path 
     if probe:
         index = probe_index(index, workers=workers)
     elif use_cache and list_file is None and fmt != "framelist":
-        counts = read_cached_counts(root, split, newer_than=default_list_files(fmt, root, split))
+        counts = read_cached_counts(root, split, newer_than=default_list_files(fmt, root, split),
+                                    modalities=index.modalities)
         if counts:
             index.samples = [s if s.num_frames is not None or s.sample_id not in counts
                              else _with_frames(s, counts[s.sample_id]) for s in index.samples]
@@ -459,19 +460,33 @@ def probe_sample(sample: Sample, *, verify: str = "none") -> int:
     return min(counts)
 
 
-def _probe_one(sample: Sample) -> tuple[int | None, DataError | None]:
+# DataError's constructor takes keyword-only ``line``, so it does not survive pickling between
+# processes; worker results carry (path, reason, line) and the parent rebuilds the error.
+ErrorTuple = tuple[str, str, "int | None"]
+
+
+def error_to_tuple(e: DataError) -> ErrorTuple:
+    return (e.path, e.reason, e.line)
+
+
+def error_from_tuple(t: ErrorTuple) -> DataError:
+    return DataError(t[0], t[1], line=t[2])
+
+
+def _probe_one(sample: Sample) -> tuple[int | None, ErrorTuple | None]:
     try:
         return probe_sample(sample), None
     except DataError as e:
-        return None, e
+        return None, error_to_tuple(e)
 
 
 def probe_index(index: DatasetIndex, *, workers: int = 1) -> DatasetIndex:
     """A copy of ``index`` with ``num_frames`` filled by opening every sample's files."""
     samples = []
-    for s, (n, err) in zip(index.samples, parallel_map(_probe_one, index.samples, workers=workers,
-                                                       desc=f"probe {index.split}")):
-        if err is not None:
+    for s, (n, t) in zip(index.samples, parallel_map(_probe_one, index.samples, workers=workers,
+                                                     desc=f"probe {index.split}")):
+        if t is not None:
+            err = error_from_tuple(t)
             if s.source:
                 raise DataError(err.path, f"{err.reason} (listed at {s.source})", line=err.line)
             raise err
@@ -509,9 +524,10 @@ def write_index_cache(index: DatasetIndex) -> Path:
     return out
 
 
-def read_cached_counts(root: str | Path, split: str, *, newer_than: Iterable[Path] = ()
-                       ) -> dict[str, int] | None:
-    """sample_id -> num_frames from the index cache, or None when absent or older than a list."""
+def read_cached_counts(root: str | Path, split: str, *, newer_than: Iterable[Path] = (),
+                       modalities: Iterable[str] = ()) -> dict[str, int] | None:
+    """sample_id -> num_frames from the index cache, or None when absent, older than a list, or
+    written before one of ``modalities`` existed (its counts would not cover, say, new flow)."""
     path = cache_path(root, split)
     try:
         mtime = path.stat().st_mtime
@@ -526,6 +542,8 @@ def read_cached_counts(root: str | Path, split: str, *, newer_than: Iterable[Pat
     import polars as pl
 
     try:
+        if not set(modalities) <= set(pl.read_parquet_schema(path)):
+            return None
         df = pl.read_parquet(path, columns=["sample_id", "num_frames"]).drop_nulls()
     except Exception as e:  # a damaged cache is not worth failing a run over: re-read the lists
         import warnings

@@ -21,7 +21,6 @@ from typing import Literal
 
 from bench.data.errors import DataError
 
-FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
 _FRAME_NAME = re.compile(r"^(\d+)\.(?:jpe?g|png)$", re.IGNORECASE)
 
 Verify = Literal["none", "tail", "full"]
@@ -117,12 +116,19 @@ def _check_duration(path: Path, container, stream, end_s: float | None, frame_s:
     WebM/Matroska store no frame count, but do store the segment duration up front, so this
     is what catches a truncated .webm whose remaining clusters still parse.
     """
-    if end_s is None or not container.duration or frame_s <= 0:
+    if end_s is None or frame_s <= 0:
         return
     start_s = 0.0
     if stream.start_time is not None and stream.time_base is not None:
         start_s = float(stream.start_time * stream.time_base)
-    stated = container.duration / 1_000_000  # av.time_base: microseconds
+    if stream.duration and stream.time_base is not None:
+        stated = float(stream.duration * stream.time_base)
+    elif container.duration and len(container.streams) == 1:
+        # Matroska states only the segment's duration; with an audio track it may be the
+        # audio's, so it is trusted only for a video-only file.
+        stated = container.duration / 1_000_000  # av.time_base: microseconds
+    else:
+        return
     ended = end_s - start_s
     if stated - ended > 0.5 * frame_s:
         raise DataError(path, f"truncated: stream ends at {ended:.3f} s, "

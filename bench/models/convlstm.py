@@ -37,6 +37,11 @@ class RecurrentCell(nn.Module):
     """One step of a convolutional LSTM; subclasses compute the gates.
 
     Every registered cell shares this constructor and ``forward(x, state) -> (h, (h, c))``.
+
+    A step splits in two: ``project_input(x)`` computes whatever depends on the input alone,
+    and ``step(xp, (h, c))`` the rest. A recurrent layer knows every input of the sequence up
+    front, so it projects all T inputs in one batched call and loops over ``step`` only (as
+    cuDNN's LSTM hoists its input GEMM); ``forward`` chains the two for a single step.
     """
 
     cell_name: str = ""
@@ -49,23 +54,37 @@ class RecurrentCell(nn.Module):
         self.out_channels = out_channels
         self.kernel_size = kernel_size
 
-    def gates(self, x: torch.Tensor, h: torch.Tensor) -> Gates:
+    def project_input(self, x: torch.Tensor) -> object:
+        """The input-only part of a step, for any batch of inputs (B*T, C_in, H, W)."""
+        return x
+
+    def step_gates(self, xp: object, h: torch.Tensor) -> Gates:
         raise NotImplementedError
+
+    def gates(self, x: torch.Tensor, h: torch.Tensor) -> Gates:
+        """The gates of one step from the raw input (for inspection and tests)."""
+        return self.step_gates(self.project_input(x), h)
 
     def init_state(self, x: torch.Tensor) -> State:
         b, _, height, width = x.shape
         z = x.new_zeros(b, self.out_channels, height, width)
         return z, z
 
-    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+    def step(self, xp: object, state: State) -> tuple[torch.Tensor, State]:
+        h, c = state
+        gt = self.step_gates(xp, h)
+        c = torch.addcmul(gt.f * c, gt.i, gt.g)          # f o C_{t-1} + i o G_t
+        h = gt.o * torch.tanh(c)
+        return h, (h, c)
+
+    def check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"{type(self).__name__} expects input (B, {self.in_channels}, H, W), "
                              f"got {tuple(x.shape)}")
-        h, c = self.init_state(x) if state is None else state
-        gt = self.gates(x, h)
-        c = gt.f * c + gt.i * gt.g
-        h = gt.o * torch.tanh(c)
-        return h, (h, c)
+
+    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        self.check_input(x)
+        return self.step(self.project_input(x), self.init_state(x) if state is None else state)
 
 
 @register_cell("convlstm")
@@ -83,7 +102,9 @@ class ConvLSTMCell(RecurrentCell):
             self.conv.bias.zero_()
             self.conv.bias[out_channels:2 * out_channels].fill_(1.0)
 
-    def gates(self, x: torch.Tensor, h: torch.Tensor) -> Gates:
+    def step_gates(self, x: torch.Tensor, h: torch.Tensor) -> Gates:
+        # Deliberately not hoisted: this is the single-convolution-over-concatenation form that
+        # the common open-source implementations use, the baseline the variants are measured by.
         z = self.conv(torch.cat([x, h], dim=1))             # (B, 4*C_out, H, W)
         i, f, o, g = z.chunk(4, dim=1)
         return Gates(torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o), torch.tanh(g))

@@ -17,10 +17,29 @@ class ConvRecurrentLayer(nn.Module):
                                 kernel_size=kernel_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        steps = x.permute(2, 0, 1, 3, 4).contiguous()                 # (B, C, T, H, W) -> (T, B, C, H, W)
-        state = None
+        b, c, t, h, w = x.shape
+        steps = x.permute(2, 0, 1, 3, 4).reshape(t * b, c, h, w)       # (B, C, T, H, W) -> (T*B, C, H, W)
+        self.cell.check_input(steps)
+        # The input-only terms of every step in one batched call; the loop does the rest.
+        xp = self.cell.project_input(steps)
+        per_step = [_unfold_time(v, t, b) for v in _fields(xp)]
+        state = self.cell.init_state(steps[:b])                       # zeros (B, C_out, H, W)
         out = []
-        for x_t in steps:
-            h, state = self.cell(x_t, state)
-            out.append(h)
+        for i in range(t):
+            h_t, state = self.cell.step(_refold(xp, [v[i] if v is not None else None for v in per_step]),
+                                        state)
+            out.append(h_t)
         return torch.stack(out, dim=2)                                # -> (B, C_out, T, H, W)
+
+
+def _fields(xp: object) -> list[torch.Tensor | None]:
+    return list(xp) if isinstance(xp, tuple) else [xp]
+
+
+def _refold(xp: object, values: list[torch.Tensor | None]) -> object:
+    return type(xp)(*values) if isinstance(xp, tuple) else values[0]
+
+
+def _unfold_time(v: torch.Tensor | None, t: int, b: int) -> torch.Tensor | None:
+    """(T*B, ...) -> (T, B, ...), a view whose [i] is step i (contiguous)."""
+    return None if v is None else v.view(t, b, *v.shape[1:])

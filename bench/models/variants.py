@@ -24,6 +24,8 @@ parameters, and the GAP'd gates as one Linear over [GAP(X), GAP(H)].
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,6 +33,23 @@ from torch import nn
 from bench.models._registry import register_cell
 from bench.models.convlstm import Gates, RecurrentCell
 from bench.models.layers import SeparableConv2d, global_avg_pool
+
+
+class InputProjection(NamedTuple):
+    """The input-only terms of one step, computed for all T steps of a layer at once."""
+
+    x: torch.Tensor                    # X_t itself (variant b re-weights it every step)
+    g: torch.Tensor | None             # W_xc * X_t + b_c
+    fc: torch.Tensor | None            # W_x GAP(X_t) + b, (N, n_gates * C_out)
+    att: torch.Tensor | None           # W_xa * X_t + b_a (b) or W_xi * X_t + b_i (c, d)
+
+
+def _separable_part(x: torch.Tensor, sep: SeparableConv2d, channels: slice,
+                    bias: torch.Tensor | None = None) -> torch.Tensor:
+    """The share of ``sep`` (a separable conv over a concatenation) that acts on ``channels``."""
+    dw = sep.depthwise.weight[channels]                                   # (C_part, 1, K, K)
+    y = F.conv2d(x, dw, padding=dw.shape[-1] // 2, groups=x.shape[1])
+    return F.conv2d(y, sep.pointwise.weight[:, channels], bias)
 
 
 class GatedConvLSTMCell(RecurrentCell):
@@ -44,6 +63,8 @@ class GatedConvLSTMCell(RecurrentCell):
 
     ``attention_gate`` ("i" or "o") replaces that gate by a channel-wise attention map
     (variants c, d); ``spatial_attention`` re-weights X_t by a softmax map first (variant b).
+    The X-terms (``project_input``) are computed for the whole sequence in one call; a step
+    adds the H-terms, with the same weights sliced from the concatenated-input layers.
     """
 
     spatial_attention: bool = False
@@ -64,29 +85,39 @@ class GatedConvLSTMCell(RecurrentCell):
         if self.attention_gate:         # (c), (d): W_xi, W_hi and W_i all depthwise-separable
             self.att_hidden = SeparableConv2d(both, out_channels, kernel_size)
             self.att_score = SeparableConv2d(out_channels, out_channels, kernel_size, bias=False)
+        self._x = slice(0, in_channels)
+        self._h = slice(in_channels, both)
 
-    def attention_map(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """(b): A_t, (B, 1, H, W), a softmax over all H x W positions."""
-        z = self.att_score(torch.tanh(self.att_hidden(torch.cat([x, h], dim=1))))  # (B, 1, H, W)
-        return F.softmax(z.flatten(2), dim=-1).view_as(z)
+    def project_input(self, x: torch.Tensor) -> InputProjection:
+        att = None
+        if self.spatial_attention or self.attention_gate:
+            att = _separable_part(x, self.att_hidden, self._x, self.att_hidden.pointwise.bias)
+        if self.spatial_attention:      # G and the gates see A_t o X_t: nothing more to hoist
+            return InputProjection(x, None, None, att)
+        g = _separable_part(x, self.candidate, self._x, self.candidate.pointwise.bias)
+        fc = F.linear(global_avg_pool(x), self.gate_fc.weight[:, self._x], self.gate_fc.bias)
+        return InputProjection(x, g, fc, att)
 
-    def channel_attention(self, xh: torch.Tensor) -> torch.Tensor:
-        """(c), (d): exp(Z(c)) / max_hw exp(Z(c)), in (0, 1] with maximum 1 in every channel."""
-        z = self.att_score(torch.tanh(self.att_hidden(xh)))                         # (B, C, H, W)
-        return torch.exp(z - z.amax(dim=(2, 3), keepdim=True))
+    def _attention_logits(self, xp: InputProjection, h: torch.Tensor) -> torch.Tensor:
+        return self.att_score(torch.tanh(xp.att + _separable_part(h, self.att_hidden, self._h)))
 
-    def gates(self, x: torch.Tensor, h: torch.Tensor) -> Gates:
+    def step_gates(self, xp: InputProjection, h: torch.Tensor) -> Gates:
         attention = None
         if self.spatial_attention:
-            attention = self.attention_map(x, h)
-            x = attention * x                                                        # X~_t = A_t o X_t
-        xh = torch.cat([x, h], dim=1)                                                # (B, C_in+C_out, H, W)
-        g = torch.tanh(self.candidate(xh))
-        z = torch.sigmoid(self.gate_fc(global_avg_pool(xh)))                         # (B, n*C_out)
-        fc = dict(zip(self.fc_gate_names, z[..., None, None].chunk(len(self.fc_gate_names), dim=1)))
+            z = self._attention_logits(xp, h)                                     # (B, 1, H, W)
+            attention = F.softmax(z.flatten(2), dim=-1).view_as(z)                # A_t over H x W
+            xh = torch.cat([attention * xp.x, h], dim=1)                          # [X~_t, H_{t-1}]
+            g = torch.tanh(self.candidate(xh))
+            z = torch.sigmoid(self.gate_fc(global_avg_pool(xh)))                  # (B, n*C_out)
+        else:
+            g = torch.tanh(xp.g + _separable_part(h, self.candidate, self._h))
+            z = torch.sigmoid(xp.fc + F.linear(global_avg_pool(h), self.gate_fc.weight[:, self._h]))
+        gates = dict(zip(self.fc_gate_names, z[..., None, None].chunk(len(self.fc_gate_names), dim=1)))
         if self.attention_gate:
-            fc[self.attention_gate] = self.channel_attention(xh)
-        return Gates(fc["i"], fc["f"], fc["o"], g, attention)
+            # exp(Z(c)) / max_hw exp(Z(c)): in (0, 1], maximum 1 in every channel
+            z = self._attention_logits(xp, h)                                     # (B, C, H, W)
+            gates[self.attention_gate] = torch.exp(z - z.amax(dim=(2, 3), keepdim=True))
+        return Gates(gates["i"], gates["f"], gates["o"], g, attention)
 
 
 @register_cell("a")

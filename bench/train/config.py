@@ -109,6 +109,9 @@ class TrainConfig:
         _int(self, "max_train_batches", minimum=1, optional=True)
         _int(self, "max_val_batches", minimum=1, optional=True)
         _int(self, "fail_once_at_epoch", minimum=1, optional=True)
+        if self.batch_size % self.num_workers:
+            _bad("batch_size", self.batch_size,
+                 f"is the global batch and must be divisible by num_workers={self.num_workers}")
         if self.clip_len is not None and self.clip_len % 2:
             _bad("clip_len", self.clip_len, "must be even (Res3D block 3 halves the time axis)")
         for name in ("lr", "lr_end", "lr_power", "momentum", "weight_decay"):

@@ -13,10 +13,11 @@ Choices the paper leaves open, made here:
   ``weight_decay=5e-5`` adds 5e-5 * w. ``TrainConfig.weight_decay`` is torch's coefficient.
 - ``batch_size`` is the global batch: with ``world_size`` DDP workers each takes
   ``batch_size // world_size`` clips a step, so the protocol does not change with the worker count.
-- With DDP every rank runs the same number of steps per epoch (the smallest shard's batch
-  count; the shards differ by at most one sample), so that gradient all-reduces pair up and
-  every rank's learning-rate schedule is identical. Clips actually trained on are reported
-  (``num_train_samples``), not assumed. BatchNorm statistics stay per rank (no SyncBN).
+- With DDP the loader evens out the shards with wrapped duplicates (``batch["padded"]``, as
+  torch's DistributedSampler does), so every rank runs the same number of steps and the
+  gradient all-reduces pair up and every rank's learning-rate schedule is identical. Training
+  uses the duplicates; validation leaves them out of every metric and of ``val_scores``.
+  BatchNorm statistics stay per rank (no SyncBN).
 - Mixed precision (bf16 autocast, no loss scaling needed) and channels_last_3d only on CUDA.
 
 Every epoch leaves a checkpoint directory (see `write_checkpoint`):
@@ -26,6 +27,7 @@ Every epoch leaves a checkpoint directory (see `write_checkpoint`):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -43,23 +45,18 @@ from torch import nn
 
 from bench.data.errors import DataError
 from bench.data.index import DatasetIndex
+from bench.models import NetConfig, build_network, count_macs, count_params
 from bench.train.config import TrainConfig, split_config
-from bench.train.session import STATE_FILE, Session, TrainSession
+from bench.train.layout import METRIC_KEYS, METRICS_FILE, STATE_FILE, VAL_SCORES_FILE
+from bench.train.session import Session, TrainSession
 
 log = logging.getLogger(__name__)
 
-METRIC_KEYS = (
-    "epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr",
-    "epoch_time_s", "train_clips_per_s", "params", "macs_per_clip",
-    "num_train_samples", "num_val_samples", "num_skipped",
-)
-VAL_SCORES_FILE = "val_scores.parquet"
-METRICS_FILE = "metrics.json"
 
 
 # ----------------------------------------------------------------------------- entry point
 
-def train_loop_per_worker(config: Mapping[str, Any], session: Session | None = None) -> list[dict[str, Any]]:
+def train_loop_per_worker(config: Mapping[str, Any], *, session: Session | None = None) -> list[dict[str, Any]]:
     """Train one run described by ``config`` (a `TrainConfig` dict; bookkeeping keys ignored).
 
     ``session`` is where metrics and checkpoints go; None means "inside a Ray Train worker"
@@ -102,11 +99,11 @@ def make_scheduler(optimizer: torch.optim.Optimizer, *, total_steps: int, lr: fl
 
 def build_model(cfg: TrainConfig, *, num_classes: int) -> tuple[nn.Module, Any, int, int]:
     """``(network, NetConfig, clip_len, image_size)``, the clip shape from the preset when unset."""
-    from bench.models import NetConfig, build_network
-
     base = NetConfig.preset(cfg.preset, cell=cfg.cell, num_classes=num_classes)
     clip_len = cfg.clip_len or base.frames
     size = cfg.image_size or base.image_size
+    if clip_len % 2:
+        raise ValueError(f"TrainConfig.clip_len: the preset's default {clip_len} is odd")
     net_cfg = NetConfig.preset(cfg.preset, cell=cfg.cell, num_classes=num_classes,
                                frames=clip_len, image_size=size)
     return build_network(net_cfg), net_cfg, clip_len, size
@@ -221,8 +218,6 @@ def run_training(cfg: TrainConfig, session: Session, *,
         from pipelines import make_loader
     if load_index is None:
         from bench.data.formats import load_index
-    from bench.models import build_network, count_macs, count_params
-
     rank, world = session.rank, session.world_size
     if world > 1 and not torch.distributed.is_initialized():
         raise RuntimeError(f"world_size={world} but torch.distributed is not initialised")
@@ -245,22 +240,20 @@ def run_training(cfg: TrainConfig, session: Session, *,
     random.seed(cfg.seed)
     try:
         return _run(cfg, session, device=device, use_amp=use_amp, use_cl=use_cl, make_loader=make_loader,
-                    load_index=load_index, build_network=build_network, count_macs=count_macs,
-                    count_params=count_params)
+                    load_index=load_index)
     finally:
         torch.use_deterministic_algorithms(prev_det[0], warn_only=prev_det[1])
 
 
 def _run(cfg: TrainConfig, session: Session, *, device: torch.device, use_amp: bool, use_cl: bool,
-         make_loader: Callable[..., Any], load_index: Callable[..., DatasetIndex],
-         build_network: Callable[..., nn.Module], count_macs: Callable[..., int],
-         count_params: Callable[..., int]) -> list[dict[str, Any]]:
+         make_loader: Callable[..., Any], load_index: Callable[..., DatasetIndex]) -> list[dict[str, Any]]:
     rank, world = session.rank, session.world_size
     dist = world > 1
 
     # -- data
-    train_index = load_index(cfg.dataset, cfg.root, cfg.train_split)
-    val_index = load_index(cfg.dataset, cfg.root, cfg.val_split)
+    # Only the trained modality is read: an RGB run must not need the depth files.
+    train_index = load_index(cfg.dataset, cfg.root, cfg.train_split, modalities=(cfg.modality,))
+    val_index = load_index(cfg.dataset, cfg.root, cfg.val_split, modalities=(cfg.modality,))
     for idx, split_field in ((train_index, "train_split"), (val_index, "val_split")):
         if len(idx) == 0:
             raise ValueError(f"TrainConfig.{split_field}={idx.split!r}: no samples under {cfg.root}")
@@ -274,16 +267,7 @@ def _run(cfg: TrainConfig, session: Session, *, device: torch.device, use_amp: b
     check_labels(val_index, num_classes)
 
     # -- network (seeded above: the same seed gives the same initial weights)
-    from bench.models import NetConfig
-
-    base = NetConfig.preset(cfg.preset, cell=cfg.cell, num_classes=num_classes)
-    clip_len = cfg.clip_len or base.frames
-    size = cfg.image_size or base.image_size
-    if clip_len % 2:
-        raise ValueError(f"TrainConfig.clip_len: the preset's default {clip_len} is odd")
-    net_cfg = NetConfig.preset(cfg.preset, cell=cfg.cell, num_classes=num_classes,
-                               frames=clip_len, image_size=size)
-    net = build_network(net_cfg)
+    net, net_cfg, clip_len, size = build_model(cfg, num_classes=num_classes)
     params = int(count_params(net))
 
     with session.restore_dir() as d:
@@ -312,7 +296,7 @@ def _run(cfg: TrainConfig, session: Session, *, device: torch.device, use_amp: b
     steps = len(train_loader)
     if cfg.max_train_batches is not None:
         steps = min(steps, cfg.max_train_batches)
-    if dist:
+    if dist:   # the loader pads shards to equal length; the minimum guards against any other loader
         steps = int(_all_reduce(torch.tensor([steps], device=device), "min").item())
     if steps < 1:
         raise ValueError(f"TrainConfig.batch_size={cfg.batch_size}: no training batch on rank {rank}")
@@ -360,7 +344,7 @@ def _run(cfg: TrainConfig, session: Session, *, device: torch.device, use_amp: b
         # -- train
         model.train()
         train_loader.set_epoch(epoch)
-        sums = torch.zeros(3, dtype=torch.float64, device=device)   # loss*n, correct, n
+        sums = torch.zeros(4, dtype=torch.float64, device=device)   # loss*n, correct, clips, unpadded
         last_lr = optimizer.param_groups[0]["lr"]
         for i, batch in enumerate(train_loader):
             if i >= steps:
@@ -378,12 +362,14 @@ def _run(cfg: TrainConfig, session: Session, *, device: torch.device, use_amp: b
             optimizer.step()
             scheduler.step()
             n = y.shape[0]
+            real = int((~batch["padded"]).sum()) if "padded" in batch else n
             sums += torch.stack([loss.detach().double() * n, (logits.argmax(1) == y).sum().double(),
-                                 torch.tensor(float(n), dtype=torch.float64, device=device)])
+                                 torch.tensor(float(n), dtype=torch.float64, device=device),
+                                 torch.tensor(float(real), dtype=torch.float64, device=device)])
         if dist:
             sums = _all_reduce(sums, "sum")
         train_time = time.perf_counter() - t0
-        tr_loss_sum, tr_correct, tr_n = sums.tolist()
+        tr_loss_sum, tr_correct, tr_n, tr_real = sums.tolist()
 
         # -- validate (the unwrapped network: no DDP collectives, shards may differ in size)
         net.eval()
@@ -394,8 +380,11 @@ def _run(cfg: TrainConfig, session: Session, *, device: torch.device, use_amp: b
             for i, batch in enumerate(val_loader):
                 if cfg.max_val_batches is not None and i >= cfg.max_val_batches:
                     break
-                x = batch["clip"].to(device, non_blocking=True)
-                y = batch["label"].to(device, non_blocking=True)
+                keep = ~batch["padded"] if "padded" in batch else torch.ones(len(batch["label"]), dtype=torch.bool)
+                if not bool(keep.any()):
+                    continue
+                x = batch["clip"][keep].to(device, non_blocking=True)
+                y = batch["label"][keep].to(device, non_blocking=True)
                 if use_cl:
                     x = x.contiguous(memory_format=torch.channels_last_3d)
                 with autocast():
@@ -407,7 +396,7 @@ def _run(cfg: TrainConfig, session: Session, *, device: torch.device, use_amp: b
                 vsums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
                                       hit[:, 0].sum().double(), hit.any(1).sum().double(),
                                       torch.tensor(float(y.shape[0]), dtype=torch.float64, device=device)])
-                ids.extend(batch["sample_id"])
+                ids.extend(sid for sid, k in zip(batch["sample_id"], keep.tolist()) if k)
                 labels.append(y.cpu().numpy())
                 preds.append(top[:, 0].cpu().numpy())
                 probs.append(p.cpu().numpy())
@@ -442,7 +431,7 @@ def _run(cfg: TrainConfig, session: Session, *, device: torch.device, use_amp: b
             "train_clips_per_s": tr_n / train_time if train_time > 0 else math.nan,
             "params": params,
             "macs_per_clip": macs,
-            "num_train_samples": int(tr_n),
+            "num_train_samples": int(tr_real),
             "num_val_samples": int(va_n),
             "num_skipped": int(num_skipped),
         }
@@ -456,8 +445,7 @@ def _run(cfg: TrainConfig, session: Session, *, device: torch.device, use_amp: b
                 "scheduler": scheduler.state_dict(),
                 "rng": rng_state(),
                 "config": cfg.to_dict(),
-                "net_config": {k: (list(v) if isinstance(v, tuple) else v)
-                               for k, v in _asdict(net_cfg).items()},
+                "net_config": dataclasses.asdict(net_cfg),
                 "classes": list(train_index.classes),
                 "num_classes": num_classes,
                 "clip_len": clip_len,
@@ -488,8 +476,3 @@ def _all_reduce(t: torch.Tensor, op: str) -> torch.Tensor:
 def _cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
     return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
 
-
-def _asdict(obj: Any) -> dict[str, Any]:
-    import dataclasses
-
-    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}

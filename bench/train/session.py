@@ -22,8 +22,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
-STATE_FILE = "state.pt"
-CHECKPOINT_PREFIX = "checkpoint_epoch_"
+from bench.train.layout import CHECKPOINT_PREFIX, METRICS_FILE, STATE_FILE
 
 
 class Session:
@@ -164,4 +163,4 @@ class TrainSession(Session):
 
 def read_metrics(checkpoint_dir: str | Path) -> dict[str, Any]:
     """The ``metrics.json`` of a checkpoint directory (the epoch it closes)."""
-    return json.loads((Path(checkpoint_dir) / "metrics.json").read_text())
+    return json.loads((Path(checkpoint_dir) / METRICS_FILE).read_text())

@@ -1,0 +1,150 @@
+"""``bench perf cells``: forward and forward+backward time of each recurrent cell at the paper's
+shapes (C_in = C_out = 256, 28 x 28, the T/2 = 8 recurrent steps of a 16-frame clip), beside a
+reference ConvLSTM in the form most open-source PyTorch implementations use, with the time
+ratio to ConvLSTM next to the ratio of measured multiply-adds."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cells", help="time every recurrent cell at the paper's shapes")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--steps", type=int, default=8, help="recurrent steps (T/2 of the clip)")
+    p.add_argument("--channels", type=int, default=256)
+    p.add_argument("--size", type=int, default=28)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile'd layers")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", type=Path, default=Path("docs/perf"))
+    p.set_defaults(func=_run)
+
+
+def reference_convlstm_cell(in_channels: int, out_channels: int, kernel_size: int = 3):
+    """The ConvLSTM cell as the most widely used open-source PyTorch implementation writes it
+    (one convolution over the concatenation, split into four gates); our own re-statement of
+    that public design, kept here as the speed baseline."""
+    import torch
+    from torch import nn
+
+    class ReferenceConvLSTMCell(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.hidden_dim = out_channels
+            self.conv = nn.Conv2d(in_channels + out_channels, 4 * out_channels, kernel_size,
+                                  padding=kernel_size // 2, bias=True)
+
+        def forward(self, x, state):
+            h_cur, c_cur = state
+            combined = torch.cat([x, h_cur], dim=1)
+            cc_i, cc_f, cc_o, cc_g = torch.split(self.conv(combined), self.hidden_dim, dim=1)
+            i, f, o, g = torch.sigmoid(cc_i), torch.sigmoid(cc_f), torch.sigmoid(cc_o), torch.tanh(cc_g)
+            c_next = f * c_cur + i * g
+            h_next = o * torch.tanh(c_next)
+            return h_next, (h_next, c_next)
+
+    return ReferenceConvLSTMCell()
+
+
+def measure(*, batch: int = 1, steps: int = 8, channels: int = 256, size: int = 28, repeats: int = 7,
+            warmup: int = 2, device: str = "cpu", compile: bool = False) -> list[dict[str, object]]:
+    import torch
+
+    from bench.models import count_macs, list_cells
+    from bench.models.recurrent import ConvRecurrentLayer
+    from bench.perf._common import time_interleaved
+
+    torch.manual_seed(0)
+    x = torch.randn(batch, channels, steps, size, size, device=device)
+
+    def ref_layer():
+        cell = reference_convlstm_cell(channels, channels).to(device)
+
+        def run(seq):
+            h = c = seq.new_zeros(batch, channels, size, size)
+            out = []
+            for t in range(seq.shape[2]):
+                h, (h, c) = cell(seq[:, :, t], (h, c))
+                out.append(h)
+            return torch.stack(out, 2)
+        run.module = cell
+        return run
+
+    layers: dict[str, object] = {"reference-convlstm": ref_layer()}
+    for name in list_cells():
+        layers[name] = ConvRecurrentLayer(name, in_channels=channels, out_channels=channels).to(device)
+    if compile:
+        for name in list_cells():
+            layers[f"{name}+compile"] = torch.compile(layers[name])
+
+    def fwd(layer):
+        def f():
+            with torch.no_grad():
+                layer(x)
+        return f
+
+    def fwd_bwd(layer):
+        xg = x.clone().requires_grad_(True)
+
+        def f():
+            layer(xg).sum().backward()
+        return f
+
+    t_fwd = time_interleaved({k: fwd(v) for k, v in layers.items()}, warmup=warmup, repeats=repeats, device=device)
+    t_fb = time_interleaved({k: fwd_bwd(v) for k, v in layers.items()}, warmup=warmup, repeats=repeats, device=device)
+
+    def macs(name: str) -> int:
+        base = name.split("+")[0]
+        mod = layers[base]
+        with torch.device("meta"):
+            if base == "reference-convlstm":
+                m = reference_convlstm_cell(channels, channels)
+                xm, hm = torch.empty(batch, channels, size, size), torch.empty(batch, channels, size, size)
+                return count_macs(m, xm, (hm, hm)) * steps
+            m = ConvRecurrentLayer(base, in_channels=channels, out_channels=channels)
+            return count_macs(m, torch.empty(x.shape))
+        del mod
+
+    rows = []
+    base_fb, base_f, base_macs = t_fb["convlstm"], t_fwd["convlstm"], macs("convlstm")
+    for name in layers:
+        m = macs(name)
+        mac_ratio = base_macs / m
+        speedup = base_fb / t_fb[name]
+        rows.append({"cell": name, "fwd_ms": t_fwd[name] * 1e3, "fwd_bwd_ms": t_fb[name] * 1e3,
+                     "macs": m, "mac_ratio_vs_convlstm": mac_ratio,
+                     "fwd_speedup_vs_convlstm": base_f / t_fwd[name], "fwd_bwd_speedup_vs_convlstm": speedup,
+                     "speedup_over_mac_ratio": speedup / mac_ratio,
+                     "vs_reference_fwd_bwd": t_fb["reference-convlstm"] / t_fb[name]})
+    return rows
+
+
+COLUMNS = ["cell", "fwd_ms", "fwd_bwd_ms", "macs", "mac_ratio_vs_convlstm", "fwd_speedup_vs_convlstm",
+           "fwd_bwd_speedup_vs_convlstm", "speedup_over_mac_ratio", "vs_reference_fwd_bwd"]
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    from bench.perf._common import write_outputs
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    rows = measure(batch=args.batch, steps=args.steps, channels=args.channels, size=args.size,
+                   repeats=args.repeats, warmup=args.warmup, device=device, compile=args.compile)
+    text = write_outputs(
+        "cells", rows, COLUMNS, args.out, title=f"Recurrent cells: one layer, {args.steps} steps, "
+        f"B={args.batch}, C={args.channels}, {args.size}x{args.size}, {device}",
+        command="bench perf " + " ".join(sys.argv[2:] if len(sys.argv) > 2 else ["cells"]),
+        notes=["Medians over repeats after warm-up, all cells timed round-robin in one run.",
+               "speedup_over_mac_ratio: the fraction of the multiply-add saving that shows up as time "
+               "(1.0 = time falls as fast as multiply-adds).",
+               "vs_reference_fwd_bwd > 1: faster than the reference single-convolution ConvLSTM."])
+    print(text)
+    return 0

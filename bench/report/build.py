@@ -1,0 +1,373 @@
+"""The report's tables, computed from a sweep's trials (`bench.report.trials`).
+
+- ``leaderboard``: per dataset x stage x cell x modality, the final-epoch top-1 / top-5 over
+  seeds (mean, sample std, 95% t interval, n), parameters, measured multiply-adds per clip,
+  training throughput, the paired comparison with ConvLSTM and with cell (a), and the
+  published number for the same cell and modality beside it.
+- ``significance``: every paired comparison behind those columns, per modality and seed --
+  McNemar's exact test on the clips where exactly one of the two is right, and a paired
+  bootstrap interval of the accuracy difference.
+- ``fusion_runs`` / ``fusion``: late fusion of every modality combination present, per
+  (dataset, stage, cell, seed) and then over seeds (`bench.report.fusion`), with the gain over
+  the best single modality on the same clips and its McNemar p-value.
+- ``comparison``: the published results (`bench.report.baselines`) and this sweep's numbers in
+  one table, each row saying which data it comes from -- synthetic data is never passed off
+  as IsoGD or Jester.
+- ``confusions``: confusion matrices (sklearn) of the best cell per dataset/stage/modality and
+  of its best fusion, summed over seeds.
+
+Accuracies in every table are percentages; differences are in percentage points.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import polars as pl
+
+from bench.report import fusion as fz
+from bench.report.stats import ALPHA, mean_ci, mcnemar_exact, paired_test
+from bench.report.trials import KEY, select_trials
+
+REFERENCES = ("convlstm", "a")
+MODALITY_ORDER = ("rgb", "depth", "flow")
+
+
+@dataclass
+class Confusion:
+    title: str
+    matrix: np.ndarray          # (C, C) counts, rows = true class, columns = predicted
+    accuracy: float             # percent
+
+
+@dataclass
+class Report:
+    sweep: str
+    source: str
+    trials: pl.DataFrame
+    selected: pl.DataFrame
+    excluded: pl.DataFrame
+    leaderboard: pl.DataFrame
+    significance: pl.DataFrame
+    fusion_runs: pl.DataFrame
+    fusion: pl.DataFrame
+    comparison: pl.DataFrame
+    baselines: pl.DataFrame
+    confusions: list[Confusion] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def tables(self) -> dict[str, pl.DataFrame]:
+        """The tables logged to MLflow and written as CSV, by file stem."""
+        return {"leaderboard": self.leaderboard, "fusion": self.fusion, "significance": self.significance,
+                "fusion_per_seed": self.fusion_runs, "comparison": self.comparison,
+                "trials": self.trials}
+
+
+def data_label(dataset: str | None, synthetic: bool | None, split: str | None = None) -> str:
+    """What a number was measured on, said plainly: "SYNTHETIC isogd (valid)" / "real isogd (valid)"."""
+    kind = "SYNTHETIC" if synthetic else ("real" if synthetic is not None else "unknown (no SYNTHETIC.json check)")
+    return f"{kind} {dataset}" + (f" ({split})" if split else "")
+
+
+def _pct(x: float) -> float:
+    return x * 100.0 if x is not None and not math.isnan(x) else math.nan
+
+
+def _ci_cols(prefix: str, values: Sequence[float]) -> dict[str, Any]:
+    m = mean_ci([_pct(v) for v in values])
+    return {prefix: m.mean, f"{prefix}_std": m.std, f"{prefix}_ci_low": m.ci_low,
+            f"{prefix}_ci_high": m.ci_high}
+
+
+def _top5(values: list[float]) -> dict[str, float]:
+    """top-5 mean and std over seeds; NaN when a trial did not report it (not an error: top-1 is
+    what the leaderboard ranks on)."""
+    if not values or any(math.isnan(v) for v in values):
+        return {"top5": math.nan, "top5_std": math.nan}
+    m = mean_ci([_pct(v) for v in values])
+    return {"top5": m.mean, "top5_std": m.std}
+
+
+def _modality_rank(m: str) -> tuple[int, str]:
+    return (MODALITY_ORDER.index(m) if m in MODALITY_ORDER else len(MODALITY_ORDER), m)
+
+
+# ----------------------------------------------------------------------------- scores
+
+class _Scores:
+    """Per-trial score tables, read once: key (dataset, stage, cell, modality, seed) -> arrays."""
+
+    def __init__(self, selected: pl.DataFrame) -> None:
+        self.tables: dict[tuple, tuple[list[str], np.ndarray, np.ndarray]] = {}
+        self.missing: list[str] = []
+        for r in selected.iter_rows(named=True):
+            key = tuple(r[k] for k in KEY)
+            if r["scores_path"]:
+                self.tables[key] = fz.read_scores(r["scores_path"])
+            else:
+                self.missing.append(r["trial_name"] or r["run_id"])
+
+    def get(self, key: tuple) -> tuple[list[str], np.ndarray, np.ndarray] | None:
+        return self.tables.get(key)
+
+
+# ----------------------------------------------------------------------------- significance
+
+def significance_table(selected: pl.DataFrame, scores: _Scores, *, references: Sequence[str] = REFERENCES,
+                       n_boot: int = 2000, seed: int = 0) -> pl.DataFrame:
+    """Each cell against each reference cell, per dataset/stage/modality/seed, on shared clips."""
+    rows = []
+    for r in selected.iter_rows(named=True):
+        for ref in references:
+            if r["cell"] == ref:
+                continue
+            key = (r["dataset"], r["stage"], r["cell"], r["modality"], r["seed"])
+            rkey = (r["dataset"], r["stage"], ref, r["modality"], r["seed"])
+            a, b = scores.get(key), scores.get(rkey)
+            if a is None or b is None:
+                continue
+            al = fz.align({"cell": a, "ref": b})
+            t = paired_test(fz.single(al, "cell").correct, fz.single(al, "ref").correct, n_boot=n_boot, seed=seed)
+            rows.append({"dataset": r["dataset"], "stage": r["stage"], "modality": r["modality"],
+                         "seed": r["seed"], "cell": r["cell"], "reference": ref, "n": t.n,
+                         "top1": _pct(t.acc_a), "top1_ref": _pct(t.acc_ref), "diff": _pct(t.diff),
+                         "only_cell_right": t.b, "only_ref_right": t.c, "p_mcnemar": t.p_mcnemar,
+                         "significant": t.significant, "boot_ci_low": _pct(t.boot_low),
+                         "boot_ci_high": _pct(t.boot_high), "dropped": sum(al.dropped.values())})
+    schema = {"dataset": pl.String, "stage": pl.String, "modality": pl.String, "seed": pl.Int64,
+              "cell": pl.String, "reference": pl.String, "n": pl.Int64, "top1": pl.Float64,
+              "top1_ref": pl.Float64, "diff": pl.Float64, "only_cell_right": pl.Int64,
+              "only_ref_right": pl.Int64, "p_mcnemar": pl.Float64, "significant": pl.Boolean,
+              "boot_ci_low": pl.Float64, "boot_ci_high": pl.Float64, "dropped": pl.Int64}
+    return pl.DataFrame(rows, schema=schema)
+
+
+# ----------------------------------------------------------------------------- fusion
+
+def fusion_tables(selected: pl.DataFrame, scores: _Scores, *, seed: int = 0
+                  ) -> tuple[pl.DataFrame, pl.DataFrame, dict[tuple, dict[str, Any]]]:
+    """``(per seed, aggregated, predictions)`` of every rule on every modality combination."""
+    rows = []
+    preds: dict[tuple, dict[str, Any]] = {}
+    groups = selected.group_by(["dataset", "stage", "cell", "seed"], maintain_order=True)
+    for (dataset, stage, cell, s), g in groups:
+        present = {m: scores.get((dataset, stage, cell, m, s)) for m in g["modality"].to_list()}
+        present = {m: v for m, v in present.items() if v is not None}
+        for combo in fz.combinations(list(present)):
+            al = fz.align({m: present[m] for m in combo})
+            singles = {m: fz.single(al, m) for m in combo}
+            best_m = max(combo, key=lambda m: (singles[m].accuracy, -_modality_rank(m)[0]))
+            best = singles[best_m]
+            for rule in fz.RULES:
+                res = fz.fuse(al, rule=rule, seed=int(s))
+                p_best = mcnemar_exact(int((res.correct & ~best.correct).sum()),
+                                       int((~res.correct & best.correct).sum()))
+                name = "+".join(combo)
+                weights = ("" if res.weights is None else
+                           " ".join(f"{m}={w:.2f}" for m, w in zip(combo, res.weights)))
+                rows.append({"dataset": dataset, "stage": stage, "cell": cell, "seed": int(s),
+                             "modalities": name, "rule": rule, "n": len(al), "top1": _pct(res.accuracy),
+                             "top5": _pct(res.top5), "best_single": best_m, "best_single_top1": _pct(best.accuracy),
+                             "gain": _pct(res.accuracy - best.accuracy), "p_vs_best_single": p_best,
+                             "significant": p_best < ALPHA, "weights": weights,
+                             "dropped": sum(al.dropped.values()),
+                             "softmaxed": ",".join(m for m in combo if al.softmaxed.get(m))})
+                preds[(dataset, stage, cell, int(s), name, rule)] = {
+                    "labels": al.labels, "pred": res.pred, "num_classes": al.probs[combo[0]].shape[1]}
+    schema = {"dataset": pl.String, "stage": pl.String, "cell": pl.String, "seed": pl.Int64,
+              "modalities": pl.String, "rule": pl.String, "n": pl.Int64, "top1": pl.Float64,
+              "top5": pl.Float64, "best_single": pl.String, "best_single_top1": pl.Float64,
+              "gain": pl.Float64, "p_vs_best_single": pl.Float64, "significant": pl.Boolean,
+              "weights": pl.String, "dropped": pl.Int64, "softmaxed": pl.String}
+    per_seed = pl.DataFrame(rows, schema=schema)
+    agg_rows = []
+    for (dataset, stage, cell, mods, rule), g in per_seed.group_by(
+            ["dataset", "stage", "cell", "modalities", "rule"], maintain_order=True):
+        gain = mean_ci(g["gain"].to_list())
+        w = ""
+        if rule == "fitted":
+            combo = mods.split("+")
+            ws = np.array([[float(x.split("=")[1]) for x in s.split()] for s in g["weights"].to_list()])
+            w = " ".join(f"{m}={v:.2f}" for m, v in zip(combo, ws.mean(axis=0)))
+        agg_rows.append({"dataset": dataset, "stage": stage, "cell": cell, "modalities": mods, "rule": rule,
+                         "seeds": g.height, **_ci_cols("top1", (g["top1"] / 100).to_list()),
+                         "top5": float(g["top5"].mean()),
+                         "best_single_top1": float(g["best_single_top1"].mean()),
+                         "gain": gain.mean, "gain_std": gain.std,
+                         "significant_seeds": f"{int(g['significant'].sum())}/{g.height}",
+                         "weights": w, "n": int(g["n"].min())})
+    agg_schema = {"dataset": pl.String, "stage": pl.String, "cell": pl.String, "modalities": pl.String,
+                  "rule": pl.String, "seeds": pl.Int64, "top1": pl.Float64, "top1_std": pl.Float64,
+                  "top1_ci_low": pl.Float64, "top1_ci_high": pl.Float64, "top5": pl.Float64,
+                  "best_single_top1": pl.Float64, "gain": pl.Float64, "gain_std": pl.Float64,
+                  "significant_seeds": pl.String, "weights": pl.String, "n": pl.Int64}
+    return per_seed, pl.DataFrame(agg_rows, schema=agg_schema), preds
+
+
+# ----------------------------------------------------------------------------- leaderboard
+
+def _published(baselines: pl.DataFrame, fmt: str | None, cell: str, modality: str) -> float:
+    if baselines.is_empty() or not fmt:
+        return math.nan
+    hit = baselines.filter((pl.col("dataset") == fmt) & (pl.col("cell") == cell)
+                           & (pl.col("modality") == modality) & (pl.col("split") == "valid"))
+    return float(hit["value"][0]) if hit.height else math.nan
+
+
+def leaderboard_table(selected: pl.DataFrame, significance: pl.DataFrame, baselines: pl.DataFrame
+                      ) -> pl.DataFrame:
+    rows = []
+    for (dataset, stage, cell, modality), g in selected.group_by(
+            ["dataset", "stage", "cell", "modality"], maintain_order=True):
+        first = g.row(0, named=True)
+        row: dict[str, Any] = {
+            "dataset": dataset, "data": data_label(first["dataset_format"] or dataset, first["synthetic"],
+                                                   first["split"]),
+            "stage": stage, "cell": cell, "modality": modality, "seeds": g.height,
+            **_ci_cols("top1", g["val_top1"].to_list()),
+            **_top5(g["val_top5"].fill_null(math.nan).to_list()),
+            "params": float(g["params"].mean()), "macs_per_clip": float(g["macs_per_clip"].mean()),
+            "train_clips_per_s": float(g["train_clips_per_s"].mean()),
+            "chance": 100.0 / first["num_classes"] if first["num_classes"] else math.nan,
+            "trials": int(g["n_candidates"].sum()),
+        }
+        for ref in REFERENCES:
+            sig = significance.filter((pl.col("dataset") == dataset) & (pl.col("stage") == stage)
+                                      & (pl.col("cell") == cell) & (pl.col("modality") == modality)
+                                      & (pl.col("reference") == ref))
+            if cell == ref or sig.is_empty():
+                row[f"vs_{ref}"] = math.nan
+                row[f"vs_{ref}_significant"] = "-" if cell == ref else "n/a"
+            else:
+                row[f"vs_{ref}"] = float(sig["diff"].mean())
+                row[f"vs_{ref}_significant"] = f"{int(sig['significant'].sum())}/{sig.height}"
+        row["paper"] = _published(baselines, first["dataset_format"], cell, modality)
+        rows.append(row)
+    if not rows:
+        return pl.DataFrame()
+    lb = pl.DataFrame(rows, strict=False)
+    return lb.sort(["dataset", "stage", "modality", "top1"], descending=[False, False, False, True])
+
+
+# ----------------------------------------------------------------------------- published beside ours
+
+def comparison_table(leaderboard: pl.DataFrame, fusion: pl.DataFrame, baselines: pl.DataFrame,
+                     selected: pl.DataFrame, *, sweep: str) -> pl.DataFrame:
+    """Published numbers and ours, per dataset and modality; every row names its data."""
+    rows = []
+    for b in baselines.iter_rows(named=True):
+        rows.append({"dataset": b["dataset"], "modality": b["modality"], "method": b["architecture"],
+                     "cell": b["cell"] or "", "source": b["source"], "data": f"real {b['dataset']} ({b['split']})",
+                     "split": b["split"], "top1": float(b["value"]), "top1_std": math.nan, "seeds": None,
+                     "citation": b["citation"]})
+    fmt_of = {r["dataset"]: (r["dataset_format"] or r["dataset"], r["synthetic"], r["split"])
+              for r in selected.iter_rows(named=True)}
+    if not leaderboard.is_empty():
+        for r in leaderboard.iter_rows(named=True):
+            fmt, syn, split = fmt_of.get(r["dataset"], (r["dataset"], None, None))
+            rows.append({"dataset": fmt, "modality": r["modality"], "method": f"cell {r['cell']} ({r['stage']})",
+                         "cell": r["cell"], "source": f"this suite: sweep {sweep}", "data": r["data"],
+                         "split": split, "top1": r["top1"], "top1_std": r["top1_std"], "seeds": r["seeds"],
+                         "citation": ""})
+    if not fusion.is_empty():
+        for r in fusion.filter(pl.col("rule") == "fitted").iter_rows(named=True):
+            fmt, syn, split = fmt_of.get(r["dataset"], (r["dataset"], None, None))
+            rows.append({"dataset": fmt, "modality": r["modalities"],
+                         "method": f"cell {r['cell']} ({r['stage']}), late fusion (fitted weights)",
+                         "cell": r["cell"], "source": f"this suite: sweep {sweep}",
+                         "data": data_label(fmt, syn, split), "split": split, "top1": r["top1"],
+                         "top1_std": r["top1_std"], "seeds": r["seeds"], "citation": ""})
+    schema = {"dataset": pl.String, "modality": pl.String, "method": pl.String, "cell": pl.String,
+              "source": pl.String, "data": pl.String, "split": pl.String, "top1": pl.Float64,
+              "top1_std": pl.Float64, "seeds": pl.Int64, "citation": pl.String}
+    df = pl.DataFrame(rows, schema=schema)
+    order = {m: i for i, m in enumerate(("rgb", "depth", "flow", "rgb+depth", "rgb+flow", "depth+flow",
+                                         "rgb+depth+flow"))}
+    return (df.with_columns(pl.col("modality").replace_strict(order, default=len(order)).alias("_m"),
+                            pl.col("source").str.starts_with("this suite").alias("_ours"))
+            .sort(["dataset", "_m", "_ours", "top1"], descending=[False, False, False, True])
+            .drop("_m", "_ours"))
+
+
+# ----------------------------------------------------------------------------- confusion matrices
+
+def confusion_matrices(selected: pl.DataFrame, leaderboard: pl.DataFrame, fusion: pl.DataFrame,
+                       scores: _Scores, fused_preds: dict[tuple, dict[str, Any]]) -> list[Confusion]:
+    """Best cell per dataset/stage/modality (and its best fitted fusion), summed over seeds."""
+    from sklearn.metrics import confusion_matrix
+
+    out: list[Confusion] = []
+    if leaderboard.is_empty():
+        return out
+    for (dataset, stage, modality), g in leaderboard.group_by(["dataset", "stage", "modality"], maintain_order=True):
+        best = g.sort("top1", descending=True).row(0, named=True)
+        trials = selected.filter((pl.col("dataset") == dataset) & (pl.col("stage") == stage)
+                                 & (pl.col("cell") == best["cell"]) & (pl.col("modality") == modality))
+        mats = []
+        for t in trials.iter_rows(named=True):
+            s = scores.get(tuple(t[k] for k in KEY))
+            if s is None:
+                continue
+            _, labels, sc = s
+            c = sc.shape[1]
+            mats.append(confusion_matrix(labels, sc.argmax(axis=1), labels=list(range(c))))
+        if mats:
+            m = np.sum(mats, axis=0)
+            out.append(Confusion(f"{dataset} / {stage} / {modality}: cell {best['cell']} "
+                                 f"({len(mats)} seed{'s' * (len(mats) > 1)} summed)", m,
+                                 100.0 * np.trace(m) / max(m.sum(), 1)))
+    if not fusion.is_empty():
+        fitted = fusion.filter(pl.col("rule") == "fitted")
+        for (dataset, stage), g in fitted.group_by(["dataset", "stage"], maintain_order=True):
+            best = g.sort("top1", descending=True).row(0, named=True)
+            mats = []
+            for key, p in fused_preds.items():
+                if key[:3] == (dataset, stage, best["cell"]) and key[4] == best["modalities"] and key[5] == "fitted":
+                    mats.append(confusion_matrix(p["labels"], p["pred"], labels=list(range(p["num_classes"]))))
+            if mats:
+                m = np.sum(mats, axis=0)
+                out.append(Confusion(f"{dataset} / {stage} / {best['modalities']} fused (fitted): cell "
+                                     f"{best['cell']} ({len(mats)} seed{'s' * (len(mats) > 1)} summed)", m,
+                                     100.0 * np.trace(m) / max(m.sum(), 1)))
+    return out
+
+
+# ----------------------------------------------------------------------------- all of it
+
+def build_report(trials: pl.DataFrame, *, sweep: str, source: str, baselines: pl.DataFrame | None = None,
+                 n_boot: int = 2000, seed: int = 0) -> Report:
+    """Every table of the report from the trials table (`bench.report.trials.TRIAL_COLUMNS`)."""
+    from bench.report.baselines import load_baselines
+
+    if baselines is None:
+        baselines = load_baselines()
+    annotated = select_trials(trials)
+    selected = annotated.filter(pl.col("selected"))
+    excluded = annotated.filter(~pl.col("selected"))
+    scores = _Scores(selected)
+    significance = significance_table(selected, scores, n_boot=n_boot, seed=seed)
+    fusion_runs, fusion, fused_preds = fusion_tables(selected, scores, seed=seed)
+    leaderboard = leaderboard_table(selected, significance, baselines)
+    comparison = comparison_table(leaderboard, fusion, baselines, selected, sweep=sweep)
+    notes = []
+    if scores.missing:
+        notes.append(f"{len(scores.missing)} selected trial(s) have no per-sample scores, so they are left out "
+                     f"of fusion and significance: {', '.join(map(str, scores.missing))}")
+    if excluded.height:
+        notes.append(f"{excluded.height} trial(s) not in the leaderboard (see the trials table, column 'reason').")
+    if fusion_runs.height and fusion_runs["dropped"].sum():
+        notes.append("Some samples were scored by only some modalities (skipped by a loader); fusion uses the "
+                     "samples every fused modality scored (column 'dropped').")
+    if fusion_runs.height and (fusion_runs["softmaxed"] != "").any():
+        notes.append("Some score tables held logits, not probabilities; they were softmaxed before fusion.")
+    synth = selected["synthetic"].to_list()
+    if any(s is True for s in synth):
+        notes.append("Numbers marked SYNTHETIC come from the suite's generated gesture data, not from IsoGD or "
+                     "Jester: they test the machinery and are NOT comparable with the published results.")
+    confusions = confusion_matrices(selected, leaderboard, fusion, scores, fused_preds)
+    return Report(sweep=sweep, source=source, trials=annotated, selected=selected, excluded=excluded,
+                  leaderboard=leaderboard, significance=significance, fusion_runs=fusion_runs, fusion=fusion,
+                  comparison=comparison, baselines=baselines, confusions=confusions, notes=notes)

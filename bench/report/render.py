@@ -1,0 +1,327 @@
+"""The report as files: Markdown, one self-contained HTML page, PNG figures, CSV tables.
+
+The HTML embeds its figures as base64 PNG and its style inline, so it can be mailed, opened
+from MLflow's artifact view (which shows HTML artifacts in a frame) or archived as one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import polars as pl
+
+from bench.report import plots
+from bench.report.build import Report
+
+# (column, header, formatter)
+Col = tuple[str, str, Callable[[Any], str]]
+
+
+def _f(digits: int) -> Callable[[Any], str]:
+    def fmt(v: Any) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "-"
+        return f"{v:.{digits}f}"
+    return fmt
+
+
+def _signed(v: Any) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:+.2f}"
+
+
+def _int(v: Any) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{int(v):,}"
+
+
+def _mega(v: Any) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v / 1e6:,.2f}M"
+
+
+def _p(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.3g}" if v >= 1e-3 else f"{v:.1e}"
+
+
+def _s(v: Any) -> str:
+    return "-" if v is None or v == "" else str(v)
+
+
+def _ci(row: dict[str, Any], col: str = "top1") -> str:
+    lo, hi = row.get(f"{col}_ci_low"), row.get(f"{col}_ci_high")
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+        return "-"
+    return f"[{lo:.2f}, {hi:.2f}]"
+
+
+def _mean_std(row: dict[str, Any], col: str = "top1") -> str:
+    m, s = row.get(col), row.get(f"{col}_std")
+    if m is None or math.isnan(m):
+        return "-"
+    return f"{m:.2f}" + ("" if s is None or math.isnan(s) else f" ± {s:.2f}")
+
+
+def _vs(ref: str) -> Callable[[dict[str, Any]], str]:
+    def fmt(row: dict[str, Any]) -> str:
+        d, sig = row.get(f"vs_{ref}"), row.get(f"vs_{ref}_significant")
+        if sig == "-":
+            return "(reference)"
+        if d is None or math.isnan(d):
+            return "n/a"
+        return f"{d:+.2f} (sig. {sig})"
+    return fmt
+
+
+LEADERBOARD_COLS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+    ("data", lambda r: _s(r["data"])), ("stage", lambda r: _s(r["stage"])), ("cell", lambda r: _s(r["cell"])),
+    ("modality", lambda r: _s(r["modality"])), ("seeds", lambda r: _int(r["seeds"])),
+    ("top-1 % (mean ± std)", _mean_std), ("95% CI", _ci), ("top-5 %", lambda r: _mean_std(r, "top5")),
+    ("params", lambda r: _int(r["params"])), ("Mult-Adds/clip", lambda r: _mega(r["macs_per_clip"])),
+    ("train clips/s", lambda r: _f(1)(r["train_clips_per_s"])),
+    ("vs convlstm (pts)", _vs("convlstm")), ("vs a (pts)", _vs("a")),
+    ("paper % (real data)", lambda r: _f(2)(r["paper"])), ("chance %", lambda r: _f(2)(r["chance"])),
+]
+FUSION_COLS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+    ("stage", lambda r: _s(r["stage"])), ("cell", lambda r: _s(r["cell"])),
+    ("modalities", lambda r: _s(r["modalities"])), ("rule", lambda r: _s(r["rule"])),
+    ("seeds", lambda r: _int(r["seeds"])), ("top-1 % (mean ± std)", _mean_std), ("95% CI", _ci),
+    ("best single %", lambda r: _f(2)(r["best_single_top1"])), ("gain (pts)", lambda r: _signed(r["gain"])),
+    ("sig. vs best single", lambda r: _s(r["significant_seeds"])), ("weights (fitted)", lambda r: _s(r["weights"])),
+    ("clips", lambda r: _int(r["n"])),
+]
+SIGNIFICANCE_COLS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+    ("stage", lambda r: _s(r["stage"])), ("modality", lambda r: _s(r["modality"])), ("seed", lambda r: _int(r["seed"])),
+    ("cell", lambda r: _s(r["cell"])), ("vs", lambda r: _s(r["reference"])), ("clips", lambda r: _int(r["n"])),
+    ("top-1 %", lambda r: _f(2)(r["top1"])), ("ref top-1 %", lambda r: _f(2)(r["top1_ref"])),
+    ("diff (pts)", lambda r: _signed(r["diff"])),
+    ("only cell right", lambda r: _int(r["only_cell_right"])), ("only ref right", lambda r: _int(r["only_ref_right"])),
+    ("McNemar p", lambda r: _p(r["p_mcnemar"])), ("significant (p<0.05)", lambda r: "yes" if r["significant"] else "no"),
+    ("bootstrap 95% CI (pts)", lambda r: f"[{r['boot_ci_low']:+.2f}, {r['boot_ci_high']:+.2f}]"),
+]
+COMPARISON_COLS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+    ("modality", lambda r: _s(r["modality"])), ("method", lambda r: _s(r["method"])),
+    ("source", lambda r: _s(r["source"])), ("measured on", lambda r: _s(r["data"])),
+    ("top-1 %", lambda r: _mean_std(r)), ("seeds", lambda r: _int(r["seeds"])),
+]
+TRIAL_COLS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+    ("trial", lambda r: _s(r["trial_name"])), ("dataset", lambda r: _s(r["dataset"])),
+    ("synthetic", lambda r: _s(r["synthetic"])), ("stage", lambda r: _s(r["stage"])), ("cell", lambda r: _s(r["cell"])),
+    ("modality", lambda r: _s(r["modality"])), ("seed", lambda r: _int(r["seed"])), ("status", lambda r: _s(r["status"])),
+    ("epochs", lambda r: f"{_int(r['last_epoch'])}/{_int(r['epochs'])}"),
+    ("val top-1 %", lambda r: _f(2)(None if r["val_top1"] is None else 100 * r["val_top1"])),
+    ("lr", lambda r: "-" if r["lr"] is None or math.isnan(r["lr"]) else f"{r['lr']:.3g}"),
+    ("selected", lambda r: "yes" if r["selected"] else "no"), ("why not", lambda r: _s(r["reason"])),
+]
+BASELINE_COLS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+    ("dataset", lambda r: _s(r["dataset"])), ("split", lambda r: _s(r["split"])), ("modality", lambda r: _s(r["modality"])),
+    ("architecture", lambda r: _s(r["architecture"])), ("top-1 %", lambda r: _f(2)(r["value"])),
+    ("params (M)", lambda r: _f(3)(r["params_m"])), ("Mult-Adds (M)", lambda r: _f(0)(r["mult_adds_m"])),
+    ("citation", lambda r: _s(r["citation"])), ("note", lambda r: _s(r["note"])),
+]
+
+
+def _cells(df: pl.DataFrame, cols: Sequence[tuple[str, Callable[[dict[str, Any]], str]]]) -> list[list[str]]:
+    return [[fmt(r) for _, fmt in cols] for r in df.iter_rows(named=True)]
+
+
+def markdown_table(df: pl.DataFrame, cols: Sequence[tuple[str, Callable[[dict[str, Any]], str]]]) -> str:
+    if df.is_empty():
+        return "_(none)_\n"
+    head = [h for h, _ in cols]
+    esc = lambda s: s.replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in _cells(df, cols)]
+    return "\n".join(lines) + "\n"
+
+
+def html_table(df: pl.DataFrame, cols: Sequence[tuple[str, Callable[[dict[str, Any]], str]]]) -> str:
+    if df.is_empty():
+        return "<p><em>(none)</em></p>\n"
+    head = "".join(f"<th>{html.escape(h)}</th>" for h, _ in cols)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>\n"
+                   for row in _cells(df, cols))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>\n{body}</tbody></table>\n"
+
+
+def summary_markdown(report: Report) -> str:
+    """A short Markdown summary (the leaderboard run's description in the MLflow UI)."""
+    lines = [f"**Leaderboard of sweep `{report.sweep}`** -- {report.source}", ""]
+    for n in report.notes:
+        if "SYNTHETIC" in n:
+            lines += [f"> {n}", ""]
+    lines.append(markdown_table(report.leaderboard, [c for c in LEADERBOARD_COLS
+                                                     if c[0] in ("data", "stage", "cell", "modality", "seeds",
+                                                                 "top-1 % (mean ± std)", "95% CI",
+                                                                 "vs convlstm (pts)", "vs a (pts)")]))
+    lines.append("Full report: artifacts `report/report.html` and `report/report.md`; tables under `tables/`.")
+    return "\n".join(lines)
+
+
+FIGURE_TEXT = {
+    "accuracy_vs_params": "Top-1 against the network's parameters (mean and 95% CI over seeds).",
+    "accuracy_vs_macs": "Top-1 against the measured multiply-adds per clip.",
+    "cell_bars": "Top-1 per cell and modality (95% CI over seeds; dotted: chance).",
+    "fusion_gains": "Gain of late fusion over the best single modality on the same clips (std over seeds).",
+}
+
+
+def make_figures(report: Report) -> dict[str, Any]:
+    figs: dict[str, Any] = {}
+    for name, fig in (("accuracy_vs_params", plots.accuracy_vs_cost(report.leaderboard, x="params")),
+                      ("accuracy_vs_macs", plots.accuracy_vs_cost(report.leaderboard, x="macs_per_clip")),
+                      ("cell_bars", plots.cell_bars(report.leaderboard)),
+                      ("fusion_gains", plots.fusion_gains(report.fusion))):
+        if fig is not None:
+            figs[name] = fig
+    for i, cm in enumerate(report.confusions):
+        figs[f"confusion_{i + 1}"] = plots.confusion(cm.matrix, f"{cm.title}: top-1 {cm.accuracy:.1f}%")
+    return figs
+
+
+METHOD_MD = """\
+## How these numbers are made
+
+- **Per trial**: the final epoch's validation top-1/top-5 (not the best epoch: choosing epochs on
+  the validation split would select on the benchmark's test data). Where a search ran several
+  trials for one configuration and seed, the one with the best final top-1 counts.
+- **Over seeds**: mean, sample standard deviation, and a 95% confidence interval from Student's t
+  with n-1 degrees of freedom (none for a single seed).
+- **Significance**: each cell against ConvLSTM and against cell (a), per modality and seed, on the
+  same validation clips: McNemar's exact test (two-sided binomial test on the clips exactly one of
+  the two gets right) and a paired bootstrap interval of the accuracy difference. "sig. k/n":
+  significant at p < 0.05 in k of n seeds.
+- **Late fusion** of the same cell and seed across modalities, on the clips every fused modality
+  scored: the mean of the class probabilities, the product rule (sum of log-probabilities), and a
+  fitted weighted product (one non-negative weight per modality, fitted by maximum likelihood).
+  Scores are probabilities (softmax of the logits; tables holding logits are softmaxed first).
+  Fitted weights are cross-fitted: the clips are split into two folds by a seeded hash of the
+  sample id, weights fitted on one fold score the other, so no clip is scored by weights fitted on
+  it. Gains are against the best single modality on the same clips; McNemar tests the difference.
+- **Published results** come from `bench/resources/baselines.csv` with citation and split. Rows
+  measured on SYNTHETIC data test the machinery and are not comparable with them.
+"""
+
+
+def _source_line(report: Report) -> str:
+    return f"Sweep `{report.sweep}`; records from {report.source}; generated {time.strftime('%Y-%m-%d %H:%M:%S')}."
+
+
+def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``report.md``, ``report.html``, ``figures/*.png`` and ``tables/*.csv``; returns paths."""
+    out = Path(out_dir)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    plt = plots._plt()
+    figs = make_figures(report)
+    pngs: dict[str, bytes] = {}
+    for name, fig in figs.items():
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110)
+        plt.close(fig)
+        pngs[name] = buf.getvalue()
+        (out / "figures" / f"{name}.png").write_bytes(pngs[name])
+    for name, df in report.tables().items():
+        if df.width:
+            _csv_safe(df).write_csv(out / "tables" / f"{name}.csv")
+    _csv_safe(report.baselines).write_csv(out / "tables" / "baselines.csv")
+
+    datasets = report.leaderboard["dataset"].unique(maintain_order=True).to_list() if report.leaderboard.height else []
+    md = [f"# Leaderboard: sweep `{report.sweep}`", "", _source_line(report), ""]
+    hx = [f"<h1>Leaderboard: sweep <code>{html.escape(report.sweep)}</code></h1>",
+          f"<p>{html.escape(_source_line(report))}</p>"]
+    for n in report.notes:
+        md += [f"> {n}", ""]
+        hx.append(f'<p class="note">{html.escape(n)}</p>')
+    md += ["Accuracies are percentages; differences are percentage points.", ""]
+    hx.append("<p>Accuracies are percentages; differences are percentage points.</p>")
+
+    def section(title: str, df: pl.DataFrame, cols: Any, level: int = 2) -> None:
+        md.extend([f"{'#' * level} {title}", "", markdown_table(df, cols)])
+        hx.extend([f"<h{level}>{html.escape(title)}</h{level}>", html_table(df, cols)])
+
+    def figure(name: str) -> None:
+        if name not in pngs:
+            return
+        text = FIGURE_TEXT.get(name, "")
+        md.extend([f"![{name}](figures/{name}.png)", "", f"_{text}_" if text else "", ""])
+        b64 = base64.b64encode(pngs[name]).decode()
+        hx.append(f'<figure><img alt="{name}" src="data:image/png;base64,{b64}"/>'
+                  f"<figcaption>{html.escape(text)}</figcaption></figure>")
+
+    md += ["## Single modalities", ""]
+    hx.append("<h2>Single modalities</h2>")
+    for d in datasets:
+        section(f"Dataset {d}", report.leaderboard.filter(pl.col("dataset") == d), LEADERBOARD_COLS, 3)
+    for name in ("cell_bars", "accuracy_vs_params", "accuracy_vs_macs"):
+        figure(name)
+    md += ["## Late fusion", ""]
+    hx.append("<h2>Late fusion</h2>")
+    if report.fusion.is_empty():
+        md += ["_Only one modality per cell and seed with scores: nothing to fuse._", ""]
+        hx.append("<p><em>Only one modality per cell and seed with scores: nothing to fuse.</em></p>")
+    for d in report.fusion["dataset"].unique(maintain_order=True).to_list() if report.fusion.height else []:
+        section(f"Dataset {d}", report.fusion.filter(pl.col("dataset") == d), FUSION_COLS, 3)
+    figure("fusion_gains")
+    section("Published results beside this sweep", report.comparison, COMPARISON_COLS)
+    md += ["## Confusion matrices", ""]
+    hx.append("<h2>Confusion matrices</h2>")
+    for i in range(len(report.confusions)):
+        figure(f"confusion_{i + 1}")
+    section("Paired comparisons (per modality and seed)", report.significance, SIGNIFICANCE_COLS)
+    section("Trials", report.trials, TRIAL_COLS)
+    section("Published results (bench/resources/baselines.csv)", report.baselines, BASELINE_COLS)
+    md.append(METHOD_MD)
+    hx.append(_md_list_to_html(METHOD_MD))
+
+    (out / "report.md").write_text("\n".join(md))
+    page = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"/>"
+            f"<title>Leaderboard {html.escape(report.sweep)}</title><style>{CSS}</style></head>"
+            f"<body>\n" + "\n".join(hx) + "\n</body></html>\n")
+    (out / "report.html").write_text(page)
+    return {"markdown": out / "report.md", "html": out / "report.html", "figures": out / "figures",
+            "tables": out / "tables"}
+
+
+def _csv_safe(df: pl.DataFrame) -> pl.DataFrame:
+    """CSV cannot hold nested types; none of ours are nested, but be explicit about it."""
+    return df.select([pl.col(c).cast(pl.String) if isinstance(t, (pl.List, pl.Struct)) else pl.col(c)
+                      for c, t in df.schema.items()])
+
+
+def _md_list_to_html(md: str) -> str:
+    """The method section: a heading and a bullet list with continuation lines and `code`."""
+    import re
+
+    out, item = [], None
+    for line in md.splitlines():
+        if line.startswith("## "):
+            out.append(f"<h2>{html.escape(line[3:])}</h2><ul>")
+        elif line.startswith("- "):
+            if item is not None:
+                out.append(f"<li>{item}</li>")
+            item = html.escape(line[2:])
+        elif line.strip() and item is not None:
+            item += " " + html.escape(line.strip())
+    if item is not None:
+        out.append(f"<li>{item}</li>")
+    out.append("</ul>")
+    text = "\n".join(out)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+
+CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1500px}
+table{border-collapse:collapse;margin:8px 0 20px;font-size:13px}
+th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
+th{background:#f3f3f3}td:nth-child(-n+4){text-align:left}
+.note{background:#fff6d6;border-left:4px solid #e0b400;padding:6px 10px}
+figure{margin:10px 0 24px}img{max-width:100%}figcaption{font-size:12px;color:#555}
+code{background:#f3f3f3;padding:0 3px}
+"""

@@ -1,0 +1,174 @@
+"""``bench viz``: the paper's Fig. 3 -- what the first recurrent layer attends to, step by step.
+
+Zhang et al. (NeurIPS 2018, Fig. 3) show, for a clip, the output feature map of the first
+recurrent layer with the largest activation sum among its channels at every time step: where
+the cell's hidden state responds most. Here: a forward hook on ``net.rnn1`` (the first
+`ConvRecurrentLayer`) captures its output (B, C, T/2, h, w) for the clip -- prepared exactly as
+validation prepares it (`pipelines.make_loader`, eval mode: evenly spaced frames, centred crop,
+the modality's mean subtracted) -- and for each of the T/2 steps the channel with the largest
+sum over (h, w) is drawn as a heat map under the input frame that starts that step (Res3D
+halves time, so step t covers frames 2t and 2t+1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Fig3:
+    png: Path
+    frames: np.ndarray            # (S, H, W, 3) uint8: the input frame starting each step
+    maps: np.ndarray              # (S, h, w) float32: the strongest channel's map at each step
+    channels: list[int]           # (S,) that channel's index
+    sample_id: str
+    logged: str | None = None     # artifact path in MLflow, when logged
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def steps(self) -> int:
+        return int(self.maps.shape[0])
+
+
+def load_checkpoint(path: str | Path) -> tuple[Any, dict[str, Any]]:
+    """``(network in eval mode, state)`` from a checkpoint folder or ``state.pt`` written by the
+    training loop (``{"model", "config", "num_classes", "clip_len", "image_size", ...}``)."""
+    import torch
+
+    from bench.models import NetConfig, build_network
+
+    p = Path(path)
+    f = p / "state.pt" if p.is_dir() else p
+    if not f.is_file():
+        raise FileNotFoundError(f"{path}: no state.pt there")
+    state = torch.load(f, map_location="cpu", weights_only=True)
+    if "model" not in state or "config" not in state:
+        raise ValueError(f"{f}: not a training checkpoint (needs 'model' and 'config', has {sorted(state)})")
+    cfg = state["config"]
+    num_classes = int(state.get("num_classes") or cfg.get("num_classes") or
+                      state["model"]["classifier.weight"].shape[0])
+    overrides: dict[str, Any] = {"cell": cfg["cell"], "num_classes": num_classes}
+    if state.get("clip_len"):
+        overrides["frames"] = int(state["clip_len"])
+    if state.get("image_size"):
+        overrides["image_size"] = int(state["image_size"])
+    net = build_network(NetConfig.preset(cfg.get("preset", "paper"), **overrides))
+    net.load_state_dict(state["model"])
+    return net.eval(), state
+
+
+def _clip(*, state: dict[str, Any], net: Any, video: Path | None, dataset: str | None, root: Path | None,
+          split: str, sample: str | None, modality: str) -> tuple[Any, np.ndarray, str]:
+    """``(clip (1, 3, T, S, S) float32, display frames (T, S, S, 3) uint8, sample_id)``."""
+    from bench.data.index import DatasetIndex, Sample
+    from bench.data.sampling import modality_mean
+    from pipelines import make_loader
+
+    cfg = state["config"]
+    fmt = cfg.get("dataset", "isogd")
+    if video is not None:
+        if not Path(video).exists():
+            raise FileNotFoundError(f"--video {video}: no such file or folder")
+        s = Sample(sample_id=Path(video).stem, label=0, paths={modality: Path(video).resolve()})
+        index = DatasetIndex(fmt, Path(video).resolve().parent, "viz", ["?"], [s])
+    else:
+        from bench.data.formats import load_index
+
+        full = load_index(dataset, root, split)
+        fmt = dataset
+        pick = [s for s in full.samples if sample is None or s.sample_id == sample]
+        if not pick:
+            raise ValueError(f"--sample {sample!r}: not in the {split!r} split of {root}")
+        index = DatasetIndex(full.format, full.root, full.split, full.classes, pick[:1])
+    clip_len = int(state.get("clip_len") or net.cfg.frames)
+    size = int(state.get("image_size") or net.cfg.image_size)
+    loader = make_loader(index, modality=modality, clip_len=clip_len, size=size, batch_size=1, train=False)
+    batch = next(iter(loader))
+    x = batch["clip"]                                              # (1, 3, T, S, S), mean subtracted
+    mean = np.asarray(modality_mean(fmt if fmt in ("isogd", "jester", "framelist") else "isogd", modality),
+                      dtype=np.float32).reshape(3, 1, 1, 1)
+    frames = np.clip(x[0].numpy() + mean, 0, 255).astype(np.uint8).transpose(1, 2, 3, 0)  # (T, S, S, 3)
+    return x, frames, str(batch["sample_id"][0])
+
+
+def strongest_maps(net: Any, clip: Any) -> tuple[np.ndarray, list[int]]:
+    """The first recurrent layer's output for ``clip``; per step, the channel with the largest
+    activation sum and its (h, w) map. Returns ``(maps (S, h, w), channels)``."""
+    import torch
+
+    captured: dict[str, torch.Tensor] = {}
+    hook = net.rnn1.register_forward_hook(lambda m, i, o: captured.__setitem__("out", o.detach()))
+    try:
+        with torch.no_grad():
+            net(clip)
+    finally:
+        hook.remove()
+    out = captured["out"][0]                                       # (C, S, h, w)
+    sums = out.sum(dim=(2, 3))                                     # (C, S)
+    channels = sums.argmax(dim=0)                                  # (S,)
+    maps = torch.stack([out[c, t] for t, c in enumerate(channels.tolist())])
+    return maps.float().numpy(), [int(c) for c in channels]
+
+
+def draw(frames: np.ndarray, maps: np.ndarray, channels: list[int], *, title: str) -> Any:
+    """Two rows, one column per step: the frame that starts the step, the strongest map."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    s = maps.shape[0]
+    cols = min(s, 16)
+    rows = math.ceil(s / cols)
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(1.4 * cols + 0.6, 3.0 * rows + 0.5), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for t in range(s):
+        r, c = divmod(t, cols)
+        img = frames[t]
+        axes[2 * r, c].imshow(img[..., 0] if np.all(img[..., 0] == img[..., 1]) else img,
+                              cmap="gray" if np.all(img[..., 0] == img[..., 1]) else None)
+        axes[2 * r, c].set_title(f"step {t + 1}", fontsize=7)
+        axes[2 * r + 1, c].imshow(maps[t], cmap="jet", interpolation="bilinear")
+        axes[2 * r + 1, c].set_title(f"ch {channels[t]}", fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    return fig
+
+
+def render_fig3(*, checkpoint: str | Path, video: str | Path | None = None, dataset: str | None = None,
+                root: str | Path | None = None, split: str = "valid", sample: str | None = None,
+                modality: str | None = None, out: str | Path = "fig3.png", tracking_uri: str | None = None,
+                run_id: str | None = None) -> Fig3:
+    """Draw Fig. 3 for one clip and save it as PNG (and log it to MLflow run ``run_id``)."""
+    net, state = load_checkpoint(checkpoint)
+    cfg = state["config"]
+    modality = modality or cfg.get("modality", "rgb")
+    clip, frames, sid = _clip(state=state, net=net, video=Path(video) if video else None, dataset=dataset,
+                              root=Path(root) if root else None, split=split, sample=sample, modality=modality)
+    maps, channels = strongest_maps(net, clip)
+    steps = maps.shape[0]
+    step_frames = frames[::2][:steps]                 # Res3D halves time: step t starts at frame 2t
+    title = (f"first recurrent layer (cell {cfg['cell']}), strongest channel per step -- {sid} "
+             f"({modality}, {frames.shape[0]} frames -> {steps} steps)")
+    fig = draw(step_frames, maps, channels, title=title)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    import matplotlib.pyplot as plt
+
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    result = Fig3(png=out, frames=step_frames, maps=maps, channels=channels, sample_id=sid,
+                  meta={"cell": cfg["cell"], "modality": modality, "checkpoint": str(checkpoint)})
+    if run_id:
+        from bench.report.store import client
+        from bench.tracking.uri import resolve_tracking_uri
+
+        client(resolve_tracking_uri(tracking_uri)).log_artifact(run_id, str(out), "fig3")
+        result.logged = f"fig3/{out.name}"
+    return result

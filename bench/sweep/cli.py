@@ -1,0 +1,139 @@
+"""``bench sweep FILE``, ``bench run`` and ``bench sync``: top-level commands.
+
+Heavy imports (ray, mlflow, torch) happen inside the handlers so ``bench --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import importlib.resources
+import sys
+from pathlib import Path
+
+DEFAULT_CONFIG = "configs/default.yaml"
+
+
+def add_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep", help="run a sweep file: Ray Tune over cells x modalities x seeds, tracked in MLflow",
+        description="Run the sweep described by FILE (see bench/sweep/spec.py for the schema) on a "
+                    "local Ray started here, or on the cluster at --address / $RAY_ADDRESS.")
+    p.add_argument("file", type=Path, help="sweep YAML file")
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted sweep: run only its unfinished trials")
+    _tracking_arg(p)
+    p.add_argument("--storage", type=Path, help="override the file's `storage:` (Tune storage root)")
+    p.set_defaults(func=_sweep_cmd)
+
+    r = sub.add_parser(
+        "run", help="the default benchmark: synthetic data, every cell, RGB + depth, 2 seeds, leaderboard",
+        description="Generate a small synthetic IsoGD-layout dataset if missing (./data/synthetic-isogd), "
+                    "run the default sweep (bench/configs/default.yaml) on a local Ray, log to MLflow "
+                    "(./mlflow.db) and print a leaderboard. About ten minutes on 2 CPU cores.")
+    r.add_argument("--out", type=Path, help="storage root for the sweep's results (default: ./runs)")
+    _tracking_arg(r)
+    r.add_argument("--config", type=Path, help="another sweep file instead of the bundled default")
+    r.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    r.add_argument("--resume", action="store_true", help="continue the most recent interrupted `bench run`")
+    r.set_defaults(func=_run_cmd)
+
+    s = sub.add_parser(
+        "sync", help="replay a sweep's Tune storage into MLflow (after the tracking server was down)",
+        description="Re-sync every trial's metrics, artifacts and status from a sweep folder (or a "
+                    "storage root holding several) into MLflow. Idempotent.")
+    s.add_argument("target", help="a sweep file, a sweep folder (<storage>/<name>) or a storage root")
+    _tracking_arg(s)
+    s.set_defaults(func=_sync_cmd)
+
+
+def _tracking_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
+                                          "sqlite:///<cwd>/mlflow.db)")
+
+
+def _load(path: Path, storage: Path | None = None, name: str | None = None):
+    import dataclasses
+
+    from bench.cli import CLIError
+    from bench.sweep.spec import SweepSpecError, load_spec
+
+    try:
+        spec = load_spec(path)
+    except SweepSpecError as e:
+        raise CLIError(str(e)) from None
+    if storage is not None:
+        spec = spec.with_storage(storage)
+    if name is not None:
+        spec = dataclasses.replace(spec, name=name)
+    return spec
+
+
+def _execute(spec, args: argparse.Namespace) -> int:
+    from bench.cli import CLIError
+    from bench.data.errors import DataError
+    from bench.sweep.run import SweepError, run_sweep
+
+    try:
+        out = run_sweep(spec, address=args.address, resume=args.resume, tracking_uri=args.tracking_uri)
+    except (SweepError, DataError) as e:
+        raise CLIError(str(e)) from None
+    if out.interrupted:
+        print(f"bench: sweep interrupted; continue it with --resume", file=sys.stderr)
+        return 130
+    if out.errors:
+        print(f"bench: {out.errors} trial(s) failed; see their error.txt under {out.sweep_dir}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _sweep_cmd(args: argparse.Namespace) -> int:
+    return _execute(_load(args.file, args.storage), args)
+
+
+def default_config_path() -> Path:
+    return Path(str(importlib.resources.files("bench") / DEFAULT_CONFIG))
+
+
+def _run_cmd(args: argparse.Namespace) -> int:
+    from bench.cli import CLIError
+
+    spec = _load(args.config or default_config_path(), args.out)
+    if args.resume:
+        found = sorted((p for p in spec.storage.glob(f"{spec.name}-*") if (p / "sweep.json").is_file()),
+                       key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise CLIError(f"nothing to resume: no {spec.name}-* sweep under {spec.storage}")
+        name = found[-1].name
+    else:
+        name = f"{spec.name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    import dataclasses
+
+    return _execute(dataclasses.replace(spec, name=name), args)
+
+
+def _sync_cmd(args: argparse.Namespace) -> int:
+    from bench.cli import CLIError
+    from bench.tracking.sync import find_sweep_dirs, sync_sweep
+    from bench.tracking.uri import TrackingUnavailable, apply_http_env, check_tracking, resolve_tracking_uri
+
+    target = Path(args.target)
+    if target.is_file():
+        target = _load(target).sweep_dir
+    dirs = find_sweep_dirs(target)
+    if not dirs:
+        raise CLIError(f"{target}: no sweep found (expected a folder with sweep.json, or a storage root)")
+    uri = resolve_tracking_uri(args.tracking_uri)
+    try:
+        check_tracking(uri)
+    except TrackingUnavailable as e:
+        raise CLIError(str(e)) from None
+    apply_http_env()
+    for d in dirs:
+        st = sync_sweep(d, tracking_uri=uri)
+        print(f"{d}: {st.runs_created} runs created, {st.runs_found} found, {st.epochs_logged} epochs "
+              f"and {st.artifacts_logged} artifacts logged"
+              + (f"; unfinished: {', '.join(st.unfinished)}" if st.unfinished else ""))
+    return 0

@@ -1,0 +1,97 @@
+"""The sweep's summary table: validation top-1 per cell x modality, mean and spread over seeds.
+
+Why the final epoch and not the best one: picking the best epoch on the validation split is
+selecting on the test data of this benchmark; the final epoch is what the protocol (fixed
+epoch count, SPEC) produces. The best epoch is shown beside it for reference.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Iterable
+
+from bench.sweep.results import TrialRecord
+
+
+@dataclass(frozen=True)
+class Row:
+    cell: str
+    modality: str
+    mean: float            # final-epoch val_top1, mean over seeds
+    std: float             # sample std over seeds (0 with one seed)
+    best_mean: float       # best-epoch val_top1, mean over seeds
+    seeds: int
+    trials: int
+    params: float
+    macs_per_clip: float
+
+
+def _num(v: object) -> float:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
+
+
+def leaderboard(trials: Iterable[TrialRecord], *, stage: str | None = None) -> list[Row]:
+    """Rows for the ``stage`` trials (default: the last stage present), best first.
+
+    With a search (several trials per seed) each seed contributes its best trial by final
+    val_top1; early-stopped trials count with their last epoch."""
+    trials = [t for t in trials if t.final is not None]
+    if stage is None:
+        stages = [t.stage for t in trials]
+        stage = "finetune" if "finetune" in stages else (stages[0] if stages else None)
+    per_seed: dict[tuple[str, str, int], TrialRecord] = {}
+    for t in trials:
+        if t.stage != stage:
+            continue
+        score = _num(t.final.get("val_top1"))
+        prev = per_seed.get(t.combo)
+        if prev is None or score > _num(prev.final.get("val_top1")):
+            per_seed[t.combo] = t
+    groups: dict[tuple[str, str], list[TrialRecord]] = {}
+    for (cell, mod, _seed), t in sorted(per_seed.items()):
+        groups.setdefault((cell, mod), []).append(t)
+    n_trials = {}
+    for t in trials:
+        if t.stage == stage:
+            n_trials[(t.combo[0], t.combo[1])] = n_trials.get((t.combo[0], t.combo[1]), 0) + 1
+    rows = []
+    for (cell, mod), ts in groups.items():
+        finals = [_num(t.final.get("val_top1")) for t in ts]
+        bests = [t.best() for t in ts]
+        rows.append(Row(cell=cell, modality=mod, mean=statistics.fmean(finals),
+                        std=statistics.stdev(finals) if len(finals) > 1 else 0.0,
+                        best_mean=statistics.fmean(bests), seeds=len(ts), trials=n_trials[(cell, mod)],
+                        params=_num(ts[0].final.get("params")),
+                        macs_per_clip=_num(ts[0].final.get("macs_per_clip"))))
+    rows.sort(key=lambda r: (-r.mean if not math.isnan(r.mean) else math.inf, r.cell, r.modality))
+    return rows
+
+
+def format_table(rows: list[Row], *, num_classes: int | None = None, title: str = "") -> str:
+    lines = []
+    if title:
+        lines.append(title)
+    head = f"{'cell':<9}{'modality':<9}{'val_top1':>9}{'± std':>8}{'best ep.':>9}{'seeds':>6}{'params':>10}{'MMAC/clip':>11}"
+    lines += [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r.cell:<9}{r.modality:<9}{r.mean:>9.3f}{r.std:>8.3f}{r.best_mean:>9.3f}{r.seeds:>6}"
+                     f"{_int(r.params):>10}{r.macs_per_clip / 1e6 if not math.isnan(r.macs_per_clip) else math.nan:>11.1f}")
+    if num_classes:
+        lines.append(f"chance level: {1 / num_classes:.3f} (1/{num_classes} classes)")
+    return "\n".join(lines)
+
+
+def _int(v: float) -> str:
+    return "-" if math.isnan(v) else f"{int(v):,}"
+
+
+def to_csv(rows: list[Row], *, num_classes: int | None = None) -> str:
+    out = ["cell,modality,val_top1_mean,val_top1_std,best_val_top1_mean,seeds,trials,params,macs_per_clip,chance"]
+    chance = f"{1 / num_classes:.6f}" if num_classes else ""
+    for r in rows:
+        out.append(f"{r.cell},{r.modality},{r.mean:.6f},{r.std:.6f},{r.best_mean:.6f},{r.seeds},{r.trials},"
+                   f"{'' if math.isnan(r.params) else int(r.params)},"
+                   f"{'' if math.isnan(r.macs_per_clip) else int(r.macs_per_clip)},{chance}")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,535 @@
+"""The sweep driver: datasets, Ray, one Tune experiment per stage, MLflow, the leaderboard.
+
+Flow of `run_sweep`:
+
+1. check the tracking store (a dead server fails here, in about a second, before Ray);
+2. generate any missing synthetic dataset the sweep names (into a temporary folder renamed
+   into place, so a killed generator leaves no half dataset behind);
+3. open the sweep folder ``<storage>/<name>`` (``sweep.json`` holds its id: a resumed sweep
+   keeps its MLflow parent run and trial runs);
+4. start a local Ray, or connect to ``--address`` / ``$RAY_ADDRESS``;
+5. per stage, run its Tune experiment(s) ("units"): the grid of cells x modalities x seeds
+   (``tune.grid_search``), optional search distributions (Tune's BasicVariantGenerator or a
+   seeded random one); with Optuna, which cannot take ``grid_search`` (STACK_NOTES 1), one
+   experiment per (cell, modality, seed) with ``OptunaSearch`` inside. The finetune stage's
+   trial for (cell, modality, seed) starts from the matching pretrain trial's final
+   checkpoint (``init_checkpoint``);
+6. print and save the leaderboard.
+
+Failures: ``FailureConfig(max_failures)`` retries a crashed trial from its last checkpoint.
+``--resume`` restores each unfinished experiment with ``Tuner.restore(resume_unfinished=True,
+resume_errored=True)`` and skips the finished ones. Restore granularity is Tune's
+experiment snapshot period, so the driver sets ``TUNE_GLOBAL_CHECKPOINT_S=1`` (STACK_NOTES 1:
+with the default, killed trials restarted from epoch 0).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from bench.sweep.results import SWEEP_YAML, TrialRecord, final_checkpoints, read_meta, read_unit, write_meta
+from bench.sweep.spec import StageSpec, SweepSpec
+
+# STACK_NOTES section 1, "Quiet/fast test env": set before Ray is imported by the driver;
+# a local Ray started here passes them on to its workers.
+QUIET_ENV = {
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "RAY_DEDUP_LOGS": "0",
+    "TUNE_GLOBAL_CHECKPOINT_S": "1",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",   # no tfevents; Json/CSV loggers added explicitly
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+}
+METRIC, MODE = "val_top1", "max"
+
+
+def _T(x):
+    print('TTT', x, time.time(), file=sys.stderr, flush=True)
+
+
+class SweepError(RuntimeError):
+    """A sweep cannot start or continue (the message says why and what to do)."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One Tune experiment of the sweep."""
+    name: str
+    stage: StageSpec
+    combo: tuple[str, str, int] | None = None     # fixed (cell, modality, seed) for Optuna
+
+
+@dataclass
+class SweepOutcome:
+    sweep_dir: Path
+    sweep_id: str
+    trials: list[TrialRecord] = field(default_factory=list)
+    errors: int = 0
+    interrupted: bool = False
+    wall_s: float = 0.0
+    num_classes: int | None = None
+    leaderboard: list[Any] = field(default_factory=list)
+    parent_run_id: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and not self.interrupted
+
+
+def apply_quiet_env() -> None:
+    for k, v in QUIET_ENV.items():
+        os.environ.setdefault(k, v)
+
+
+# ---------------------------------------------------------------------------------------------
+# planning
+
+
+def plan_units(spec: SweepSpec) -> list[Unit]:
+    units: list[Unit] = []
+    for st in spec.stages:
+        if spec.search is not None and spec.search.searcher == "optuna":
+            units += [Unit(f"{st.name}-{c}-{m}-s{s}", st, (c, m, s)) for c, m, s in spec.combos(st)]
+        else:
+            units.append(Unit(st.name, st))
+    return units
+
+
+def trial_name(trial: Any) -> str:
+    """``<stage>-<cell>-<modality>-s<seed>-<trial id>``: readable and unique (Tune's trial id
+    carries a per-experiment random prefix). Used for the trial's folder and MLflow run."""
+    c = trial.config
+    return f"{c.get('stage')}-{c.get('cell')}-{c.get('modality')}-s{c.get('seed')}-{trial.trial_id}"
+
+
+def _combo_key(cell: Any, modality: Any, seed: Any) -> str:
+    return f"{cell}/{modality}/{seed}"
+
+
+class InitCheckpoint:
+    """``tune.sample_from``: the pretrain checkpoint matching a finetune trial's combination."""
+
+    def __init__(self, table: dict[str, str], modality: str | None = None) -> None:
+        self.table = table
+        self.modality = modality        # the pretrain modality, when not the trial's own
+
+    def __call__(self, config: dict[str, Any]) -> str:
+        key = _combo_key(config["cell"], self.modality or config["modality"], config["seed"])
+        # A missing pretrain result fails that trial with this path in the message.
+        return self.table.get(key, f"<no finished pretrain trial for {key}>")
+
+
+class FailMarker:
+    """``tune.sample_from``: one marker file per (cell, modality, seed) for the fail-once hook."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def __call__(self, config: dict[str, Any]) -> str:
+        return f"{self.folder}/fail-once-{config['cell']}-{config['modality']}-s{config['seed']}"
+
+
+def trial_resources(spec: SweepSpec) -> dict[str, float]:
+    """What one trial reserves: its worker's CPUs/GPU share; a token CPU when it only drives
+    a DDP worker group (which reserves its own); plus custom resources."""
+    r = spec.resources
+    res: dict[str, float] = {"cpu": 0.01} if r.workers > 1 else {"cpu": r.cpu}
+    if r.workers == 1 and r.gpu > 0:
+        res["gpu"] = r.gpu
+    res.update(r.custom)
+    return res
+
+
+def param_space(spec: SweepSpec, unit: Unit, *, sweep_id: str, sweep_dir: Path,
+                init_table: dict[str, str] | None, num_classes: dict[str, int]) -> dict[str, Any]:
+    from ray import tune
+
+    st = unit.stage
+    ds = spec.datasets[st.dataset]
+    r = spec.resources
+    space: dict[str, Any] = {
+        "dataset": ds.format, "root": str(ds.root), "train_split": ds.train_split,
+        "val_split": ds.val_split, "preset": spec.preset, "epochs": st.epochs, "stage": st.name,
+        "num_workers": r.workers, "use_gpu": r.gpu > 0,
+        "storage_path": str(sweep_dir / unit.name),
+        "cpus_per_worker": r.cpu, "max_failures": 0,
+        "sweep": {"name": spec.name, "id": sweep_id, "unit": unit.name, "dataset": st.dataset,
+                  "dir": str(sweep_dir)},
+    }
+    if r.gpu > 0:
+        space["gpus_per_worker"] = r.gpu
+    if st.clip_len is not None:
+        space["clip_len"] = st.clip_len
+    if st.image_size is not None:
+        space["image_size"] = st.image_size
+    space.update(st.train)
+    if "num_classes" not in space and st.dataset in num_classes:
+        space["num_classes"] = num_classes[st.dataset]
+    if space.get("fail_once_at_epoch") and not space.get("fail_marker"):
+        folder = str(sweep_dir / unit.name)
+        space["fail_marker"] = (FailMarker(folder)(dict(zip(("cell", "modality", "seed"), unit.combo)))
+                                if unit.combo else tune.sample_from(FailMarker(folder)))
+    if unit.combo is not None:
+        space["cell"], space["modality"], space["seed"] = unit.combo
+    else:
+        space["cell"] = tune.grid_search(list(spec.grid.cells))
+        space["modality"] = tune.grid_search(list(spec.modalities(st)))
+        space["seed"] = tune.grid_search(list(spec.grid.seeds))
+    if st.name == "finetune":
+        table = init_table or {}
+        lookup = InitCheckpoint(table, st.init_modality)
+        space["init_checkpoint"] = (lookup(dict(zip(("cell", "modality", "seed"), unit.combo)))
+                                    if unit.combo else tune.sample_from(lookup))
+    if spec.search is not None:
+        for k, dist in spec.search.space.items():
+            space[k] = dist.to_tune()
+    return space
+
+
+# ---------------------------------------------------------------------------------------------
+# datasets
+
+
+def prepare_datasets(spec: SweepSpec, *, stream: TextIO, workers: int | None = None) -> dict[str, int]:
+    """Generate missing synthetic datasets; return dataset name -> class count (read from the
+    training split, so a wrong root fails here, before Ray starts)."""
+    from bench.data.formats import load_index
+
+    used = {st.dataset for st in spec.stages}
+    out: dict[str, int] = {}
+    for name in sorted(used):
+        ds = spec.datasets[name]
+        missing = not ds.root.exists() or (ds.root.is_dir() and not any(ds.root.iterdir()))
+        if missing:
+            if ds.synthetic is None:
+                raise SweepError(f"dataset {name!r}: root {ds.root} does not exist (give the real "
+                                 f"dataset's path, or a `synthetic:` block to generate one)")
+            _generate(ds.format, ds.root, ds.synthetic.synthesize_kwargs(), stream=stream,
+                      workers=workers or os.cpu_count() or 1)
+        index = load_index(ds.format, ds.root, ds.train_split)
+        if not len(index):
+            raise SweepError(f"dataset {name!r}: split {ds.train_split!r} under {ds.root} is empty")
+        out[name] = index.num_classes
+    return out
+
+
+def _generate(fmt: str, root: Path, kwargs: dict[str, Any], *, stream: TextIO, workers: int) -> None:
+    from bench.data.synth import synthesize
+
+    t0 = time.monotonic()
+    print(f"generating synthetic {fmt} dataset in {root} ({kwargs['num_classes']} classes) ...",
+          file=stream, flush=True)
+    tmp = root.with_name(f".{root.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        synthesize(fmt, tmp, workers=workers, progress=True, **kwargs)
+        if root.exists():            # an empty folder
+            root.rmdir()
+        tmp.rename(root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"generated {root} in {time.monotonic() - t0:.1f} s", file=stream, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# the sweep folder
+
+
+def check_sweep_dir(spec: SweepSpec, *, resume: bool) -> None:
+    """Fail before any work when the folder does not fit the request."""
+    d = spec.sweep_dir
+    if resume:
+        if not (d / "sweep.json").is_file():
+            raise SweepError(f"nothing to resume: {d} holds no sweep (run without --resume to start it)")
+        if read_meta(d).get("name") != spec.name:
+            raise SweepError(f"{d}/sweep.json belongs to sweep {read_meta(d).get('name')!r}, not {spec.name!r}")
+    elif d.exists() and any(d.iterdir()):
+        raise SweepError(f"{d} already holds a sweep named {spec.name!r}: pass --resume to continue it, "
+                         f"or change `name:` / --storage, or delete the folder")
+
+
+def open_sweep_dir(spec: SweepSpec, *, resume: bool) -> dict[str, Any]:
+    _T('start'); check_sweep_dir(spec, resume=resume)
+    d = spec.sweep_dir
+    if resume:
+        meta = read_meta(d)
+        saved = (d / SWEEP_YAML).read_text() if (d / SWEEP_YAML).is_file() else None
+        if saved is not None and spec.text and saved != spec.text:
+            print(f"bench: warning: the sweep file differs from the one this sweep started with "
+                  f"({d / SWEEP_YAML}); unfinished trials keep their original settings",
+                  file=sys.stderr)
+        return meta
+    d.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "sweep_id": uuid.uuid4().hex[:16],
+        "name": spec.name,
+        "experiment": spec.experiment,
+        "created": _dt.datetime.now().isoformat(timespec="seconds"),
+        "spec_file": str(spec.source) if spec.source else None,
+        "stages": [s.name for s in spec.stages],
+        "units": {u.name: {"stage": u.stage.name, "state": "pending"} for u in plan_units(spec)},
+    }
+    if spec.text:
+        (d / SWEEP_YAML).write_text(spec.text)
+    write_meta(d, meta)
+    return meta
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray
+
+
+def start_ray(address: str | None) -> bool:
+    """Connect to ``address`` / ``$RAY_ADDRESS`` or start a local Ray; False if Ray was already
+    initialised in this process (then the caller keeps it running)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        else:
+            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        where = f"the Ray cluster at {address}" if address else "a local Ray"
+        raise SweepError(f"cannot start or reach {where}: {e}") from None
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# running
+
+
+def _make_tuner(spec: SweepSpec, unit: Unit, space: dict[str, Any], callbacks: list[Any], sweep_dir: Path,
+                total: int) -> Any:
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    search_alg = None
+    num_samples = 1
+    if spec.search is not None:
+        num_samples = spec.search.num_samples
+        if spec.search.searcher == "optuna":
+            from ray.tune.search.optuna import OptunaSearch
+
+            seed = None
+            if spec.search.seed is not None:   # a different, reproducible stream per combination
+                seed = spec.search.seed + plan_units(spec).index(unit)
+            search_alg = OptunaSearch(seed=seed)
+        elif spec.search.searcher == "random":
+            from ray.tune.search import BasicVariantGenerator
+
+            search_alg = BasicVariantGenerator(random_state=spec.search.seed)
+    scheduler = None
+    if spec.scheduler is not None:
+        from ray.tune.schedulers import ASHAScheduler
+
+        scheduler = ASHAScheduler(time_attr=spec.scheduler.time_attr, max_t=unit.stage.epochs,
+                                  grace_period=spec.scheduler.grace_period,
+                                  reduction_factor=spec.scheduler.reduction_factor)
+    from bench.sweep.trainable import run_trial
+
+    return tune.Tuner(
+        tune.with_resources(run_trial, trial_resources(spec)),
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            metric=METRIC, mode=MODE, num_samples=num_samples, search_alg=search_alg,
+            scheduler=scheduler, max_concurrent_trials=spec.max_concurrent_trials,
+            reuse_actors=spec.reuse_actors, trial_name_creator=trial_name,
+            trial_dirname_creator=trial_name),
+        run_config=tune.RunConfig(
+            name=unit.name, storage_path=str(sweep_dir), verbose=0,
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            callbacks=[*callbacks, JsonLoggerCallback(), CSVLoggerCallback()]),
+    )
+
+
+def _unit_total(spec: SweepSpec, unit: Unit) -> int:
+    n = spec.search.num_samples if spec.search is not None else 1
+    return n if unit.combo is not None else n * len(spec.combos(unit.stage))
+
+
+def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = False,
+              tracking_uri: str | None = None, stream: TextIO | None = None,
+              data_workers: int | None = None) -> SweepOutcome:
+    """Run (or ``resume``) ``spec``; see the module docstring. Raises `SweepError` for user
+    errors found before any training starts."""
+    apply_quiet_env()
+    stream = stream or sys.stdout
+    t0 = time.monotonic()
+    from bench.tracking.uri import TrackingUnavailable, apply_http_env, check_tracking, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    try:
+        check_tracking(uri)
+    except TrackingUnavailable as e:
+        raise SweepError(str(e)) from None
+    apply_http_env()
+    _T('start'); check_sweep_dir(spec, resume=resume)
+    num_classes = prepare_datasets(spec, stream=stream, workers=data_workers)
+    _T('datasets'); meta = open_sweep_dir(spec, resume=resume)
+    sweep_dir, sweep_id = spec.sweep_dir, meta["sweep_id"]
+    outcome = SweepOutcome(sweep_dir=sweep_dir, sweep_id=sweep_id)
+    print(f"sweep {spec.name} ({sweep_id}): {sweep_dir}; tracking: {uri} (experiment {spec.experiment!r})",
+          file=stream, flush=True)
+
+    from bench.tracking import records
+    from bench.tracking.callback import MLflowTrialCallback, configure_runtime
+    from bench.tracking.store import Tracker
+
+    tracker = Tracker(uri, spec.experiment)
+    parent_id = _guarded(lambda: tracker.ensure_run(
+        key=records.parent_key(sweep_id),
+        tags=records.parent_tags(name=spec.name, stages=[s.name for s in spec.stages],
+                                 spec_file=str(spec.source) if spec.source else None),
+        run_name=spec.name)[0], "creating the sweep's parent run", stream)
+    if parent_id and not resume and spec.text:
+        _guarded(lambda: tracker.log_text(parent_id, spec.text, "sweep.yaml"), "logging sweep.yaml", stream)
+    outcome.parent_run_id = parent_id; _T('parent')
+    meta["parent_run_id"] = parent_id
+    meta["tracking_uri"] = uri
+    write_meta(sweep_dir, meta)
+    configure_runtime(sweep_id, tracking_uri=uri, parent_run_id=parent_id)
+
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)
+    from ray import tune
+
+    from bench.sweep.trainable import run_trial
+
+    _T('imports'); started = start_ray(address); _T('ray')
+    try:
+        for unit in plan_units(spec):
+            state = meta["units"].setdefault(unit.name, {"stage": unit.stage.name, "state": "pending"})
+            unit_dir = sweep_dir / unit.name
+            if state.get("state") == "done" and not state.get("errors"):
+                print(f"{unit.name}: finished earlier, skipped", file=stream, flush=True)
+                continue
+            callbacks = [
+                _progress(unit, _unit_total(spec, unit), stream),
+                MLflowTrialCallback(sweep_id=sweep_id, experiment=spec.experiment, tracking_uri=uri,
+                                    parent_run_id=parent_id, sweep_dir=str(sweep_dir)),
+            ]
+            if resume and tune.Tuner.can_restore(str(unit_dir)):
+                print(f"{unit.name}: resuming unfinished trials", file=stream, flush=True)
+                tuner = tune.Tuner.restore(str(unit_dir), trainable=tune.with_resources(run_trial, trial_resources(spec)),
+                                           resume_unfinished=True, resume_errored=True)
+            else:
+                init_table = None
+                if unit.stage.name == "finetune":
+                    init_table = _init_table(spec, unit.stage, sweep_dir, meta)
+                space = param_space(spec, unit, sweep_id=sweep_id, sweep_dir=sweep_dir,
+                                    init_table=init_table, num_classes=num_classes)
+                print(f"{unit.name}: {_unit_total(spec, unit)} trials "
+                      f"({unit.stage.dataset}, {unit.stage.epochs} epochs)", file=stream, flush=True)
+                tuner = _make_tuner(spec, unit, space, callbacks, sweep_dir, _unit_total(spec, unit))
+            state["state"] = "running"
+            write_meta(sweep_dir, meta)
+            _T('fit start'); tuner.fit(); _T('fit end')
+            trials = read_unit(unit_dir)
+            unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
+            errors = [t for t in trials if t.status == "ERROR"]
+            state["errors"] = len(errors)
+            if unfinished:
+                state["state"] = "interrupted"
+                write_meta(sweep_dir, meta)
+                outcome.interrupted = True
+                print(f"{unit.name}: {len(unfinished)} trial(s) did not finish; continue with --resume",
+                      file=stream, flush=True)
+                break
+            state["state"] = "done"
+            write_meta(sweep_dir, meta)
+    finally:
+        if started:
+            import ray
+
+            _T('shutdown'); ray.shutdown(); _T('shutdown end')
+
+    from bench.sweep.leaderboard import format_table, leaderboard, to_csv
+    from bench.sweep.results import read_sweep
+
+    _, outcome.trials = read_sweep(sweep_dir); _T('read')
+    outcome.errors = sum(t.status == "ERROR" for t in outcome.trials)
+    last = spec.stages[-1]
+    outcome.num_classes = num_classes.get(last.dataset)
+    outcome.leaderboard = leaderboard(outcome.trials, stage=last.name)
+    outcome.wall_s = time.monotonic() - t0
+    csv = to_csv(outcome.leaderboard, num_classes=outcome.num_classes)
+    (sweep_dir / "leaderboard.csv").write_text(csv)
+    title = (f"\nleaderboard: {spec.name}, stage {last.name} on {last.dataset} "
+             f"(validation top-1 at the final epoch; mean ± std over seeds)")
+    print(format_table(outcome.leaderboard, num_classes=outcome.num_classes, title=title), file=stream)
+    print(f"{len(outcome.trials)} trials, {outcome.errors} failed, wall time {outcome.wall_s:.0f} s; "
+          f"results: {sweep_dir}", file=stream, flush=True)
+    if parent_id:
+        status = "KILLED" if outcome.interrupted else ("FAILED" if outcome.errors else "FINISHED")
+
+        def _close() -> None:
+            tracker.log_text(parent_id, csv, "leaderboard.csv")
+            tracker.set_tags(parent_id, {"trials": len(outcome.trials), "failed_trials": outcome.errors})
+            tracker.set_status(parent_id, status)
+
+        _guarded(_close, "closing the sweep's parent run", stream); _T('closed')
+    return outcome
+
+
+def _progress(unit: Unit, total: int, stream: TextIO) -> Any:
+    from bench.sweep.progress import ProgressPrinter
+
+    return ProgressPrinter(unit=unit.name, total=total, stream=stream)
+
+
+def _guarded(fn: Any, what: str, stream: TextIO) -> Any:
+    """MLflow calls of the driver itself: a store that dropped must not stop the sweep."""
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001
+        print(f"bench: warning: MLflow failed while {what} ({type(e).__name__}: "
+              f"{str(e).splitlines()[0][:200] if str(e) else ''}); continuing", file=stream, flush=True)
+        return None
+
+
+def _init_table(spec: SweepSpec, stage: StageSpec, sweep_dir: Path, meta: dict[str, Any]) -> dict[str, str]:
+    """(cell/modality/seed) -> pretrain checkpoint for the finetune stage."""
+    if stage.init_from is None:
+        trials = [t for u in meta["units"] if meta["units"][u]["stage"] == "pretrain"
+                  for t in read_unit(sweep_dir / u) if (sweep_dir / u).is_dir()]
+        src = sweep_dir
+    else:
+        src = stage.init_from
+        if (src / "state.pt").is_file() or src.name == "state.pt":
+            from bench.sweep.spec import MODALITIES
+
+            return {_combo_key(c, m, s): str(src) for c, m, s in spec.grid.combos(MODALITIES)}
+        if not (src / "sweep.json").is_file():
+            raise SweepError(f"init_from {src}: neither a checkpoint (state.pt) nor a sweep folder (sweep.json)")
+        from bench.sweep.results import read_sweep
+
+        trials = read_sweep(src)[1]
+    found = final_checkpoints(trials, stage="pretrain")
+    table = {_combo_key(*k): str(v[0]) for k, v in found.items()}
+    mod = stage.init_modality
+    needed = sorted({_combo_key(c, mod or m, s) for c, m, s in spec.combos(stage)})
+    missing = [k for k in needed if k not in table]
+    if len(missing) == len(needed):
+        raise SweepError(f"finetune: no finished pretrain trial with a checkpoint in {src}")
+    if missing:
+        print(f"bench: warning: finetune: no pretrain checkpoint for {', '.join(missing)} in {src}; "
+              f"those trials will fail", file=sys.stderr)
+    return table

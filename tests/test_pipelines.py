@@ -1,0 +1,443 @@
+"""pipelines.make_loader: one contract across PyAV, OpenCV, DALI-CPU (and DALI-GPU where there is one).
+
+Tiny videos are written here with PyAV; indexes are built directly from Sample/DatasetIndex.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bench.data.errors import DataError
+from bench.data.index import DatasetIndex, Sample
+from bench.data.sampling import modality_mean, sample_frame_indices
+from pipelines import BACKENDS, CodecRefused, make_loader
+from pipelines.routing import dali_installed
+
+REAL = Path(__file__).parent / "data" / "real-gestures"
+CPU_BACKENDS = ["pyav", "opencv"] + (["dali-cpu"] if dali_installed() else [])
+needs_dali = pytest.mark.skipif(not dali_installed(), reason="nvidia-dali is not installed")
+
+ENCODERS = {"mjpeg": ("mjpeg", ".avi", {"q:v": "3"}),
+            "vp9": ("libvpx-vp9", ".webm", {"crf": "32", "b:v": "0", "deadline": "realtime", "cpu-used": "8"}),
+            "h264": ("libx264", ".mp4", {"crf": "23", "preset": "veryfast"})}
+
+
+def frames_for(n: int, w: int = 96, h: int = 64, *, seed: int = 0, gray: bool = False) -> np.ndarray:
+    """Smooth moving pattern (codec-friendly), each frame distinct: frame k brighter by k."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    phase = rng.integers(0, 50)
+    out = []
+    for k in range(n):
+        a = np.stack([(xx * 2 + k * 6 + phase) % 256, (yy * 3 + k * 4) % 256,
+                      (xx + yy + k * 9) % 256], -1).astype(np.uint8)
+        if gray:
+            v = np.minimum(20 + xx + yy + 2 * k + phase % 10, 250)   # smooth, no wrap-around edges
+            a = np.repeat(v.astype(np.uint8)[..., None], 3, -1)
+        out.append(a)
+    return np.stack(out)
+
+
+def write_video(path: Path, codec: str, frames: np.ndarray) -> Path:
+    import av
+
+    enc, _, opts = ENCODERS[codec]
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(enc, rate=10)
+        s.height, s.width = frames.shape[1:3]
+        s.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+        s.options = opts
+        for a in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(a, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def write_jpgs(folder: Path, frames: np.ndarray) -> Path:
+    import cv2
+
+    folder.mkdir(parents=True)
+    for k, a in enumerate(frames, 1):
+        cv2.imwrite(str(folder / f"{k:05d}.jpg"), cv2.cvtColor(a, cv2.COLOR_RGB2BGR))
+    return folder
+
+
+def make_index(paths: list[Path], *, counts: list[int | None] | None = None, fmt: str = "isogd",
+               modality: str = "rgb", split: str = "train") -> DatasetIndex:
+    counts = counts or [None] * len(paths)
+    samples = [Sample(f"clip{i:03d}", i % 3, {modality: p}, n, f"list.txt:{i + 1}")
+               for i, (p, n) in enumerate(zip(paths, counts))]
+    return DatasetIndex(fmt, paths[0].parent, split, ["a", "b", "c"], samples)
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> dict[str, list[Path]]:
+    """Small files of every kind the loader meets (a few per kind, lengths varied)."""
+    d = tmp_path_factory.mktemp("media")
+    out: dict[str, list[Path]] = {}
+    for codec in ENCODERS:
+        ext = ENCODERS[codec][1]
+        out[codec] = [write_video(d / f"{codec}{i}{ext}", codec, frames_for(n, seed=i))
+                      for i, n in enumerate((40, 24, 33))]
+    out["jpg"] = [write_jpgs(d / f"jpg{i}", frames_for(n, seed=i)) for i, n in enumerate((36, 20))]
+    out["depth"] = [write_video(d / f"K_{i}.avi", "mjpeg", frames_for(n, seed=i, gray=True))
+                    for i, n in enumerate((30, 18))]
+    out["short"] = [write_video(d / "short.avi", "mjpeg", frames_for(5, seed=7))]
+    return out
+
+
+def epoch_batches(loader, epoch: int = 0) -> list[dict]:
+    loader.set_epoch(epoch)
+    return list(loader)
+
+
+def raw_frames(loader, epoch: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    loader.set_epoch(epoch)
+    out = {}
+    for b in loader.iter_frames():
+        for sid, idx, fr in zip(b["sample_id"], b["frame_indices"], b["frames"]):
+            out[sid] = (idx, fr)
+    return out
+
+
+# ----------------------------------------------------------------------------- the contract
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("kind", ["mjpeg", "vp9", "jpg"])
+def test_batch_contract_per_backend(media, backend, kind):
+    index = make_index(media[kind], fmt="jester")
+    loader = make_loader(index, backend=backend, clip_len=8, size=32, batch_size=2, train=True, seed=3)
+    assert loader.backend == backend
+    batches = epoch_batches(loader)
+    assert len(batches) == len(loader) == -(-len(index) // 2)
+    seen = []
+    for b in batches:
+        assert set(b) >= {"clip", "label", "sample_id", "frame_indices"}
+        n = len(b["sample_id"])
+        assert b["clip"].dtype == torch.float32 and tuple(b["clip"].shape) == (n, 3, 8, 32, 32)
+        assert b["label"].dtype == torch.int64 and tuple(b["label"].shape) == (n,)
+        assert b["frame_indices"].dtype == torch.int64 and tuple(b["frame_indices"].shape) == (n, 8)
+        assert all(isinstance(s, str) for s in b["sample_id"])
+        seen += b["sample_id"]
+    assert sorted(seen) == sorted(s.sample_id for s in index.samples)
+    labels = {s.sample_id: s.label for s in index.samples}
+    assert [labels[s] for s in batches[0]["sample_id"]] == batches[0]["label"].tolist()
+    # mean-subtracted with the dataset's per-channel mean: values span below zero
+    mean = torch.tensor(modality_mean("jester", "rgb")).view(1, 3, 1, 1, 1)
+    x = batches[0]["clip"] + mean
+    assert x.min() >= -1e-3 and x.max() <= 255 + 1e-3 and batches[0]["clip"].min() < 0
+
+
+def test_eval_is_ordered_centred_and_deterministic(media):
+    index = make_index(media["mjpeg"] + media["h264"])
+    loader = make_loader(index, backend="pyav", clip_len=8, size=32, batch_size=4, train=False)
+    a, b = epoch_batches(loader, 0), epoch_batches(loader, 5)   # the epoch does not matter in eval
+    assert [s for x in a for s in x["sample_id"]] == [s.sample_id for s in index.samples]
+    for x, y in zip(a, b):
+        assert torch.equal(x["clip"], y["clip"]) and torch.equal(x["frame_indices"], y["frame_indices"])
+    counts = [40, 24, 33, 40, 24, 33]
+    got = torch.cat([x["frame_indices"] for x in a]).numpy()
+    want = np.stack([sample_frame_indices(n, 8, train=False) for n in counts])
+    np.testing.assert_array_equal(got, want)
+
+
+def test_train_reproducible_per_seed_epoch_and_varies_across_epochs(media):
+    index = make_index(media["mjpeg"] + media["vp9"] + media["h264"])
+    make = lambda seed: make_loader(index, backend="opencv", clip_len=8, size=32, batch_size=3,
+                                    train=True, seed=seed)
+    a1, a2 = epoch_batches(make(1), 2), epoch_batches(make(1), 2)
+    for x, y in zip(a1, a2):
+        assert x["sample_id"] == y["sample_id"]
+        assert torch.equal(x["frame_indices"], y["frame_indices"]) and torch.equal(x["clip"], y["clip"])
+    other_epoch = epoch_batches(make(1), 3)
+    order = lambda bs: [s for b in bs for s in b["sample_id"]]
+    idx = lambda bs: {s: i.tolist() for b in bs for s, i in zip(b["sample_id"], b["frame_indices"])}
+    assert order(a1) != order(other_epoch)             # reshuffled (9 samples: 1 in 9! to collide)
+    assert idx(a1) != idx(other_epoch)                  # new jitter
+    assert order(epoch_batches(make(2), 2)) != order(a1)  # the seed matters too
+    # jittered indices stay within the paper's bounds: sorted, inside the video
+    for sid, ix in idx(a1).items():
+        assert ix == sorted(ix) and 0 <= ix[0] and ix[-1] < 40
+
+
+def test_worker_threads_do_not_change_batches(media):
+    index = make_index(media["mjpeg"] + media["vp9"])
+    make = lambda w: make_loader(index, backend="pyav", clip_len=8, size=32, batch_size=2, train=True,
+                                 seed=0, num_workers=w)
+    for x, y in zip(epoch_batches(make(0), 1), epoch_batches(make(2), 1)):
+        assert x["sample_id"] == y["sample_id"] and torch.equal(x["clip"], y["clip"])
+
+
+@pytest.mark.parametrize("train", [False, True])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_sharding_disjoint_cover_equal_batches(media, train, drop_last):
+    paths = (media["mjpeg"] + media["vp9"] + media["h264"] + media["short"])   # 10 samples
+    index = make_index(paths)
+    world, bs = 3, 2
+    loaders = [make_loader(index, backend="opencv", clip_len=4, size=16, batch_size=bs, train=train,
+                           seed=4, rank=r, world_size=world, drop_last=drop_last) for r in range(world)]
+    per_rank = [epoch_batches(l, 1) for l in loaders]
+    assert len({len(l) for l in loaders}) == 1
+    assert [len(b) for b in per_rank] == [len(loaders[0])] * world
+    real = [s for bs_ in per_rank for b in bs_ for s, p in zip(b["sample_id"], b["padded"]) if not p]
+    assert len(real) == len(set(real))                          # disjoint
+    if drop_last:   # 10 // 3 = 3 samples a rank, one full batch of 2 each: 6 samples in all
+        assert len(loaders[0]) == 1 and len(real) == 6
+        assert not any(p for bs_ in per_rank for b in bs_ for p in b["padded"])
+    else:
+        assert sorted(real) == sorted(s.sample_id for s in index.samples)   # covers the split
+        padded = [s for bs_ in per_rank for b in bs_ for s, p in zip(b["sample_id"], b["padded"]) if p]
+        assert len(padded) == 2 and set(padded) <= set(real)     # 10 -> 12: two wrapped duplicates
+
+
+def test_short_video_repeats_last_frame(media):
+    index = make_index(media["short"])   # 5 frames, clip of 8
+    loader = make_loader(index, backend="pyav", clip_len=8, size=32, batch_size=1)
+    (b,) = epoch_batches(loader)
+    assert b["frame_indices"][0].tolist() == [0, 1, 2, 3, 4, 4, 4, 4]
+    clip = b["clip"][0]                                    # (3, T, S, S)
+    for t in (5, 6, 7):
+        assert torch.equal(clip[:, t], clip[:, 4])
+    assert not torch.equal(clip[:, 3], clip[:, 4])
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_depth_is_one_channel_repeated(media, backend):
+    index = make_index(media["depth"], modality="depth")
+    loader = make_loader(index, modality="depth", backend=backend, clip_len=6, size=32, batch_size=2)
+    raw = raw_frames(loader)
+    for idx, fr in raw.values():
+        assert fr.dtype == np.uint8 and fr.ndim == 3 and fr.shape[0] == 6    # (T, H, W)
+    (b,) = epoch_batches(loader)
+    clip = b["clip"] + 127.0                               # IsoGD depth mean
+    assert torch.allclose(clip[:, 0], clip[:, 1]) and torch.allclose(clip[:, 0], clip[:, 2])
+    # the gray values are the written ones (PyAV "gray" is exact; others within rounding)
+    sid = index.samples[0].sample_id
+    idx, fr = raw[sid]
+    want = frames_for(30, seed=0, gray=True)[idx][..., 0].astype(int)
+    assert np.abs(fr.astype(int) - want).mean() < 3
+
+
+# ----------------------------------------------------------------------------- errors
+@pytest.fixture
+def broken(tmp_path, media) -> dict[str, Path]:
+    good = media["mjpeg"][0].read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(good[: len(good) // 3])
+    junk = tmp_path / "junk.avi"
+    junk.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    return {"cut": cut, "junk": junk, "missing": tmp_path / "nothere.avi"}
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("bad", ["cut", "junk", "missing"])
+def test_raise_names_the_file(media, broken, backend, bad):
+    index = make_index([media["mjpeg"][0], broken[bad], media["mjpeg"][1]])
+    loader = make_loader(index, backend=backend, clip_len=8, size=16, batch_size=3, on_error="raise")
+    with pytest.raises(DataError) as e:
+        epoch_batches(loader)
+    assert str(broken[bad]) in str(e.value)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_skip_records_every_bad_sample(media, broken, backend, caplog):
+    index = make_index([media["mjpeg"][0], broken["cut"], media["mjpeg"][1], broken["junk"],
+                        broken["missing"], media["mjpeg"][2]])
+    loader = make_loader(index, backend=backend, clip_len=8, size=16, batch_size=2, on_error="skip")
+    with caplog.at_level(logging.WARNING, logger="pipelines"):
+        batches = epoch_batches(loader)
+    got = [s for b in batches for s in b["sample_id"]]
+    assert got == ["clip000", "clip002", "clip005"]
+    assert [s for s, _ in loader.skipped] == ["clip001", "clip003", "clip004"]
+    for (sid, reason), path in zip(loader.skipped, [broken["cut"], broken["junk"], broken["missing"]]):
+        assert str(path) in reason
+    assert sum("skipping" in r.message for r in caplog.records) == 3
+    epoch_batches(loader, 1)
+    assert len(loader.skipped) == 3                          # per epoch, not accumulated
+
+
+def test_index_longer_than_video_is_an_error(media):
+    # the index states 60 frames for a 40-frame video: sampling asks for frames that are not there
+    index = make_index([media["h264"][0]], counts=[60])
+    for backend in ("pyav", "opencv"):
+        loader = make_loader(index, backend=backend, clip_len=8, size=16, batch_size=1)
+        with pytest.raises(DataError, match="40 frames"):
+            epoch_batches(loader)
+
+
+@needs_dali
+def test_dali_refuses_index_beyond_video_instead_of_black_frames(media):
+    # DALI pads missing frames with zeros; the loader checks the true count first
+    index = make_index([media["mjpeg"][0]], counts=[60])
+    with pytest.raises(DataError, match="60 frames.*40"):
+        epoch_batches(make_loader(index, backend="dali-cpu", clip_len=8, size=16, batch_size=1))
+
+
+@needs_dali
+@pytest.mark.parametrize("on_error", ["raise", "skip"])
+def test_forced_dali_cpu_refuses_h264_naming_file_and_codec(media, on_error):
+    index = make_index(media["mjpeg"][:1] + media["h264"][:1])
+    with pytest.raises(CodecRefused) as e:      # refused at construction (probed files)...
+        make_loader(index, backend="dali-cpu", on_error=on_error)
+    assert str(media["h264"][0]) in str(e.value) and "h264" in str(e.value)
+
+
+@needs_dali
+def test_forced_dali_cpu_refuses_unprobed_h264_mid_epoch(media, monkeypatch):
+    monkeypatch.setattr("pipelines.loader.PROBE_FOR_AUTO", 1)   # construction probes file 0 only
+    index = make_index(media["mjpeg"][:2] + media["h264"][:1] + media["mjpeg"][2:])
+    loader = make_loader(index, backend="dali-cpu", on_error="skip", batch_size=2, clip_len=4, size=16)
+    with pytest.raises(CodecRefused, match="h264"):   # ...and later, even with on_error="skip"
+        epoch_batches(loader)
+
+
+# ----------------------------------------------------------------------------- auto routing
+def test_auto_picks_a_fallback_for_h264_and_keeps_every_sample(media, caplog):
+    index = make_index(media["h264"] + _real("mp4"))
+    with caplog.at_level(logging.INFO, logger="pipelines"):
+        loader = make_loader(index, backend="auto", clip_len=8, size=16, batch_size=2)
+    assert loader.backend in ("pyav", "opencv")
+    assert any("h264" in r.message and loader.backend in r.message for r in caplog.records)
+    got = [s for b in epoch_batches(loader) for s in b["sample_id"]]
+    assert sorted(got) == sorted(s.sample_id for s in index.samples) and not loader.skipped
+
+
+@needs_dali
+def test_auto_routes_what_dali_cannot_read_to_the_fallback(media, monkeypatch):
+    # pretend the measurement favoured DALI-CPU for VP9: a VP9 dataset with stray H.264 files
+    monkeypatch.setitem(__import__("pipelines.routing").routing.AUTO_CPU, "vp9", "dali-cpu")
+    monkeypatch.setattr("pipelines.loader.PROBE_FOR_AUTO", 2)
+    index = make_index(media["vp9"][:1] + media["h264"][:2] + media["vp9"][1:])
+    loader = make_loader(index, backend="auto", clip_len=8, size=16, batch_size=2)
+    assert loader.backend == "dali-cpu"
+    got = [s for b in epoch_batches(loader) for s in b["sample_id"]]
+    assert sorted(got) == sorted(s.sample_id for s in index.samples)
+    assert loader.decoded_by == {"dali-cpu": 3, "opencv": 2}
+
+
+@needs_dali
+def test_auto_without_gpu_chooses_by_measured_table(media):
+    from pipelines.routing import AUTO_CPU
+
+    for kind, codec in (("mjpeg", "mjpeg"), ("vp9", "vp9"), ("jpg", "jpeg")):
+        loader = make_loader(make_index(media[kind]), backend="auto")
+        assert loader.backend == (AUTO_CPU[codec] if not torch.cuda.is_available() else "dali-gpu")
+
+
+# ----------------------------------------------------------------------------- cache
+def test_cache_decodes_once_and_matches_uncached(media, monkeypatch):
+    import pipelines.decoders as dec
+
+    calls = []
+    real = dec.decode_opencv
+    monkeypatch.setitem(dec.DECODERS, "opencv", lambda req: calls.append(req) or real(req))
+    index = make_index(media["mjpeg"] + media["jpg"])
+    cached = make_loader(index, backend="opencv", clip_len=8, size=32, batch_size=2, train=True, cache=True)
+    plain = make_loader(index, backend="opencv", clip_len=8, size=32, batch_size=2, train=True)
+    for epoch in (0, 1, 2):
+        for x, y in zip(epoch_batches(cached, epoch), epoch_batches(plain, epoch)):
+            assert torch.equal(x["clip"], y["clip"])
+    cached_calls = [r for r in calls if len(r.indices) != 8]      # whole-video decodes
+    assert len(cached_calls) == len(index)                        # once per file, over 3 epochs
+    assert cached.cache_bytes == (40 + 24 + 33 + 36 + 20) * 64 * 96 * 3   # every frame, uint8 RGB
+
+
+# ----------------------------------------------------------------------------- equivalence
+def _compare(a: dict, b: dict, tol: float) -> list[float]:
+    assert a.keys() == b.keys()
+    diffs = []
+    for sid in a:
+        (ia, fa), (ib, fb) = a[sid], b[sid]
+        np.testing.assert_array_equal(ia, ib)
+        assert fa.shape == fb.shape
+        diffs.append(float(np.abs(fa.astype(np.int16) - fb.astype(np.int16)).mean()))
+    assert max(diffs) < tol, diffs
+    return diffs
+
+
+@needs_dali
+@pytest.mark.parametrize("kind", ["mjpeg", "vp9", "jpg"])
+def test_dali_cpu_matches_pyav_on_written_videos(media, kind):
+    index = make_index(media[kind])
+    mk = lambda b: make_loader(index, backend=b, clip_len=8, size=32, batch_size=2, train=True, seed=5)
+    pyav, dali = mk("pyav"), mk("dali-cpu")
+    _compare(raw_frames(pyav, 2), raw_frames(dali, 2), tol=3.0)
+    for x, y in zip(epoch_batches(pyav, 2), epoch_batches(dali, 2)):   # same after preprocessing
+        assert x["sample_id"] == y["sample_id"]
+        assert (x["clip"] - y["clip"]).abs().mean() < 3.0
+
+
+def _real(kind: str) -> list[Path]:
+    if kind == "jpg":
+        return sorted(p for p in (REAL / "jester_layout" / "20bn-jester-style").iterdir() if p.is_dir())
+    return sorted((REAL / kind).glob(f"*.{kind}"))
+
+
+@needs_dali
+@pytest.mark.parametrize("kind", ["webm", "jpg"])
+def test_dali_cpu_matches_pyav_on_real_footage(kind):
+    paths = _real(kind)
+    assert paths, f"real footage missing under {REAL}"
+    index = make_index(paths, fmt="jester")
+    mk = lambda b: make_loader(index, backend=b, clip_len=16, size=64, batch_size=3, train=True, seed=1)
+    _compare(raw_frames(mk("pyav"), 1), raw_frames(mk("dali-cpu"), 1), tol=3.0)
+
+
+def test_opencv_matches_pyav_on_real_h264():
+    index = make_index(_real("mp4"), fmt="jester")
+    assert len(index) == 2
+    mk = lambda b: make_loader(index, backend=b, clip_len=16, size=64, batch_size=2, train=True, seed=1)
+    _compare(raw_frames(mk("pyav"), 0), raw_frames(mk("opencv"), 0), tol=3.0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["mp4", "webm", "jpg"])
+def test_dali_gpu_matches_pyav_on_real_footage(kind):
+    index = make_index(_real(kind), fmt="jester")
+    mk = lambda b: make_loader(index, backend=b, clip_len=16, size=64, batch_size=3, train=True, seed=1)
+    gpu = mk("dali-gpu")
+    assert gpu.backend == "dali-gpu"
+    _compare(raw_frames(mk("pyav"), 1), raw_frames(gpu, 1), tol=3.0)
+    assert make_loader(index, backend="auto").backend == "dali-gpu"
+
+
+# ----------------------------------------------------------------------------- arguments, imports
+@pytest.mark.parametrize("kwargs, field", [
+    ({"backend": "ffmpeg"}, "backend"), ({"on_error": "ignore"}, "on_error"),
+    ({"modality": "flow"}, "modality"), ({"batch_size": 0}, "batch_size"), ({"clip_len": 0}, "clip_len"),
+    ({"rank": 2, "world_size": 2}, "rank"), ({"num_workers": -1}, "num_workers"),
+])
+def test_bad_arguments_name_the_field(media, kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        make_loader(make_index(media["mjpeg"]), **kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU refusal")
+def test_dali_gpu_refused_without_gpu(media):
+    with pytest.raises(ValueError, match="GPU"):
+        make_loader(make_index(media["mjpeg"]), backend="dali-gpu")
+
+
+def test_backends_listed():
+    assert BACKENDS == ("auto", "dali-gpu", "dali-cpu", "pyav", "opencv")
+
+
+def test_dali_is_imported_only_when_used(media):
+    code = ("import sys; from pathlib import Path; from bench.data.index import DatasetIndex, Sample;"
+            "from pipelines import make_loader;"
+            f"p = Path({str(media['h264'][0])!r});"
+            "ix = DatasetIndex('isogd', p.parent, 'valid', ['a'], [Sample('s', 0, {'rgb': p})]);"
+            "l = make_loader(ix, backend='auto', clip_len=4, size=16); list(l);"
+            "print(l.backend, 'nvidia.dali' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).parents[1])
+    backend, imported = out.stdout.split()
+    assert backend in ("pyav", "opencv") and imported == "False"

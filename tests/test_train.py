@@ -1,0 +1,386 @@
+"""bench.train: config validation, the paper's LR schedule, checkpoints, resume, fine-tune, Ray.
+
+Data: tiny synthetic IsoGD datasets (MJPEG, 64 x 48, a few short clips per class) written by
+``bench.data.synth`` once per module; network: the ``small`` preset. A 2-epoch run takes a
+few seconds on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bench.train.config import DRIVER_KEYS, TrainConfig, split_config
+from bench.train.layout import METRIC_KEYS
+from bench.train.loop import build_model, load_init_weights, make_optimizer, make_scheduler, train_loop_per_worker
+from bench.train.session import LocalSession
+
+TIMING_KEYS = {"epoch_time_s", "train_clips_per_s"}
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory) -> dict[str, Path]:
+    from bench.data.synth import synthesize
+
+    base = tmp_path_factory.mktemp("train-data")
+    kw = dict(clips_per_class=3, valid_clips_per_class=2, test_clips_per_class=1, size=(64, 48),
+              length_scale=0.25, modalities=("rgb",), progress=False)
+    return {"c4": synthesize("isogd", base / "c4", num_classes=4, seed=1, **kw),
+            "c6": synthesize("isogd", base / "c6", num_classes=6, seed=2, **kw)}
+
+
+def _config(root: Path, **over) -> dict:
+    d = dict(dataset="isogd", root=str(root), modality="rgb", cell="a", preset="small", epochs=2,
+             batch_size=4, seed=3)
+    d.update(over)
+    return d
+
+
+@pytest.fixture(scope="module")
+def baseline(datasets, tmp_path_factory) -> LocalSession:
+    """An uninterrupted 2-epoch run on the 4-class data."""
+    session = LocalSession(tmp_path_factory.mktemp("baseline"), resume=False)
+    train_loop_per_worker(_config(datasets["c4"]), session=session)
+    return session
+
+
+def _no_timing(m: dict) -> dict:
+    return {k: v for k, v in m.items() if k not in TIMING_KEYS}
+
+
+# ----------------------------------------------------------------------------- config
+
+@pytest.mark.parametrize("field,value", [
+    ("dataset", "ucf101"), ("modality", "infrared"), ("cell", "e"), ("preset", "huge"),
+    ("clip_len", 7), ("epochs", 0), ("batch_size", -1), ("lr", 0), ("lr_end", 1.0),
+    ("momentum", 1.5), ("amp", "fp8"), ("backend", "ffmpeg"), ("stage", "distill"),
+    ("num_workers", 0), ("use_gpu", "yes"), ("epochs", 2.5), ("max_train_batches", 0),
+])
+def test_config_error_names_field(field, value):
+    d = _config(Path("/data/isogd"))
+    d[field] = value
+    with pytest.raises(ValueError, match=rf"TrainConfig\.{field}="):
+        TrainConfig.from_dict(d)
+
+
+def test_config_cross_field_rules():
+    base = _config(Path("/data/isogd"))
+    with pytest.raises(ValueError, match=r"TrainConfig\.init_checkpoint=None: is required"):
+        TrainConfig.from_dict({**base, "stage": "finetune"})
+    with pytest.raises(ValueError, match=r"TrainConfig\.fail_marker=None"):
+        TrainConfig.from_dict({**base, "fail_once_at_epoch": 2})
+    with pytest.raises(ValueError, match=r"TrainConfig\.batch_size=6: .*num_workers=4"):
+        TrainConfig.from_dict({**base, "batch_size": 6, "num_workers": 4})
+
+
+def test_config_from_dict_round_trip_and_unknown_keys():
+    cfg = TrainConfig.from_dict({**_config(Path("/data/isogd")), "lr": "1e-3", "amp": False,
+                                 "channels_last": True})
+    assert cfg.lr == 1e-3 and isinstance(cfg.lr, float)     # PyYAML's string form of 1e-3
+    assert (cfg.amp, cfg.channels_last) == ("off", "on")
+    d = cfg.to_dict()
+    assert json.loads(json.dumps(d)) == d
+    assert TrainConfig.from_dict(d) == cfg
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['bogus', 'lrr'\]"):
+        TrainConfig.from_dict({**d, "lrr": 1e-3, "bogus": 1})
+    with pytest.raises(ValueError, match=r"missing required field\(s\) \['batch_size', 'epochs'\]"):
+        TrainConfig.from_dict({"dataset": "isogd", "root": "/x"})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.lr = 1.0  # type: ignore[misc]
+
+
+def test_split_config_drops_bookkeeping():
+    raw = {**_config(Path("/d")), "_trial_note": "x", "sweep": {"name": "s1"}, "storage_path": "/s",
+           "max_failures": 2}
+    train, driver = split_config(raw)
+    assert driver == {"storage_path": "/s", "max_failures": 2}
+    assert set(driver) <= set(DRIVER_KEYS)
+    assert train == _config(Path("/d"))
+    TrainConfig.from_dict(train)   # and the rest is a valid config
+
+
+# ----------------------------------------------------------------------------- schedule
+
+def test_lr_schedule_is_polynomial_from_lr_to_lr_end():
+    cfg = TrainConfig.from_dict(_config(Path("/d")))
+    p = torch.nn.Parameter(torch.zeros(3, 3))
+    opt = torch.optim.SGD([p], lr=cfg.lr, momentum=0.9)
+    n = 37
+    sched = make_scheduler(opt, total_steps=n, lr=1e-3, lr_end=1e-6, power=0.9)
+    lrs = []
+    for _ in range(n):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(1e-3, rel=1e-12)
+    assert lrs[-1] == pytest.approx(1e-6, rel=1e-9)
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    s = 10   # TF polynomial_decay with decay_steps = n - 1
+    assert lrs[s] == pytest.approx((1e-3 - 1e-6) * (1 - s / (n - 1)) ** 0.9 + 1e-6, rel=1e-9)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-6, rel=1e-9)   # stays at the floor
+
+
+def test_weight_decay_only_on_kernels():
+    cfg = TrainConfig.from_dict(_config(Path("/d")))
+    net, *_ = build_model(cfg, num_classes=4)
+    opt = make_optimizer(net, cfg)
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] == 5e-5 for p in g["params"]}
+    for name, p in net.named_parameters():
+        assert (id(p) in decayed) == (p.ndim > 1), name
+    assert all(g["momentum"] == 0.9 for g in opt.param_groups)
+
+
+# ----------------------------------------------------------------------------- local training
+
+def test_two_epochs_write_checkpoints(baseline, datasets):
+    import polars as pl
+
+    from bench.data.formats import load_index
+    from bench.models import count_params
+
+    val = load_index("isogd", datasets["c4"], "valid")
+    train = load_index("isogd", datasets["c4"], "train")
+    assert [m["epoch"] for m in baseline.reported] == [1, 2]
+    assert [p.name for p in baseline.checkpoints] == ["checkpoint_epoch_0001", "checkpoint_epoch_0002"]
+    for m, ckpt in zip(baseline.reported, baseline.checkpoints):
+        assert set(m) == set(METRIC_KEYS)
+        assert json.loads((ckpt / "metrics.json").read_text()) == m
+        state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
+        assert state["epoch"] == m["epoch"]
+        assert set(state) == {"epoch", "model", "optimizer", "scheduler", "rng", "config", "net_config",
+                              "classes", "num_classes", "clip_len", "image_size", "params",
+                              "macs_per_clip", "metrics"}   # as bench.train.layout documents
+        assert state["metrics"] == m and state["num_classes"] == 4 and len(state["classes"]) == 4
+        assert (state["clip_len"], state["image_size"]) == (8, 56)   # the small preset's clip
+        assert TrainConfig.from_dict(state["config"]).cell == "a"
+        df = pl.read_parquet(ckpt / "val_scores.parquet")
+        assert df.schema == pl.Schema({"sample_id": pl.String, "label": pl.Int64, "pred": pl.Int64,
+                                       "probs": pl.List(pl.Float32)})
+        assert df["sample_id"].to_list() == [s.sample_id for s in val.samples]   # one row each, in order
+        assert df["label"].to_list() == [s.label for s in val.samples]
+        probs = np.stack(df["probs"].to_list())
+        assert probs.shape == (len(val), 4)
+        np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+        assert (probs.argmax(1) == df["pred"].to_numpy()).all()
+        assert m["val_top1"] == pytest.approx(float((df["pred"] == df["label"]).mean()))
+        assert m["val_top5"] == 1.0   # top-k with k = min(5, 4 classes) always hits
+        assert m["num_val_samples"] == len(val) and m["num_train_samples"] == len(train)
+        assert m["num_skipped"] == 0
+        assert math.isfinite(m["train_loss"]) and math.isfinite(m["val_loss"])
+        assert m["epoch_time_s"] > 0 and m["train_clips_per_s"] > 0
+    net, *_ = build_model(TrainConfig.from_dict(_config(datasets["c4"])), num_classes=4)
+    assert baseline.reported[0]["params"] == count_params(net)
+    assert baseline.reported[0]["macs_per_clip"] > 1e6
+    # the schedule reaches 1e-6 at the last step of the run
+    assert baseline.reported[-1]["lr"] == pytest.approx(1e-6, rel=1e-9)
+    assert 1e-6 < baseline.reported[0]["lr"] < 1e-3
+
+
+def test_resume_after_injected_failure_matches_uninterrupted(baseline, datasets, tmp_path):
+    """The failure hook fires once; the rerun resumes at epoch 2 and reproduces it exactly."""
+    marker = tmp_path / "failed-once"
+    cfg = _config(datasets["c4"], fail_once_at_epoch=2, fail_marker=str(marker))
+    session = LocalSession(tmp_path / "run")
+    with pytest.raises(RuntimeError, match="injected failure at epoch 2"):
+        train_loop_per_worker(cfg, session=session)
+    assert marker.exists()
+    assert [p.name for p in session.checkpoints] == ["checkpoint_epoch_0001"]
+
+    resumed = LocalSession(tmp_path / "run")   # a retry: same directory, resumes from the latest
+    history = train_loop_per_worker(cfg, session=resumed)   # the marker exists: no second failure
+    assert [m["epoch"] for m in history] == [2]
+    assert _no_timing(history[0]) == _no_timing(baseline.reported[1])
+    a = torch.load(baseline.checkpoints[1] / "state.pt", weights_only=True)
+    b = torch.load(resumed.checkpoints[0] / "state.pt", weights_only=True)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+
+
+def test_finetune_replaces_only_the_classifier(baseline, datasets, tmp_path):
+    init = baseline.checkpoints[-1]
+    src = torch.load(init / "state.pt", weights_only=True)["model"]
+    cfg = TrainConfig.from_dict(_config(datasets["c6"], stage="finetune", init_checkpoint=str(init)))
+    net, *_ = build_model(cfg, num_classes=6)
+    load_init_weights(net, init, cell="a", preset="small")
+    got = net.state_dict()
+    assert got.keys() == src.keys()
+    for k, v in src.items():
+        if k.startswith("classifier."):
+            assert got[k].shape[0] == 6 and v.shape[0] == 4
+        else:
+            assert torch.equal(got[k], v), k
+
+    # through the loop: one fine-tuning step starts from the Jester-style weights
+    session = LocalSession(tmp_path / "ft", resume=False)
+    train_loop_per_worker({**cfg.to_dict(), "epochs": 1, "max_train_batches": 1}, session=session)
+    after = torch.load(session.checkpoints[0] / "state.pt", weights_only=True)
+    assert after["model"]["classifier.weight"].shape == (6, src["classifier.weight"].shape[1])
+    assert after["num_classes"] == 6 and session.reported[0]["num_train_samples"] == 4
+    fresh, *_ = build_model(cfg, num_classes=6)
+    k = next(n for n in src if n.startswith("res3d.") and src[n].ndim == 5)   # the first conv kernel
+    moved = (after["model"][k] - src[k]).norm()
+    assert moved < 0.05 * (fresh.state_dict()[k] - src[k]).norm()
+
+
+def test_finetune_refuses_another_cell(baseline, datasets, tmp_path):
+    cfg = _config(datasets["c6"], cell="c", stage="finetune", init_checkpoint=str(baseline.checkpoints[-1]))
+    with pytest.raises(ValueError, match=r"init_checkpoint=.*checkpoint has cell='a', this run has cell='c'"):
+        train_loop_per_worker(cfg, session=LocalSession(tmp_path, resume=False))
+
+
+def test_missing_modality_names_the_file(datasets, tmp_path):
+    from bench.data.errors import DataError
+
+    # the synthetic data has RGB only: asking for depth fails on the first K_ (depth) file
+    with pytest.raises(DataError, match=r"/K_\d+\.avi"):
+        train_loop_per_worker(_config(datasets["c4"], modality="depth"),
+                              session=LocalSession(tmp_path, resume=False))
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_channels_last(datasets, tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    session = LocalSession(tmp_path, resume=False)
+    train_loop_per_worker(_config(datasets["c4"], use_gpu=True, epochs=1), session=session)
+    m = session.reported[0]
+    assert math.isfinite(m["train_loss"]) and m["num_val_samples"] == 8
+    state = torch.load(session.checkpoints[0] / "state.pt", map_location="cpu", weights_only=True)
+    assert all(v.device.type == "cpu" for v in state["model"].values())
+
+
+# ----------------------------------------------------------------------------- Ray
+
+RAY_ENV = {
+    "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AIR_NEW_OUTPUT": "0",
+    "RAY_DEDUP_LOGS": "0", "TUNE_GLOBAL_CHECKPOINT_S": "1",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
+}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    old = {k: os.environ.get(k) for k in RAY_ENV}
+    os.environ.update(RAY_ENV)
+    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")   # short: Ray's socket paths must fit
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _tune(config: dict, storage: Path, name: str, *, max_failures: int):
+    from ray import tune
+
+    from bench.train.trainable import trial_fn, trial_resources
+
+    tuner = tune.Tuner(
+        tune.with_resources(trial_fn, trial_resources(config)),
+        param_space=config,
+        tune_config=tune.TuneConfig(metric="val_top1", mode="max"),
+        run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=max_failures)),
+    )
+    return tuner.fit()
+
+
+@pytest.mark.ray
+def test_trial_fn_one_worker_under_tune(local_ray, datasets, tmp_path):
+    """One worker trains in the trial itself; the injected failure is retried by Tune and resumed."""
+    marker = tmp_path / "failed-once"
+    config = {**_config(datasets["c4"], fail_once_at_epoch=2, fail_marker=str(marker)),
+              "_sweep_row": 7, "sweep": {"name": "t"}}
+    grid = _tune(config, tmp_path / "store", "one", max_failures=1)
+    result = grid[0]
+    assert result.error is None, result.error
+    assert marker.exists()
+    assert result.metrics["epoch"] == 2 and set(METRIC_KEYS) <= set(result.metrics)
+    with result.checkpoint.as_directory() as d:
+        assert {"state.pt", "val_scores.parquet", "metrics.json"} <= set(os.listdir(d))
+        assert torch.load(Path(d) / "state.pt", weights_only=True)["epoch"] == 2
+    epochs = result.metrics_dataframe["epoch"].tolist()
+    assert epochs == [1, 2]   # epoch 1 ran once: the retry resumed from its checkpoint
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_trial_fn_two_workers_ddp(local_ray, datasets, tmp_path):
+    """Two DDP workers (gloo, CPU) via TorchTrainer inside the trial; a Train-level retry resumes."""
+    import polars as pl
+
+    from bench.data.formats import load_index
+
+    marker = tmp_path / "failed-once"
+    store = tmp_path / "train-store"
+    config = {**_config(datasets["c4"], num_workers=2, fail_once_at_epoch=2, fail_marker=str(marker)),
+              "storage_path": str(store), "max_failures": 1, "cpus_per_worker": 0.5}
+    grid = _tune(config, tmp_path / "store", "ddp", max_failures=0)
+    result = grid[0]
+    assert result.error is None, result.error
+    assert marker.exists()
+    m = result.metrics
+    val = load_index("isogd", datasets["c4"], "valid")
+    assert m["epoch"] == 2 and set(METRIC_KEYS) <= set(m)
+    assert m["num_val_samples"] == len(val) and m["num_train_samples"] == 12   # both shards counted
+    ckpt = Path(m["checkpoint_path"])
+    assert ckpt.name == "checkpoint_epoch_0002" and ckpt.is_relative_to(store)
+    df = pl.read_parquet(ckpt / "val_scores.parquet")
+    assert df["sample_id"].to_list() == [s.sample_id for s in val.samples]   # gathered from both ranks
+    assert m["val_top1"] == pytest.approx(float((df["pred"] == df["label"]).mean()))
+    assert torch.load(ckpt / "state.pt", weights_only=True)["epoch"] == 2
+
+
+# ----------------------------------------------------------------------------- bench train
+
+def _bench_train(argv: list[str]) -> int:
+    import argparse
+
+    from bench.train.cli import add_cli
+
+    parser = argparse.ArgumentParser(prog="bench")
+    add_cli(parser.add_subparsers())
+    args = parser.parse_args(["train", *argv])
+    return args.func(args)
+
+
+def test_cli_train_and_resume(datasets, tmp_path, capsys):
+    from bench.cli import CLIError
+
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"dataset: isogd\nroot: {datasets['c4']}\npreset: small\nepochs: 1\nbatch_size: 4\n"
+                   "max_val_batches: 1\n")
+    with pytest.raises(CLIError, match=r"TrainConfig\.cell='z'"):
+        _bench_train([str(cfg), "--set", "cell=z", "--out", str(tmp_path / "out")])
+    with pytest.raises(CLIError, match=r"expected KEY=VALUE"):
+        _bench_train([str(cfg), "--set", "cell", "--out", str(tmp_path / "out")])
+    assert _bench_train([str(cfg), "--set", "max_train_batches=1", "--set", "lr=1e-3",
+                         "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "epoch 1/1: train_loss" in out and "latest: checkpoint_epoch_0001" in out
+    metrics = json.loads((tmp_path / "out" / "checkpoint_epoch_0001" / "metrics.json").read_text())
+    assert metrics["num_train_samples"] == 4 and metrics["num_val_samples"] == 4
+    # run again: resumes after the last epoch, so nothing more is trained
+    assert _bench_train([str(cfg), "--set", "max_train_batches=1", "--out", str(tmp_path / "out")]) == 0
+    captured = capsys.readouterr()
+    assert "resuming from" in captured.err and "epoch 1/1" not in captured.out
