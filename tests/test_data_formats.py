@@ -352,3 +352,14 @@ def test_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not a directory"):
         load_index("isogd", tmp_path / "absent", "valid")
     assert load_index("jester", make_jester(tmp_path / "j"), "validation").split == "valid"
+
+
+def test_isogd_rgb_only_copy_is_detected_as_rgb_only(tmp_path) -> None:
+    from bench.data.synth import synthesize
+
+    root = synthesize("isogd", tmp_path / "d", num_classes=2, clips_per_class=1, valid_clips_per_class=1,
+                      test_clips_per_class=0, size=(48, 32), length_scale=0.2, modalities=("rgb",),
+                      progress=False)
+    index = load_index("isogd", root, "train")
+    assert index.modalities == ("rgb",)
+    assert all(set(s.paths) == {"rgb"} for s in index.samples)

@@ -91,7 +91,7 @@ def test_odd_frames_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None
     assert "--frames" in capsys.readouterr().err
 
 
-def test_data_errors_survive_pickling_and_reach_the_cli_as_messages(tmp_path, capsys) -> None:
+def test_data_errors_survive_pickling() -> None:
     import pickle
 
     from bench.data.errors import DataError

@@ -67,7 +67,7 @@ def _pids_using(tag: str) -> list[int]:
     return out
 
 
-def _stop_nodes(tag: str, *, grace_s: float = 5.0) -> list[int]:
+def _stop_nodes(tag: str, *, grace_s: float = 2.0) -> list[int]:
     """SIGTERM, then SIGKILL what is left after ``grace_s`` (raylet and gcs have ignored
     SIGTERM for over 20 s here). Returns the PIDs still alive at the end (should be none)."""
     pids = _pids_using(tag)
@@ -102,7 +102,7 @@ def _ray_start(*args: str) -> None:
 
 @pytest.fixture(scope="module")
 def two_nodes():
-    """(address, head node id, worker node id) of a two-node cluster this fixture owns."""
+    """Address, node ids and a GPU-task probe of a two-node cluster this fixture owns."""
     import torch
 
     if torch.cuda.is_available():
@@ -126,11 +126,18 @@ def two_nodes():
         while len([n for n in ray.nodes() if n["Alive"]]) < 2 and time.monotonic() < deadline:
             time.sleep(0.5)
         nodes = [n for n in ray.nodes() if n["Alive"]]
-        ray.shutdown()
-        head = next(n for n in nodes if n["Resources"].get("head_node"))
-        worker = next(n for n in nodes if n["Resources"].get("gpu_node"))
-        assert len(nodes) == 2 and not head["Resources"].get("GPU") and worker["Resources"]["GPU"] == 2
-        yield address, head["NodeID"], worker["NodeID"]
+
+        def _probe() -> dict:     # local: cloudpickle ships it by value (tests/ is no package)
+            import torch
+
+            return {"node": ray.get_runtime_context().get_node_id(), "gpu_ids": ray.get_gpu_ids(),
+                    "cvd": os.environ.get("CUDA_VISIBLE_DEVICES"), "cuda": torch.cuda.is_available()}
+
+        probe = ray.get(ray.remote(num_cpus=0.5, num_gpus=0.5)(_probe).remote(), timeout=120)
+        ray.shutdown()                # the sweep connects by itself, through --address
+        yield {"address": address, "nodes": nodes, "probe": probe,
+               "head": next(n["NodeID"] for n in nodes if n["Resources"].get("head_node")),
+               "worker": next(n["NodeID"] for n in nodes if n["Resources"].get("gpu_node"))}
     finally:
         if ray.is_initialized():
             ray.shutdown()
@@ -140,25 +147,13 @@ def two_nodes():
 
 
 def test_gpu_resource_is_not_a_gpu(two_nodes):
-    """The premise: a task holding a simulated GPU lands on the worker node and gets
-    CUDA_VISIBLE_DEVICES, yet torch sees no CUDA device there."""
-    import ray
-
-    address, _, worker_id = two_nodes
-
-    @ray.remote(num_cpus=0.5, num_gpus=0.5)
-    def probe() -> dict:
-        import torch
-
-        return {"node": ray.get_runtime_context().get_node_id(), "gpu_ids": ray.get_gpu_ids(),
-                "cvd": os.environ.get("CUDA_VISIBLE_DEVICES"), "cuda": torch.cuda.is_available()}
-
-    ray.init(address=address, log_to_driver=False)
-    try:
-        got = ray.get(probe.remote(), timeout=120)
-    finally:
-        ray.shutdown()
-    assert got["node"] == worker_id
+    """The premise: two nodes, GPUs only on the worker; a task holding a simulated GPU lands
+    there and gets CUDA_VISIBLE_DEVICES, yet torch sees no CUDA device."""
+    by_id = {n["NodeID"]: n["Resources"] for n in two_nodes["nodes"]}
+    assert len(by_id) == 2
+    assert not by_id[two_nodes["head"]].get("GPU") and by_id[two_nodes["worker"]]["GPU"] == 2
+    got = two_nodes["probe"]
+    assert got["node"] == two_nodes["worker"]
     assert len(got["gpu_ids"]) == 1 and got["cvd"] in ("0", "1")
     assert got["cuda"] is False
 
@@ -169,7 +164,7 @@ def test_sweep_with_fractional_gpus_runs_on_the_gpu_node_on_cpu(two_nodes, tmp_p
     from bench.cli import main
     from bench.sweep.results import read_sweep
 
-    address, head_id, worker_id = two_nodes
+    address, head_id, worker_id = two_nodes["address"], two_nodes["head"], two_nodes["worker"]
     sweep = tmp_path / "mn.yaml"
     sweep.write_text(f"""\
 name: multinode

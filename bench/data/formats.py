@@ -183,8 +183,9 @@ def read_isogd_list(list_file: str | Path, *, root: str | Path, split: str = "tr
                     on_error: OnError | None = None) -> DatasetIndex:
     """Read an IsoGD list (``RGB_PATH DEPTH_PATH LABEL``) into an index; labels 1..C -> 0..C-1.
 
-    ``modalities`` None means RGB and depth, plus flow when the first sample's ``F_`` file
-    exists (one ``stat``; ``bench data flow`` writes all or nothing). ``classes`` defaults to
+    ``modalities`` None means RGB and depth (depth left out when the first sample's RGB file
+    exists and its depth file does not), plus flow when the first sample's ``F_`` file exists
+    (``bench data flow`` writes all or nothing). ``classes`` defaults to
     ``root/classes.txt`` when present, else the 249 IsoGD classes named "0".."248". A label 0
     is IsoGD's "no label" placeholder and becomes NO_LABEL in the test split; elsewhere it is
     out of range. ``on_error`` receives each bad line instead of raising (used by the checker).
@@ -227,10 +228,14 @@ def read_isogd_list(list_file: str | Path, *, root: str | Path, split: str = "tr
                 raise DataError(list_file, f"sample {sample_id!r} listed twice "
                                            f"(first at line {seen[sample_id]})", line=lineno)
             if mods is None:
+                # Detected from the first sample (two stats): depth unless its RGB file is on
+                # disk and its depth file is not (an RGB-only copy), flow when F_ exists.
                 mods = ("rgb", "depth")
+                if os.path.isfile(f"{root_s}/{rgb}") and not os.path.isfile(f"{root_s}/{depth}"):
+                    mods = ("rgb",)
                 flow = _flow_path(rgb)
                 if flow is not None and os.path.isfile(f"{root_s}/{flow}"):
-                    mods = ("rgb", "depth", "flow")
+                    mods = mods + ("flow",)
             paths: dict[str, Path] = {}
             for m in mods:
                 if m == "rgb":

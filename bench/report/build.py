@@ -61,9 +61,11 @@ class Report:
 
     def tables(self) -> dict[str, pl.DataFrame]:
         """The tables logged to MLflow and written as CSV, by file stem."""
+        trials = self.trials
+        if "scores_path" in trials.columns:   # local (often temporary) paths mean nothing elsewhere
+            trials = trials.with_columns((pl.col("scores_path") != "").alias("has_scores")).drop("scores_path")
         return {"leaderboard": self.leaderboard, "fusion": self.fusion, "significance": self.significance,
-                "fusion_per_seed": self.fusion_runs, "comparison": self.comparison,
-                "trials": self.trials}
+                "fusion_per_seed": self.fusion_runs, "comparison": self.comparison, "trials": trials}
 
 
 def data_label(dataset: str | None, synthetic: bool | None, split: str | None = None) -> str:

@@ -91,7 +91,10 @@ def report_sweep(*, sweep: str | None = None, experiment: str | None = None, tra
     from bench.tracking.uri import TrackingUnavailable, apply_http_env, check_tracking, resolve_tracking_uri, sqlite_path
 
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))  # noqa: E731
+    import os
+
     apply_http_env()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     explicit_uri = tracking_uri
     sweep_id = ""
     exp_name = experiment

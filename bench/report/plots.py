@@ -155,7 +155,9 @@ def confusion(matrix: np.ndarray, title: str) -> Any:
         ax.set_yticks(range(c))
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(title, fontsize=9)
+    import textwrap
+
+    ax.set_title("\n".join(textwrap.wrap(title, width=70)), fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true class")
     fig.tight_layout()
     return fig

@@ -136,7 +136,9 @@ def draw(frames: np.ndarray, maps: np.ndarray, channels: list[int], *, title: st
         axes[2 * r, c].set_title(f"step {t + 1}", fontsize=7)
         axes[2 * r + 1, c].imshow(maps[t], cmap="jet", interpolation="bilinear")
         axes[2 * r + 1, c].set_title(f"ch {channels[t]}", fontsize=7)
-    fig.suptitle(title, fontsize=9)
+    import textwrap
+
+    fig.suptitle("\n".join(textwrap.wrap(title, width=max(50, 16 * cols))), fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     return fig
 
