@@ -9,7 +9,8 @@
   is encoded here; and each RayCluster spec is read by Ray's own KubeRay autoscaler
   (`_derive_autoscaling_config_from_ray_cr`, which ends in `validate_config`), the code that
   decides from it what a worker group provides.
-- Every sweep file in bench/configs/ (read with the real loader, `bench.sweep.spec.load_spec`)
+- Every sweep file in bench/configs/ and clusters/sweeps/ (read with the real loader,
+  `bench.sweep.spec.load_spec`)
   must ask per trial for resources that at least one worker node type of every cluster provides.
 """
 
@@ -31,7 +32,8 @@ CLUSTERS = ROOT / "clusters"
 LAUNCHERS = {"aws": CLUSTERS / "aws.yaml", "gcp": CLUSTERS / "gcp.yaml"}
 RAYCLUSTER = CLUSTERS / "kuberay" / "raycluster.yaml"
 RAYJOB = CLUSTERS / "kuberay" / "rayjob.yaml"
-SWEEP_FILES = sorted((ROOT / "bench" / "configs").glob("*.yaml"))
+# The sweep files the project ships: bench/configs/ and the GPU check in clusters/sweeps/.
+SWEEP_FILES = sorted((ROOT / "bench" / "configs").glob("*.yaml")) + sorted((CLUSTERS / "sweeps").glob("*.yaml"))
 
 MLFLOW_ARGS = {"--backend-store-uri": "sqlite:////shared/mlflow.db",
                "--default-artifact-root": "/shared/mlartifacts", "--host": "0.0.0.0",
@@ -426,6 +428,16 @@ def _bench_parser():
     return build_parser()
 
 
+def _dockerfile_project_dir() -> str:
+    text = (CLUSTERS / "docker" / "Dockerfile").read_text()
+    workdir = re.findall(r"^WORKDIR\s+(\S+)", text, flags=re.M)[-1]
+    assert re.search(rf"^RUN ln -s /shared/data {re.escape(workdir)}/data$", text, flags=re.M), \
+        "the image must link <project>/data to the shared volume"
+    assert re.search(r"pip install[^\n]*torch==" + re.escape(_pyproject_pin("torch")), text)
+    assert f"rayproject/ray:{_pyproject_pin('ray')}-py311" in text
+    return workdir
+
+
 def test_rayjob_structure_and_entrypoint():
     rc = one_doc(RAYCLUSTER, "RayCluster")
     pvc = one_doc(RAYCLUSTER, "PersistentVolumeClaim")
@@ -442,12 +454,20 @@ def test_rayjob_structure_and_entrypoint():
         assert selector.get("ray.io/cluster") == rc["metadata"]["name"]
     else:
         _check_raycluster_spec(spec["rayClusterSpec"], f"{RAYJOB.name} rayClusterSpec", pvc["metadata"]["name"])
-    env = yaml.safe_load(spec["runtimeEnvYAML"])
-    assert isinstance(env, dict) and env.get("working_dir") == "/home/ray/gesturebench"
+    env = yaml.safe_load(spec["runtimeEnvYAML"])      # KubeRay rejects a runtimeEnvYAML that is not YAML
+    assert isinstance(env, dict)
 
+    # bash -c 'cd <project dir in the image> && exec bench sweep FILE ...'
     words = shlex.split(spec["entrypoint"])
+    assert words[:2] == ["bash", "-c"] and len(words) == 3
+    cd, _, command = words[2].partition("&&")
+    assert shlex.split(cd) == ["cd", _dockerfile_project_dir()]
+    words = shlex.split(command)
+    if words[0] == "exec":
+        words = words[1:]
     assert words[:2] == ["bench", "sweep"]
     args = _bench_parser().parse_args(words[1:])          # the real CLI accepts every flag
+    assert args.func is not None
     sweep_file = ROOT / words[2]
     assert sweep_file.is_file(), f"the RayJob runs {words[2]}, which the project does not ship"
     from bench.sweep.spec import load_spec
@@ -458,7 +478,6 @@ def test_rayjob_structure_and_entrypoint():
     assert env.get("env_vars", {}).get("MLFLOW_TRACKING_URI") == uri
     storage = words[words.index("--storage") + 1] if "--storage" in words else None
     assert storage is not None and storage.startswith("/shared/"), "Tune's results must outlive the job"
-    assert args.func is not None
 
 
 def test_readme_bench_commands_parse():
@@ -491,7 +510,7 @@ def test_project_ships_sweep_files():
     assert "table1.yaml" in names, f"bench/configs/ holds {sorted(names)}; the RayJob runs table1.yaml"
 
 
-@pytest.mark.parametrize("sweep_file", SWEEP_FILES, ids=[p.name for p in SWEEP_FILES])
+@pytest.mark.parametrize("sweep_file", SWEEP_FILES, ids=[str(p.relative_to(ROOT)) for p in SWEEP_FILES])
 def test_sweep_file_fits_every_cluster(sweep_file, clusters):
     from bench.sweep.spec import load_spec
 

@@ -115,14 +115,13 @@ def test_convlstm_is_the_sum_of_input_and_hidden_convolutions() -> None:
 
 
 def test_variant_a_follows_eqs_8_to_16() -> None:
-    """Gates from W_x GAP(X) + W_h GAP(H) + b; G from separable convs of X and H, computed apart."""
+    """Gates from W_x GAP(X) + W_h GAP(H) + b; G from separable convs of X and H."""
     cell = _random_init(create_cell("a", in_channels=C_IN, out_channels=C_OUT))
     x, h, c = _inputs()[0], torch.randn(B, C_OUT, H, W), torch.randn(B, C_OUT, H, W)
-    dw, pw = cell.candidate.depthwise.weight, cell.candidate.pointwise.weight
-    g = torch.tanh(_sep(x, dw[:C_IN], pw[:, :C_IN]) + _sep(h, dw[C_IN:], pw[:, C_IN:])
-                   + cell.candidate.pointwise.bias[None, :, None, None])
-    wfc, bfc = cell.gate_fc.weight, cell.gate_fc.bias
-    z = x.mean((2, 3)) @ wfc[:, :C_IN].T + h.mean((2, 3)) @ wfc[:, C_IN:].T + bfc
+    g = torch.tanh(_sep(x, cell.cand_x.depthwise.weight, cell.cand_x.pointwise.weight)
+                   + _sep(h, cell.cand_h.depthwise.weight, cell.cand_h.pointwise.weight)
+                   + cell.cand_x.pointwise.bias[None, :, None, None])
+    z = x.mean((2, 3)) @ cell.gate_x.weight.T + h.mean((2, 3)) @ cell.gate_h.weight.T + cell.gate_x.bias
     i, f, o = torch.sigmoid(z)[..., None, None].chunk(3, dim=1)
     c_ref = f * c + i * g
     h_out, (_, c_out) = cell(x, (h, c))
@@ -141,7 +140,7 @@ def test_variant_a_gates_are_the_same_at_every_spatial_position() -> None:
 
 def test_variant_a_gate_weights_start_at_one_over_c_out() -> None:
     cell = create_cell("a", in_channels=C_IN, out_channels=C_OUT)
-    assert torch.all(cell.gate_fc.weight == 1.0 / C_OUT)
+    assert torch.all(cell.gate_x.weight == 1.0 / C_OUT) and torch.all(cell.gate_h.weight == 1.0 / C_OUT)
 
 
 def test_variant_b_attention_is_a_softmax_over_positions_applied_to_the_input() -> None:
@@ -156,6 +155,12 @@ def test_variant_b_attention_is_a_softmax_over_positions_applied_to_the_input() 
     # the rest of the cell is variant (a) applied to A o X
     a_cell = create_cell("a", in_channels=C_IN, out_channels=C_OUT)
     a_cell.load_state_dict({k: v for k, v in cell.state_dict().items() if not k.startswith("att_")})
+    # and the attention map is the softmax of W_z * tanh(W_xa * X + W_ha * H + b_a)
+    z = F.conv2d(torch.tanh(_sep(x, cell.att_x.depthwise.weight, cell.att_x.pointwise.weight)
+                            + cell.att_x.pointwise.bias[None, :, None, None]
+                            + _sep(h, cell.att_h.depthwise.weight, cell.att_h.pointwise.weight)),
+                 cell.att_score.weight, padding=1)
+    torch.testing.assert_close(a, F.softmax(z.flatten(2), dim=-1).view_as(z))
     ref = a_cell.gates(a * x, h)
     for name in "ifog":
         torch.testing.assert_close(getattr(gates, name), getattr(ref, name))

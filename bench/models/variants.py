@@ -16,10 +16,8 @@ Recognition", NeurIPS 2018, Eqs. (8)-(24).
     Params = Param(a) + K*K*(C_in + 2*C_out) + C_out^2.
 (d) as (c) with the output gate replaced instead.
 
-A sum of two convolutions of X and H is one convolution of [X, H]: depthwise kernels act per
-channel and the pointwise 1 x 1 of the concatenation adds the two pointwise results, so each
-pair (W_x*, W_h*) is computed as one SeparableConv2d over the concatenation, with the same
-parameters, and the GAP'd gates as one Linear over [GAP(X), GAP(H)].
+Each pair (W_x*, W_h*) is held as two modules, exactly as the equations write them; only the
+input weights carry the bias, so the parameter counts are the paper's.
 """
 
 from __future__ import annotations
@@ -44,27 +42,21 @@ class InputProjection(NamedTuple):
     att: torch.Tensor | None           # W_xa * X_t + b_a (b) or W_xi * X_t + b_i (c, d)
 
 
-def _separable_part(x: torch.Tensor, sep: SeparableConv2d, channels: slice,
-                    bias: torch.Tensor | None = None) -> torch.Tensor:
-    """The share of ``sep`` (a separable conv over a concatenation) that acts on ``channels``."""
-    dw = sep.depthwise.weight[channels]                                   # (C_part, 1, K, K)
-    y = F.conv2d(x, dw, padding=dw.shape[-1] // 2, groups=x.shape[1])
-    return F.conv2d(y, sep.pointwise.weight[:, channels], bias)
-
-
 class GatedConvLSTMCell(RecurrentCell):
     """Variant (a), and the base of (b), (c), (d).
 
-        X_t ----+--> GAP --+
-                |          +--> FC --sigma--> i, f, o  (B, C, 1, 1), broadcast over H x W
-        H_t-1 --+--> GAP --+
-                |
-                +--> [X, H] --dw KxK--> pw 1x1 --tanh--> G_t  (B, C, H, W)
+        X_t ---+--> GAP --> W_x --+
+               |                  +--> sigma --> i, f, o  (B, C, 1, 1), broadcast over H x W
+        H_t-1 -|--> GAP --> W_h --+
+               |
+               +--> W_xc (dw KxK, pw 1x1) --+
+        H_t-1 ----> W_hc (dw KxK, pw 1x1) --+--> tanh --> G_t  (B, C, H, W)
 
     ``attention_gate`` ("i" or "o") replaces that gate by a channel-wise attention map
     (variants c, d); ``spatial_attention`` re-weights X_t by a softmax map first (variant b).
-    The X-terms (``project_input``) are computed for the whole sequence in one call; a step
-    adds the H-terms, with the same weights sliced from the concatenated-input layers.
+    Input and hidden weights are separate modules, as in the equations, so the X-terms
+    (``project_input``) are computed for the whole sequence in one batched call and a step
+    adds only the H-terms.
     """
 
     spatial_attention: bool = False
@@ -72,50 +64,47 @@ class GatedConvLSTMCell(RecurrentCell):
 
     def __init__(self, *, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
         super().__init__(in_channels=in_channels, out_channels=out_channels, kernel_size=kernel_size)
-        both = in_channels + out_channels
+        k = kernel_size
         self.fc_gate_names = tuple(g for g in "ifo" if g != self.attention_gate)
-        self.candidate = SeparableConv2d(both, out_channels, kernel_size)
-        self.gate_fc = nn.Linear(both, len(self.fc_gate_names) * out_channels)
+        n = len(self.fc_gate_names) * out_channels
+        self.cand_x = SeparableConv2d(in_channels, out_channels, k)             # W_xc, b_c
+        self.cand_h = SeparableConv2d(out_channels, out_channels, k, bias=False)  # W_hc
+        self.gate_x = nn.Linear(in_channels, n)                                  # W_x, b
+        self.gate_h = nn.Linear(out_channels, n, bias=False)                     # W_h
         with torch.no_grad():  # the released code starts the gate weights at the constant 1/C_out
-            self.gate_fc.weight.fill_(1.0 / out_channels)
-            self.gate_fc.bias.zero_()
-        if self.spatial_attention:      # (b): W_xa, W_ha depthwise-separable; W_z full K x K to 1 map
-            self.att_hidden = SeparableConv2d(both, out_channels, kernel_size)
-            self.att_score = nn.Conv2d(out_channels, 1, kernel_size, padding=kernel_size // 2, bias=False)
-        if self.attention_gate:         # (c), (d): W_xi, W_hi and W_i all depthwise-separable
-            self.att_hidden = SeparableConv2d(both, out_channels, kernel_size)
-            self.att_score = SeparableConv2d(out_channels, out_channels, kernel_size, bias=False)
-        self._x = slice(0, in_channels)
-        self._h = slice(in_channels, both)
+            self.gate_x.weight.fill_(1.0 / out_channels)
+            self.gate_h.weight.fill_(1.0 / out_channels)
+            self.gate_x.bias.zero_()
+        if self.spatial_attention or self.attention_gate:
+            # (b): W_xa, W_ha, b_a; (c), (d): W_xi, W_hi, b_i -- all depthwise-separable
+            self.att_x = SeparableConv2d(in_channels, out_channels, k)
+            self.att_h = SeparableConv2d(out_channels, out_channels, k, bias=False)
+        if self.spatial_attention:      # (b): W_z, a full K x K convolution to one map
+            self.att_score: nn.Module = nn.Conv2d(out_channels, 1, k, padding=k // 2, bias=False)
+        if self.attention_gate:         # (c), (d): W_i, depthwise-separable
+            self.att_score = SeparableConv2d(out_channels, out_channels, k, bias=False)
 
     def project_input(self, x: torch.Tensor) -> InputProjection:
-        att = None
-        if self.spatial_attention or self.attention_gate:
-            att = _separable_part(x, self.att_hidden, self._x, self.att_hidden.pointwise.bias)
+        att = self.att_x(x) if (self.spatial_attention or self.attention_gate) else None
         if self.spatial_attention:      # G and the gates see A_t o X_t: nothing more to hoist
             return InputProjection(x, None, None, att)
-        g = _separable_part(x, self.candidate, self._x, self.candidate.pointwise.bias)
-        fc = F.linear(global_avg_pool(x), self.gate_fc.weight[:, self._x], self.gate_fc.bias)
-        return InputProjection(x, g, fc, att)
-
-    def _attention_logits(self, xp: InputProjection, h: torch.Tensor) -> torch.Tensor:
-        return self.att_score(torch.tanh(xp.att + _separable_part(h, self.att_hidden, self._h)))
+        return InputProjection(x, self.cand_x(x), self.gate_x(global_avg_pool(x)), att)
 
     def step_gates(self, xp: InputProjection, h: torch.Tensor) -> Gates:
         attention = None
         if self.spatial_attention:
-            z = self._attention_logits(xp, h)                                     # (B, 1, H, W)
+            z = self.att_score(torch.tanh(xp.att + self.att_h(h)))               # Z_t (B, 1, H, W)
             attention = F.softmax(z.flatten(2), dim=-1).view_as(z)                # A_t over H x W
-            xh = torch.cat([attention * xp.x, h], dim=1)                          # [X~_t, H_{t-1}]
-            g = torch.tanh(self.candidate(xh))
-            z = torch.sigmoid(self.gate_fc(global_avg_pool(xh)))                  # (B, n*C_out)
+            x = attention * xp.x                                                  # X~_t = A_t o X_t
+            g = torch.tanh(self.cand_x(x) + self.cand_h(h))
+            z = torch.sigmoid(self.gate_x(global_avg_pool(x)) + self.gate_h(global_avg_pool(h)))
         else:
-            g = torch.tanh(xp.g + _separable_part(h, self.candidate, self._h))
-            z = torch.sigmoid(xp.fc + F.linear(global_avg_pool(h), self.gate_fc.weight[:, self._h]))
+            g = torch.tanh(xp.g + self.cand_h(h))
+            z = torch.sigmoid(xp.fc + self.gate_h(global_avg_pool(h)))          # (B, n*C_out)
         gates = dict(zip(self.fc_gate_names, z[..., None, None].chunk(len(self.fc_gate_names), dim=1)))
         if self.attention_gate:
             # exp(Z(c)) / max_hw exp(Z(c)): in (0, 1], maximum 1 in every channel
-            z = self._attention_logits(xp, h)                                     # (B, C, H, W)
+            z = self.att_score(torch.tanh(xp.att + self.att_h(h)))               # (B, C, H, W)
             gates[self.attention_gate] = torch.exp(z - z.amax(dim=(2, 3), keepdim=True))
         return Gates(gates["i"], gates["f"], gates["o"], g, attention)
 

@@ -314,6 +314,7 @@ def time_index(n_clips: int, repeats: int) -> list[dict[str, Any]]:
 
     total = sum(JESTER_SPLITS.values())
     sizes = {s: round(n * n_clips / total) for s, n in JESTER_SPLITS.items()}
+    sizes["test"] = n_clips - sizes["train"] - sizes["valid"]     # exactly n_clips in all
     names = [f"Gesture {i:02d}" for i in range(27)]
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="bench-perf-index-") as tmp:

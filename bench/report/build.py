@@ -251,7 +251,12 @@ def leaderboard_table(selected: pl.DataFrame, significance: pl.DataFrame, baseli
     if not rows:
         return pl.DataFrame()
     lb = pl.DataFrame(rows, strict=False)
-    return lb.sort(["dataset", "stage", "modality", "top1"], descending=[False, False, False, True])
+    # Column order: what the MLflow table view shows without scrolling comes first.
+    first = ["cell", "modality", "top1", "top1_std", "top1_ci_low", "top1_ci_high", "seeds", "data", "stage"]
+    lb = lb.select(first + [c for c in lb.columns if c not in first])
+    return (lb.with_columns(pl.col("modality").map_elements(lambda m: _modality_rank(m)[0], return_dtype=pl.Int64)
+                            .alias("_m"))
+            .sort(["dataset", "stage", "_m", "top1"], descending=[False, False, False, True]).drop("_m"))
 
 
 # ----------------------------------------------------------------------------- published beside ours
