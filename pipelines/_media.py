@@ -22,7 +22,7 @@ Kind = Literal["video", "frames"]
 class Media:
     path: Path
     kind: Kind
-    codec: str | None               # FFmpeg decoder name for videos, "jpeg"/"png" for frames; None: not probed
+    codec: str | None               # FFmpeg's name for videos, "jpeg"/"png" for frames; None: unprobed
     num_frames: int                 # frames the sampling may index: 0 .. num_frames - 1
     frames: tuple[Path, ...] = ()   # frame files of a folder, in order
 

@@ -34,8 +34,8 @@ class Request:
 
 
 def _ran_out(path: Path, got: int, want: int, stated: int) -> DataError:
-    return DataError(path, f"video ends after {got} frames but frame {want} was requested "
-                           f"(the index states {stated} frames)")
+    return DataError(path, f"decoding stopped after {got} frames but frame {want} was requested "
+                           f"(the index states {stated} frames): corrupt, truncated or shorter than listed")
 
 
 def _gather(frames: dict[int, np.ndarray], indices: np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import threading
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
@@ -74,7 +75,8 @@ def make_loader(index: DatasetIndex, *, modality: str = "rgb", clip_len: int = 1
     ``backend``: "auto" probes codecs and picks (logged on logger "pipelines"; see
     ``pipelines.routing``); a forced backend refuses files it cannot decode (DataError).
     ``on_error``: "raise" stops at the first bad sample with a DataError naming its file;
-    "skip" leaves it out of its batch and records ``(sample_id, reason)`` in ``.skipped``.
+    "skip" leaves it out of its batch and records ``(sample_id, reason)`` in ``.skipped`` (a batch
+    whose samples all fail is left out, so that rank then runs fewer than ``len()`` batches).
     ``cache``: keep every decoded video (all its frames, uint8) in memory across epochs -- for
     small datasets, where decoding would otherwise dominate every epoch.
     ``num_workers``: threads that load samples of a batch in parallel and prepare the next
@@ -87,8 +89,9 @@ def make_loader(index: DatasetIndex, *, modality: str = "rgb", clip_len: int = 1
     if modality not in index.modalities:
         raise ValueError(f"modality: {modality!r} is not in every sample of the index "
                          f"(available: {list(index.modalities)})")
-    for name, value, low in (("clip_len", clip_len, 1), ("size", size, 1), ("batch_size", batch_size, 1),
-                             ("world_size", world_size, 1), ("seed", seed, 0), ("num_workers", num_workers, 0)):
+    for name, value, low in (("clip_len", clip_len, 1), ("size", size, 1),
+                             ("batch_size", batch_size, 1), ("world_size", world_size, 1),
+                             ("seed", seed, 0), ("num_workers", num_workers, 0)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
     if not isinstance(rank, int) or not 0 <= rank < world_size:
@@ -145,11 +148,16 @@ class ClipLoader:
         uses_dali = self.backend.startswith("dali")
         self._resolver.need_codec = uses_dali
         self._resolver.verify_count = uses_dali
+        if uses_dali:
+            self._make_dali(self.backend)   # here, not lazily from several worker threads at once
         # Under "auto", a file the chosen DALI decoder cannot take goes to the CPU fallback.
         self._fallback = CPU_FALLBACK if backend == "auto" and uses_dali else None
-        log.info("pipelines: %s %s/%s (%d samples, rank %d/%d): backend %s%s -- %s", index.format,
+        if len(self) == 0:
+            log.warning("%d samples on rank %d with batch_size %d and drop_last: "
+                        "no batches at all", self._per_rank(), rank, batch_size)
+        log.info("%s %s/%s (%d samples, rank %d/%d): backend %s -- %s", index.format,
                  index.split, modality, len(index), rank, world_size, self.backend,
-                 " (forced)" if backend != "auto" else " (auto)", choice.reason)
+                 choice.reason if backend != "auto" else f"auto: {choice.reason}")
 
     # ------------------------------------------------------------------ backend choice
     def _probe_spread(self) -> list[Media]:
@@ -168,7 +176,7 @@ class ClipLoader:
         from pipelines.dali import gpu_visible
 
         if backend in ("pyav", "opencv"):
-            return Choice(backend, "forced")
+            return Choice(backend, "forced by the caller")
         if backend in ("dali-cpu", "dali-gpu"):
             if not dali_installed():
                 raise ValueError(f"backend: {backend!r} needs NVIDIA DALI (nvidia-dali-cuda130), "
@@ -179,7 +187,7 @@ class ClipLoader:
             self._make_dali(backend)
             for media in self._probe_spread():   # fail at construction, not mid-epoch
                 self._check_codec(media)
-            return Choice(backend, "forced")
+            return Choice(backend, "forced by the caller")
         return choose(self._probe_spread(), gpu=gpu_visible(), dali=dali_installed())
 
     def _make_dali(self, name: str):
@@ -217,9 +225,9 @@ class ClipLoader:
     # ------------------------------------------------------------------ epoch plan
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch: a new shuffle and new jitter in training, identical on every rank."""
-        if not isinstance(epoch, int) or epoch < 0:
+        if not isinstance(epoch, numbers.Integral) or epoch < 0:
             raise ValueError(f"epoch: expected an integer >= 0, got {epoch!r}")
-        self.epoch = epoch
+        self.epoch = int(epoch)
 
     def _per_rank(self) -> int:
         n, w = len(self.index), self.world_size
@@ -317,11 +325,11 @@ class ClipLoader:
                 continue
             if self.on_error == "raise" or isinstance(it.error, CodecRefused):
                 raise it.error
-            log.warning("pipelines: skipping %s: %s", it.sample.sample_id, it.error)
+            log.warning("skipping %s: %s", it.sample.sample_id, it.error)
             with self._lock:
                 self.skipped.append((it.sample.sample_id, str(it.error)))
         if not keep:
-            log.warning("pipelines: a whole batch of %d samples was skipped", len(items))
+            log.warning("a whole batch of %d samples was skipped", len(items))
         for it in keep:
             self.decoded_by[it.decoder] += 1
         return keep
@@ -409,7 +417,7 @@ class ClipLoader:
                 return
             if self._cache_bytes + full.nbytes > CACHE_LIMIT_BYTES:
                 if not self._cache_full_warned:
-                    log.warning("pipelines: clip cache full (%.1f GiB); later videos are decoded "
+                    log.warning("clip cache full (%.1f GiB); later videos are decoded "
                                 "every epoch", self._cache_bytes / 2**30)
                     self._cache_full_warned = True
                 return
@@ -446,6 +454,12 @@ class ClipLoader:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+
+    def __enter__(self) -> "ClipLoader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _decode_cpu(name: str, req: Request) -> np.ndarray | DataError:

@@ -1,16 +1,30 @@
 """Which backend decodes a dataset: "auto" probes codecs and picks, a forced name is checked.
 
-Measured on the 2-core CPU machine with ``bench perf data`` (see docs/perf/data.md; median
-clips/s, 16-frame clips, same files, one run):
+Rules, from two runs of ``bench perf data --repeats 5`` on the 2-core CPU machine (decode-only
+clips/s of 16-frame clips; backends interleaved on the same files; ratio to PyAV in the same
+run, run 1 / run 2). The machine was shared (load 7-9), so ratios within ~0.7-1.3x are
+noise: PyAV and OpenCV read JPG folders with the same ``cv2.imread`` code and still came
+out 0.66-1.27x apart.
+
+==================  ===========  ===========  ===========================================
+case (320x240)      OpenCV       DALI-CPU     auto on a CPU host
+==================  ===========  ===========  ===========================================
+MJPEG, 40 frames    1.21 / 0.81  0.47 / 0.37  pyav: decodes only the requested packets
+MJPEG, 200 frames   0.25 / 0.38  0.16 / 0.27  (intra-only), which wins as sampling thins
+VP9, 40 frames      1.05 / 1.16  0.36 / 0.50  opencv (ties PyAV here; 2x in STACK_NOTES'
+VP9, 200 frames     0.78 / 0.90  0.64 / 0.76  whole-video decode on an idle machine)
+H.264, 40 frames    0.99 / 0.73  n/a          opencv (as VP9; DALI-CPU cannot decode it)
+MPEG-4/XVID, 40 fr  1.98 / 1.61  n/a          opencv: consistently faster
+JPG, 176x100 x 36   1.27 / 0.66  1.12 / 0.54  opencv (``cv2.imread``; DALI no faster)
+real VP9 / H.264    0.76-1.10 / 0.95-1.27     opencv
+==================  ===========  ===========  ===========================================
 
 - A visible GPU: ``dali-gpu`` (NVDEC + nvJPEG decode every codec the suites use).
-- No GPU: OpenCV for every codec and for JPG folders. DALI's CPU decoder reads MJPEG/VP8/VP9
-  and JPG/PNG, but on short clips (tens of frames, 16-32 sampled: Jester, IsoGD) it is not
-  faster than OpenCV's sequential grab/retrieve, and importing DALI costs 3-8 s per process
-  (every trial of a sweep). PyAV is the slowest of the three; it stays as the exact reader of
-  8-bit depth (``to_ndarray("gray")``) and as a forced choice.
-- H.264, MPEG-4 Part 2 (XVID), HEVC, AV1 without a GPU: OpenCV (DALI-CPU cannot decode them;
-  its reader would skip the files silently).
+- DALI on CPU is never the automatic choice: slower than PyAV/OpenCV in every case measured
+  (it decodes MJPEG/VP8/VP9 and JPG, but drives FFmpeg with more overhead for short clips),
+  and ``import nvidia.dali`` costs 2-8 s in every process (each trial of a sweep).
+  It stays available as a forced backend and is checked for equal output.
+- Depth (8-bit gray): PyAV's ``to_ndarray("gray")`` is exact, OpenCV's BGR->gray within ~1.
 
 A forced backend never silently drops a file: a codec it cannot decode raises DataError naming
 the file and codec. "auto" routes such files (in a mixed dataset) to the CPU fallback instead.
@@ -29,9 +43,10 @@ BACKENDS = ("auto", "dali-gpu", "dali-cpu", "pyav", "opencv")
 
 # Measured choice on a CPU-only host, per codec family (see the module docstring).
 AUTO_CPU: dict[str, str] = {
-    "mjpeg": "opencv", "vp8": "opencv", "vp9": "opencv", "jpeg": "opencv", "png": "opencv",
+    "mjpeg": "pyav", "vp8": "opencv", "vp9": "opencv", "h264": "opencv", "hevc": "opencv",
+    "mpeg4": "opencv", "jpeg": "opencv", "png": "opencv",
 }
-CPU_FALLBACK = "opencv"   # every other codec on a CPU host, and files DALI cannot take under "auto"
+CPU_FALLBACK = "opencv"   # unlisted codecs, mixed datasets, and files DALI cannot take under "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,15 +76,11 @@ def choose(media: list[Media], *, gpu: bool, dali: bool) -> Choice:
     if not codecs:
         return Choice(CPU_FALLBACK, "no file could be probed; the fallback decoder reads anything")
     picks = {AUTO_CPU.get(c, CPU_FALLBACK) for c in codecs}
-    if len(picks) == 1:
-        pick = picks.pop()
-    else:  # a mixed dataset: the decoder that reads everything
-        pick = CPU_FALLBACK
+    pick = picks.pop() if len(picks) == 1 else CPU_FALLBACK   # mixed: the one that reads all
     if pick.startswith("dali") and not dali:
         pick = CPU_FALLBACK
-    cpu_ok = all(c in CPU_VIDEO_CODECS | IMAGE_CODECS for c in codecs)
-    why = ("fastest measured CPU decoder for these codecs" if cpu_ok
-           else "DALI on CPU cannot decode these codecs")
-    if gpu and not dali:
-        why += "; GPU visible but DALI is not installed"
-    return Choice(pick, f"{why} ({seen})")
+    why = f"fastest measured CPU decoder for {seen}"
+    if gpu:
+        why += ("; GPU visible but DALI is not installed" if not dali
+                else "; GPU visible but NVDEC/nvJPEG cannot decode them all")
+    return Choice(pick, why)

@@ -1,4 +1,4 @@
-"""The leaderboard in a real browser: `bench.report.ui` serves the MLflow UI over a store holding
+"""The leaderboard in a real browser: `bench ui` serves the MLflow UI over a store holding
 a leaderboard run, headless Chromium (Debian's package, installed by
 dashboards/install_chromium.sh -- never a downloaded browser build) loads the run's page at the
 leaderboard table, and the run name and table values must be in the rendered DOM. The MLflow UI
@@ -11,6 +11,7 @@ before the DOM is dumped. A screenshot is saved next to the DOM for a person to 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytestmark = pytest.mark.slow      # an MLflow server and a browser: ~1-2 min on 2 busy cores
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_report_fixtures import TrialSpec, mask, write_tune_sweep  # noqa: E402
@@ -72,26 +75,47 @@ def leaderboard_store(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_leaderboard_renders_in_mlflow_ui(leaderboard_store: dict, tmp_path: Path) -> None:
-    from bench.report.store import latest_leaderboard
-    from bench.report.ui import run_url, start_server
+    """`bench ui` (the real command, in a subprocess) serves the store; its printed table link
+    renders the leaderboard in Chromium; SIGTERM stops the server and everything it started."""
+    import signal
+    import time
 
-    exe = chromium()
-    assert exe
+    from bench.report.store import latest_leaderboard
+    from bench.report.ui import healthy
+
+    chromium()
     found = latest_leaderboard(leaderboard_store["uri"])
     assert found is not None and found[1] == leaderboard_store["run_id"]
     exp_id, run_id, run_name = found
     assert run_name.startswith("leaderboard-uidemo-")
     shots = Path(os.environ.get("BENCH_SCREENSHOT_DIR") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
-    with start_server(leaderboard_store["uri"], port=0, timeout=180,
-                      log_path=tmp_path / "server.log") as server:
-        assert server.url.startswith("http://127.0.0.1:")
-        url = run_url(server.url, exp_id, run_id, "tables/leaderboard.json")
+    out = tmp_path / "ui.out"
+    with open(out, "w") as f:
+        ui = subprocess.Popen([sys.executable, "-m", "bench", "ui", "--tracking-uri", leaderboard_store["uri"],
+                               "--port", "0", "--timeout", "180"], stdout=f, stderr=subprocess.STDOUT,
+                              cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 200
+        while "Ctrl-C to stop." not in out.read_text():
+            assert ui.poll() is None, f"bench ui exited: {out.read_text()}"
+            assert time.monotonic() < deadline, f"bench ui did not come up: {out.read_text()}"
+            time.sleep(0.5)
+        text = out.read_text()
+        base = re.search(r"MLflow UI: (http://127\.0\.0\.1:\d+)", text).group(1)
+        table_url = re.search(r"table:\s+(\S+)", text).group(1)
+        assert table_url == f"{base}/#/experiments/{exp_id}/runs/{run_id}/artifacts/tables/leaderboard.json"
+        assert healthy(base)
         shot = shots / "mlflow_leaderboard.png"
-        dom = render(url, screenshot=shot)
+        dom = render(table_url, screenshot=shot)
+    finally:
+        ui.send_signal(signal.SIGTERM)
+        rc = ui.wait(timeout=60)
+    assert rc == 0, out.read_text()
+    assert not healthy(base, timeout=2), "the MLflow server outlived bench ui"
     assert run_name in dom, "the leaderboard run's name is not on its page"
     best = leaderboard_store["best"]
-    # values of the table's first row, as _for_mlflow writes them and the UI shows them
+    # values of the table's first row, as the store wrote them and the UI shows them
     assert "SYNTHETIC isogd (valid)" in dom
     assert f"{round(best['top1'], 4):g}" in dom, f"top-1 {best['top1']} not in the rendered table"
     assert shot.is_file() and shot.stat().st_size > 20_000          # a real page, not a blank PNG

@@ -120,12 +120,13 @@ def two_nodes():
         _ray_start("--head", f"--port={port}", "--num-cpus=1", "--num-gpus=0", "--include-dashboard=false",
                    f"--temp-dir={tmp}", '--resources={"head_node": 1}', "--disable-usage-stats")
         _ray_start(f"--address={address}", "--num-cpus=2", "--num-gpus=2", '--resources={"gpu_node": 1}',
-                   "--disable-usage-stats")
+                   f"--temp-dir={tmp}", "--disable-usage-stats")
         ray.init(address=address, log_to_driver=False)
         deadline = time.monotonic() + 60
         while len([n for n in ray.nodes() if n["Alive"]]) < 2 and time.monotonic() < deadline:
             time.sleep(0.5)
         nodes = [n for n in ray.nodes() if n["Alive"]]
+        assert len(nodes) == 2, f"expected the head and the worker node alive, got {len(nodes)} node(s)"
 
         def _probe() -> dict:     # local: cloudpickle ships it by value (tests/ is no package)
             import torch

@@ -25,7 +25,8 @@ CPU_BACKENDS = ["pyav", "opencv"] + (["dali-cpu"] if dali_installed() else [])
 needs_dali = pytest.mark.skipif(not dali_installed(), reason="nvidia-dali is not installed")
 
 ENCODERS = {"mjpeg": ("mjpeg", ".avi", {"q:v": "3"}),
-            "vp9": ("libvpx-vp9", ".webm", {"crf": "32", "b:v": "0", "deadline": "realtime", "cpu-used": "8"}),
+            "vp9": ("libvpx-vp9", ".webm",
+                    {"crf": "32", "b:v": "0", "deadline": "realtime", "cpu-used": "8"}),
             "h264": ("libx264", ".mp4", {"crf": "23", "preset": "veryfast"})}
 
 
@@ -168,11 +169,14 @@ def test_train_reproducible_per_seed_epoch_and_varies_across_epochs(media):
         assert ix == sorted(ix) and 0 <= ix[0] and ix[-1] < 40
 
 
-def test_worker_threads_do_not_change_batches(media):
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_worker_threads_do_not_change_batches(media, backend):
     index = make_index(media["mjpeg"] + media["vp9"])
-    make = lambda w: make_loader(index, backend="pyav", clip_len=8, size=32, batch_size=2, train=True,
+    make = lambda w: make_loader(index, backend=backend, clip_len=8, size=32, batch_size=2, train=True,
                                  seed=0, num_workers=w)
-    for x, y in zip(epoch_batches(make(0), 1), epoch_batches(make(2), 1)):
+    a, b = epoch_batches(make(0), 1), epoch_batches(make(2), 1)
+    assert len(a) == len(b) == 3
+    for x, y in zip(a, b):
         assert x["sample_id"] == y["sample_id"] and torch.equal(x["clip"], y["clip"])
 
 
@@ -234,11 +238,23 @@ def broken(tmp_path, media) -> dict[str, Path]:
     cut.write_bytes(good[: len(good) // 3])
     junk = tmp_path / "junk.avi"
     junk.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
-    return {"cut": cut, "junk": junk, "missing": tmp_path / "nothere.avi"}
+    return {"cut": cut, "junk": junk, "missing": tmp_path / "nothere.avi",
+            "badframe": corrupt_frame(media["mjpeg"][0], tmp_path / "badframe.avi", frame=5)}
+
+
+def corrupt_frame(src: Path, dst: Path, *, frame: int) -> Path:
+    """A copy whose MJPEG frame ``frame`` has a broken Huffman table: the container and packet
+    index are intact (probing passes), decoding that frame fails."""
+    b = bytearray(src.read_bytes())
+    sois = [i for i in range(len(b) - 1) if b[i] == 0xFF and b[i + 1] == 0xD8]
+    dht = b.index(b"\xff\xc4", sois[frame])
+    b[dht + 2:dht + 4] = b"\x00\x03"
+    dst.write_bytes(bytes(b))
+    return dst
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-@pytest.mark.parametrize("bad", ["cut", "junk", "missing"])
+@pytest.mark.parametrize("bad", ["cut", "junk", "missing", "badframe"])
 def test_raise_names_the_file(media, broken, backend, bad):
     index = make_index([media["mjpeg"][0], broken[bad], media["mjpeg"][1]])
     loader = make_loader(index, backend=backend, clip_len=8, size=16, batch_size=3, on_error="raise")
@@ -249,19 +265,21 @@ def test_raise_names_the_file(media, broken, backend, bad):
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_skip_records_every_bad_sample(media, broken, backend, caplog):
-    index = make_index([media["mjpeg"][0], broken["cut"], media["mjpeg"][1], broken["junk"],
-                        broken["missing"], media["mjpeg"][2]])
-    loader = make_loader(index, backend=backend, clip_len=8, size=16, batch_size=2, on_error="skip")
+    bad = [broken["cut"], broken["junk"], broken["missing"], broken["badframe"]]
+    index = make_index([media["mjpeg"][0], bad[0], media["mjpeg"][1], bad[1], bad[2], bad[3],
+                        media["mjpeg"][2]])
+    loader = make_loader(index, backend=backend, clip_len=8, size=16, batch_size=3, on_error="skip")
     with caplog.at_level(logging.WARNING, logger="pipelines"):
         batches = epoch_batches(loader)
     got = [s for b in batches for s in b["sample_id"]]
-    assert got == ["clip000", "clip002", "clip005"]
-    assert [s for s, _ in loader.skipped] == ["clip001", "clip003", "clip004"]
-    for (sid, reason), path in zip(loader.skipped, [broken["cut"], broken["junk"], broken["missing"]]):
+    assert got == ["clip000", "clip002", "clip006"]
+    assert [len(b["sample_id"]) for b in batches] == [2, 1]   # the all-bad middle batch is left out
+    assert [s for s, _ in loader.skipped] == ["clip001", "clip003", "clip004", "clip005"]
+    for (sid, reason), path in zip(loader.skipped, bad):
         assert str(path) in reason
-    assert sum("skipping" in r.message for r in caplog.records) == 3
+    assert sum("skipping" in r.message for r in caplog.records) == 4
     epoch_batches(loader, 1)
-    assert len(loader.skipped) == 3                          # per epoch, not accumulated
+    assert len(loader.skipped) == 4                          # per epoch, not accumulated
 
 
 def test_index_longer_than_video_is_an_error(media):
@@ -299,6 +317,24 @@ def test_forced_dali_cpu_refuses_unprobed_h264_mid_epoch(media, monkeypatch):
         epoch_batches(loader)
 
 
+@needs_dali
+def test_dali_batch_failure_is_pinned_to_its_file(media, tmp_path):
+    """One undecodable file fails DALI's whole batch; the decoder reruns to name the culprit."""
+    from pipelines._media import Media
+    from pipelines.dali import DaliDecoder
+    from pipelines.decoders import Request
+
+    good = media["mjpeg"][0]
+    bad = corrupt_frame(good, tmp_path / "bad.avi", frame=5)
+    idx = np.array([0, 5, 30, 39])
+    reqs = [Request(Media(p, "video", "mjpeg", 40), idx, False) for p in (good, bad, good)]
+    out = DaliDecoder(device="cpu", max_batch=4, clip_len=4).decode(reqs)
+    assert isinstance(out[1], DataError) and str(bad) in str(out[1]) and "dali-cpu" in str(out[1])
+    for r in (out[0], out[2]):
+        assert isinstance(r, np.ndarray) and r.shape == (4, 64, 96, 3)
+    np.testing.assert_array_equal(out[0], out[2])
+
+
 # ----------------------------------------------------------------------------- auto routing
 def test_auto_picks_a_fallback_for_h264_and_keeps_every_sample(media, caplog):
     index = make_index(media["h264"] + _real("mp4"))
@@ -323,13 +359,14 @@ def test_auto_routes_what_dali_cannot_read_to_the_fallback(media, monkeypatch):
     assert loader.decoded_by == {"dali-cpu": 3, "opencv": 2}
 
 
-@needs_dali
-def test_auto_without_gpu_chooses_by_measured_table(media):
-    from pipelines.routing import AUTO_CPU
-
-    for kind, codec in (("mjpeg", "mjpeg"), ("vp9", "vp9"), ("jpg", "jpeg")):
-        loader = make_loader(make_index(media[kind]), backend="auto")
-        assert loader.backend == (AUTO_CPU[codec] if not torch.cuda.is_available() else "dali-gpu")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CPU-host routing")
+def test_auto_on_cpu_follows_the_measured_table(media):
+    # pipelines.routing: PyAV decodes only the requested MJPEG packets; OpenCV for the rest
+    want = {"mjpeg": "pyav", "vp9": "opencv", "h264": "opencv", "jpg": "opencv"}
+    for kind, backend in want.items():
+        assert make_loader(make_index(media[kind]), backend="auto").backend == backend
+    mixed = make_index(media["mjpeg"][:1] + media["h264"][:1])
+    assert make_loader(mixed, backend="auto").backend == "opencv"
 
 
 # ----------------------------------------------------------------------------- cache

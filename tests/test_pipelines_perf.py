@@ -37,6 +37,7 @@ def test_jester_sized_index_timing():
 
 
 def _jester_root(root: Path, n: int) -> Path:
+    root.mkdir()
     (root / "jester-v1-labels.csv").write_text("Swiping Left\nSwiping Right\n")
     (root / "jester-v1-validation.csv").write_text(
         "".join(f"{100 + i};{'Swiping Left' if i % 2 else 'Swiping Right'}\n" for i in range(n)))

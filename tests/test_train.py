@@ -387,3 +387,16 @@ def test_cli_train_and_resume(datasets, tmp_path, capsys):
     assert _bench_train([str(cfg), "--set", "max_train_batches=1", "--out", str(tmp_path / "out")]) == 0
     captured = capsys.readouterr()
     assert "resuming from" in captured.err and "epoch 1/1" not in captured.out
+
+
+def test_trial_resources():
+    from ray import tune
+
+    from bench.train.trainable import trial_resources
+
+    space = {**_config(Path("/d")), "cell": tune.grid_search(["a", "b"])}   # search spaces are fine
+    assert trial_resources(space) == {"cpu": 1.0}
+    assert trial_resources({**space, "use_gpu": True, "cpus_per_worker": 4}) == {"cpu": 4.0, "gpu": 1.0}
+    assert trial_resources({**space, "num_workers": 2}) == {"cpu": 0.01}   # the workers hold theirs
+    with pytest.raises(ValueError, match=r"TrainConfig\.num_workers="):
+        trial_resources({**space, "num_workers": tune.grid_search([1, 2])})

@@ -22,7 +22,9 @@ class ConvRecurrentLayer(nn.Module):
         self.cell.check_input(steps)
         # The input-only terms of every step in one batched call; the loop does the rest.
         xp = self.cell.project_input(steps)
-        per_step = [_unfold_time(v, t, b) for v in _fields(xp)]
+        # unbind, not xs[i]: one backward node for the sequence instead of a full-size zero
+        # gradient per indexed step.
+        per_step = [None if v is None else v.view(t, b, *v.shape[1:]).unbind(0) for v in _fields(xp)]
         state = self.cell.init_state(steps[:b])                       # zeros (B, C_out, H, W)
         out = []
         for i in range(t):
@@ -39,7 +41,3 @@ def _fields(xp: object) -> list[torch.Tensor | None]:
 def _refold(xp: object, values: list[torch.Tensor | None]) -> object:
     return type(xp)(*values) if isinstance(xp, tuple) else values[0]
 
-
-def _unfold_time(v: torch.Tensor | None, t: int, b: int) -> torch.Tensor | None:
-    """(T*B, ...) -> (T, B, ...), a view whose [i] is step i (contiguous)."""
-    return None if v is None else v.view(t, b, *v.shape[1:])

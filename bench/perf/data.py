@@ -271,6 +271,7 @@ def time_case(case: Case, backends: list[str], *, clip_len: int, batch_size: int
             decode[b].append(n / dt)
             dt, n = _epoch(loaders[b], r + 1, raw=False)
             full[b].append(n / dt)
+    auto = make_loader(case.index, backend="auto", clip_len=clip_len).backend
     rows = []
     ref_d = statistics.median(decode["pyav"]) if "pyav" in decode else None
     ref_f = statistics.median(full["pyav"]) if "pyav" in full else None
@@ -285,7 +286,7 @@ def time_case(case: Case, backends: list[str], *, clip_len: int, batch_size: int
             "decode_vs_pyav": round(md / ref_d, 2) if ref_d else None,
             "loader_clips_per_s": round(mf, 2),
             "loader_vs_pyav": round(mf / ref_f, 2) if ref_f else None,
-            "first_epoch_s": round(first[b], 3),
+            "first_epoch_s": round(first[b], 3), "auto_picks": auto,
         })
     return rows
 
@@ -389,7 +390,8 @@ def write(rows: list[dict[str, Any]], out: Path, *, command: str = "bench perf d
     if dec:
         parts += [_md_table(dec, ["case", "codec", "size", "frames_per_clip", "clip_len", "backend",
                                   "decode_clips_per_s", "decode_min", "decode_max", "decode_vs_pyav",
-                                  "loader_clips_per_s", "loader_vs_pyav", "first_epoch_s"]), ""]
+                                  "loader_clips_per_s", "loader_vs_pyav", "first_epoch_s",
+                                  "auto_picks"]), ""]
     other = [r for r in rows if r["kind"] in ("import", "index")]
     if other:
         parts += ["## Setup costs", "", _md_table(other, ["kind", "case", "clips", "seconds",

@@ -7,6 +7,7 @@ Heavy imports (mlflow, torch, matplotlib, scipy) happen inside the handlers, so 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -88,11 +89,10 @@ def report_sweep(*, sweep: str | None = None, experiment: str | None = None, tra
     from bench.report.build import build_report
     from bench.report.render import summary_markdown, write_report
     from bench.report.trials import load_trials_tune
-    from bench.tracking.uri import TrackingUnavailable, apply_http_env, check_tracking, resolve_tracking_uri, sqlite_path
+    from bench.tracking.uri import (TrackingUnavailable, apply_http_env, check_tracking, resolve_tracking_uri,
+                                    sqlite_path)
 
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))  # noqa: E731
-    import os
-
     apply_http_env()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     explicit_uri = tracking_uri
@@ -123,8 +123,10 @@ def report_sweep(*, sweep: str | None = None, experiment: str | None = None, tra
                     source = f"MLflow {uri} (experiment {ref.experiment_name!r})"
             if problem is not None:
                 if fallback is not None and (fallback / "sweep.json").is_file():
-                    say(f"bench report: {problem}; reading Ray Tune's storage {fallback} instead")
+                    say(f"bench report: {problem}; reading Ray Tune's storage {fallback} instead "
+                        f"(and not logging to that store)")
                     tune_dir = fallback
+                    explicit_uri = None
                 else:
                     hint = (f"; if the sweep's Ray Tune folder survives, pass --from-tune-dir <storage>/<sweep>"
                             f" (default storage: {DEFAULT_STORAGE}/)")
@@ -165,9 +167,17 @@ def report_sweep(*, sweep: str | None = None, experiment: str | None = None, tra
 def _report_cmd(args: argparse.Namespace) -> int:
     from bench.report.render import LEADERBOARD_COLS, markdown_table
 
-    res = report_sweep(sweep=args.sweep, experiment=args.experiment, tracking_uri=args.tracking_uri,
-                       tune_dir=args.from_tune_dir, out=args.out, log_to_mlflow=not args.no_mlflow_log,
-                       n_boot=args.bootstrap, seed=args.seed)
+    from bench.cli import CLIError
+    from bench.data.errors import DataError
+
+    if args.bootstrap < 1:
+        raise CLIError(f"--bootstrap {args.bootstrap}: needs at least one resample")
+    try:
+        res = report_sweep(sweep=args.sweep, experiment=args.experiment, tracking_uri=args.tracking_uri,
+                           tune_dir=args.from_tune_dir, out=args.out, log_to_mlflow=not args.no_mlflow_log,
+                           n_boot=args.bootstrap, seed=args.seed)
+    except DataError as e:          # a broken score table: names the file
+        raise CLIError(str(e)) from None
     keep = ("data", "stage", "cell", "modality", "seeds", "top-1 % (mean ± std)", "95% CI",
             "vs convlstm (pts)", "vs a (pts)")
     print(markdown_table(res.report.leaderboard, [c for c in LEADERBOARD_COLS if c[0] in keep]))
@@ -197,9 +207,12 @@ def _viz_cmd(args: argparse.Namespace) -> int:
         raise CLIError("--dataset needs --root")
     if args.tracking_uri and not args.run_id:
         raise CLIError("--tracking-uri needs --run-id (the run to log the figure to)")
-    out = render_fig3(checkpoint=args.checkpoint, video=args.video, dataset=args.dataset, root=args.root,
-                      split=args.split, sample=args.sample, modality=args.modality, out=args.out,
-                      tracking_uri=args.tracking_uri, run_id=args.run_id)
+    try:
+        out = render_fig3(checkpoint=args.checkpoint, video=args.video, dataset=args.dataset, root=args.root,
+                          split=args.split, sample=args.sample, modality=args.modality, out=args.out,
+                          tracking_uri=args.tracking_uri, run_id=args.run_id)
+    except (FileNotFoundError, ValueError) as e:   # DataError is a ValueError: it names the file
+        raise CLIError(str(e)) from None
     print(out.png)
     if out.logged:
         print(f"logged to MLflow run {args.run_id} as {out.logged}")

@@ -43,7 +43,8 @@ def accuracy_vs_cost(leaderboard: pl.DataFrame, *, x: str) -> Any:
         return None
     plt = _plt()
     groups = _groups(leaderboard, ["dataset", "stage"])
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4.2), squeeze=False)
+    width = max(7.5, 5.5 * len(groups))
+    fig, axes = plt.subplots(1, len(groups), figsize=(width, 4.6), squeeze=False)
     cells = sorted(leaderboard["cell"].unique().to_list())
     colors = {c: plt.cm.tab10(i % 10) for i, c in enumerate(cells)}
     label = {"params": "parameters (whole network)", "macs_per_clip": "multiply-adds per clip (measured)"}[x]
@@ -63,8 +64,10 @@ def accuracy_vs_cost(leaderboard: pl.DataFrame, *, x: str) -> Any:
     handles = [plt.Line2D([], [], color=colors[c], marker="o", ls="", label=f"cell {c}") for c in cells]
     handles += [plt.Line2D([], [], color="gray", marker=m, ls="", label=k) for k, m in MARKERS.items()
                 if k in set(leaderboard["modality"].to_list())]
-    fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 8), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 0.9))
+    ncol = max(1, min(len(handles), int(width // 1.3)))
+    rows = math.ceil(len(handles) / ncol)
+    fig.legend(handles=handles, loc="upper center", ncol=ncol, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.055 * rows - 0.02))
     return fig
 
 

@@ -101,7 +101,8 @@ SIGNIFICANCE_COLS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("top-1 %", lambda r: _f(2)(r["top1"])), ("ref top-1 %", lambda r: _f(2)(r["top1_ref"])),
     ("diff (pts)", lambda r: _signed(r["diff"])),
     ("only cell right", lambda r: _int(r["only_cell_right"])), ("only ref right", lambda r: _int(r["only_ref_right"])),
-    ("McNemar p", lambda r: _p(r["p_mcnemar"])), ("significant (p<0.05)", lambda r: "yes" if r["significant"] else "no"),
+    ("McNemar p", lambda r: _p(r["p_mcnemar"])),
+    ("significant (p<0.05)", lambda r: "yes" if r["significant"] else "no"),
     ("bootstrap 95% CI (pts)", lambda r: f"[{r['boot_ci_low']:+.2f}, {r['boot_ci_high']:+.2f}]"),
 ]
 COMPARISON_COLS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
@@ -112,14 +113,16 @@ COMPARISON_COLS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
 TRIAL_COLS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("trial", lambda r: _s(r["trial_name"])), ("dataset", lambda r: _s(r["dataset"])),
     ("synthetic", lambda r: _s(r["synthetic"])), ("stage", lambda r: _s(r["stage"])), ("cell", lambda r: _s(r["cell"])),
-    ("modality", lambda r: _s(r["modality"])), ("seed", lambda r: _int(r["seed"])), ("status", lambda r: _s(r["status"])),
+    ("modality", lambda r: _s(r["modality"])), ("seed", lambda r: _int(r["seed"])),
+    ("status", lambda r: _s(r["status"])),
     ("epochs", lambda r: f"{_int(r['last_epoch'])}/{_int(r['epochs'])}"),
     ("val top-1 %", lambda r: _f(2)(None if r["val_top1"] is None else 100 * r["val_top1"])),
     ("lr", lambda r: "-" if r["lr"] is None or math.isnan(r["lr"]) else f"{r['lr']:.3g}"),
     ("selected", lambda r: "yes" if r["selected"] else "no"), ("why not", lambda r: _s(r["reason"])),
 ]
 BASELINE_COLS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
-    ("dataset", lambda r: _s(r["dataset"])), ("split", lambda r: _s(r["split"])), ("modality", lambda r: _s(r["modality"])),
+    ("dataset", lambda r: _s(r["dataset"])), ("split", lambda r: _s(r["split"])),
+    ("modality", lambda r: _s(r["modality"])),
     ("architecture", lambda r: _s(r["architecture"])), ("top-1 %", lambda r: _f(2)(r["value"])),
     ("params (M)", lambda r: _f(3)(r["params_m"])), ("Mult-Adds (M)", lambda r: _f(0)(r["mult_adds_m"])),
     ("citation", lambda r: _s(r["citation"])), ("note", lambda r: _s(r["note"])),

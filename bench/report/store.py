@@ -49,7 +49,11 @@ class SweepRef:
 
 
 def client(tracking_uri: str) -> Any:
+    import os
+
     from mlflow.tracking import MlflowClient
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")   # no bar per score file
 
     return MlflowClient(tracking_uri=tracking_uri)
 

@@ -51,27 +51,43 @@ class Server:
     log_path: Path
 
     def stop(self, *, timeout: float = 20.0) -> None:
-        """SIGTERM to the server's own process group, SIGKILL if it lingers."""
-        if self.proc.poll() is not None:
+        """SIGTERM to the server's own process group (mlflow, uvicorn, the job runner), then
+        wait until the whole group is gone; SIGKILL whatever lingers past ``timeout``."""
+        pgid = self.proc.pid                   # start_new_session: the group is the server's pid
+        if not _group_alive(pgid):
+            self.proc.poll()
             return
         try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            os.killpg(pgid, signal.SIGTERM)
         except ProcessLookupError:
             return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.proc.poll()                   # reap the leader so the group can empty
+            if not _group_alive(pgid):
+                return
+            time.sleep(0.2)
         try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(timeout=5)
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=5)
 
     def __enter__(self) -> Server:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def start_server(tracking_uri: str, *, host: str = "127.0.0.1", port: int = 0, artifact_root: Path | None = None,
@@ -101,12 +117,16 @@ def start_server(tracking_uri: str, *, host: str = "127.0.0.1", port: int = 0, a
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     server = Server(url=f"http://{shown}:{port}", proc=proc, log_path=log_path)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with status {proc.returncode}:\n{_tail(log_path)}")
-        if healthy(server.url):
-            return server
-        time.sleep(0.5)
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited with status {proc.returncode}:\n{_tail(log_path)}")
+            if healthy(server.url):
+                return server
+            time.sleep(0.5)
+    except BaseException:          # interrupted while waiting: leave nothing running
+        server.stop()
+        raise
     server.stop()
     raise RuntimeError(f"mlflow server at {server.url} not healthy after {timeout:.0f} s:\n{_tail(log_path)}")
 
@@ -148,21 +168,35 @@ def serve(*, tracking_uri: str | None, host: str = "127.0.0.1", port: int = 5000
     if host not in LOOPBACK:
         print(f"bench ui: binding {host}: the UI (and every run in the store) is reachable from other "
               f"machines, without authentication", file=sys.stderr)
-    print(f"bench ui: starting mlflow server over {db} ...", file=sys.stderr)
+    # Ctrl-C, and a plain `kill` too, stop the server we start (it runs in a session of its
+    # own, so no signal reaches it unless we pass it on). SIGINT is re-armed because a shell
+    # starts background jobs with it ignored.
+    def _interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
-        server = start_server(uri, host=host, port=port, artifact_root=artifact_root, timeout=timeout)
-    except RuntimeError as e:
-        raise CLIError(str(e)) from None
-    with server:
-        print(f"MLflow UI: {server.url}   (store {db}; server log {server.log_path})")
-        _print_leaderboard(uri, server.url, latest=latest_leaderboard)
-        print("Ctrl-C to stop.", flush=True)
+        print(f"bench ui: starting mlflow server over {db} ...", file=sys.stderr)
         try:
-            while server.proc.poll() is None:
-                time.sleep(0.5)
+            server = start_server(uri, host=host, port=port, artifact_root=artifact_root, timeout=timeout)
+        except RuntimeError as e:
+            raise CLIError(str(e)) from None
         except KeyboardInterrupt:
-            print("\nbench ui: stopping", file=sys.stderr)
-            return 0
+            print("\nbench ui: interrupted", file=sys.stderr)
+            return 130
+        with server:
+            print(f"MLflow UI: {server.url}   (store {db}; server log {server.log_path})")
+            _print_leaderboard(uri, server.url, latest=latest_leaderboard)
+            print("Ctrl-C to stop.", flush=True)
+            try:
+                while server.proc.poll() is None:
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                print("\nbench ui: stopping", file=sys.stderr)
+                return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     print(f"bench ui: the server exited ({server.proc.returncode}); see {server.log_path}", file=sys.stderr)
     return 1
 

@@ -73,11 +73,13 @@ def format_table(rows: list[Row], *, num_classes: int | None = None, title: str 
     lines = []
     if title:
         lines.append(title)
-    head = f"{'cell':<9}{'modality':<9}{'val_top1':>9}{'± std':>8}{'best ep.':>9}{'seeds':>6}{'params':>10}{'MMAC/clip':>11}"
+    head = f"{'cell':<9}{'modality':<9}{'val_top1':>9}{'± std':>8}{'(best)':>8}{'seeds':>6}{'params':>10}{'MMAC/clip':>11}"
     lines += [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r.cell:<9}{r.modality:<9}{r.mean:>9.3f}{r.std:>8.3f}{r.best_mean:>9.3f}{r.seeds:>6}"
+        lines.append(f"{r.cell:<9}{r.modality:<9}{r.mean:>9.3f}{r.std:>8.3f}{r.best_mean:>8.3f}{r.seeds:>6}"
                      f"{_int(r.params):>10}{r.macs_per_clip / 1e6 if not math.isnan(r.macs_per_clip) else math.nan:>11.1f}")
+    lines.append("val_top1: final epoch, mean ± std over seeds; (best): mean of each seed's best epoch, "
+                 "for reference only (it selects on the validation split)")
     if num_classes:
         lines.append(f"chance level: {1 / num_classes:.3f} (1/{num_classes} classes)")
     return "\n".join(lines)

@@ -55,10 +55,6 @@ QUIET_ENV = {
 METRIC, MODE = "val_top1", "max"
 
 
-def _T(x):
-    print('TTT', x, time.time(), file=sys.stderr, flush=True)
-
-
 class SweepError(RuntimeError):
     """A sweep cannot start or continue (the message says why and what to do)."""
 
@@ -262,7 +258,7 @@ def check_sweep_dir(spec: SweepSpec, *, resume: bool) -> None:
 
 
 def open_sweep_dir(spec: SweepSpec, *, resume: bool) -> dict[str, Any]:
-    _T('start'); check_sweep_dir(spec, resume=resume)
+    check_sweep_dir(spec, resume=resume)
     d = spec.sweep_dir
     if resume:
         meta = read_meta(d)
@@ -326,7 +322,10 @@ def _make_tuner(spec: SweepSpec, unit: Unit, space: dict[str, Any], callbacks: l
     if spec.search is not None:
         num_samples = spec.search.num_samples
         if spec.search.searcher == "optuna":
+            import optuna
             from ray.tune.search.optuna import OptunaSearch
+
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
 
             seed = None
             if spec.search.seed is not None:   # a different, reproducible stream per combination
@@ -382,9 +381,9 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     except TrackingUnavailable as e:
         raise SweepError(str(e)) from None
     apply_http_env()
-    _T('start'); check_sweep_dir(spec, resume=resume)
+    check_sweep_dir(spec, resume=resume)
     num_classes = prepare_datasets(spec, stream=stream, workers=data_workers)
-    _T('datasets'); meta = open_sweep_dir(spec, resume=resume)
+    meta = open_sweep_dir(spec, resume=resume)
     sweep_dir, sweep_id = spec.sweep_dir, meta["sweep_id"]
     outcome = SweepOutcome(sweep_dir=sweep_dir, sweep_id=sweep_id)
     print(f"sweep {spec.name} ({sweep_id}): {sweep_dir}; tracking: {uri} (experiment {spec.experiment!r})",
@@ -395,25 +394,37 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     from bench.tracking.store import Tracker
 
     tracker = Tracker(uri, spec.experiment)
-    parent_id = _guarded(lambda: tracker.ensure_run(
-        key=records.parent_key(sweep_id),
-        tags=records.parent_tags(name=spec.name, stages=[s.name for s in spec.stages],
-                                 spec_file=str(spec.source) if spec.source else None),
-        run_name=spec.name)[0], "creating the sweep's parent run", stream)
-    if parent_id and not resume and spec.text:
-        _guarded(lambda: tracker.log_text(parent_id, spec.text, "sweep.yaml"), "logging sweep.yaml", stream)
-    outcome.parent_run_id = parent_id; _T('parent')
-    meta["parent_run_id"] = parent_id
-    meta["tracking_uri"] = uri
-    write_meta(sweep_dir, meta)
-    configure_runtime(sweep_id, tracking_uri=uri, parent_run_id=parent_id)
+
+    def open_parent() -> str | None:
+        pid = _guarded(lambda: tracker.ensure_run(
+            key=records.parent_key(sweep_id),
+            tags=records.parent_tags(name=spec.name, stages=[s.name for s in spec.stages],
+                                     spec_file=str(spec.source) if spec.source else None),
+            run_name=spec.name)[0], "creating the sweep's parent run", stream)
+        if pid and not resume and spec.text:
+            _guarded(lambda: tracker.log_text(pid, spec.text, "sweep.yaml"), "logging sweep.yaml", stream)
+        return pid
 
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
     from ray import tune
 
     from bench.sweep.trainable import run_trial
 
-    _T('imports'); started = start_ray(address); _T('ray')
+    # MLflow's first contact (imports, creating a new SQLite schema: seconds) overlaps Ray's start.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        parent_future = pool.submit(open_parent)
+        try:
+            started = start_ray(address)
+        finally:
+            parent_id = parent_future.result()
+    outcome.parent_run_id = parent_id
+    meta["parent_run_id"] = parent_id
+    meta["tracking_uri"] = uri
+    write_meta(sweep_dir, meta)
+    configure_runtime(sweep_id, tracking_uri=uri, parent_run_id=parent_id)
+
     try:
         for unit in plan_units(spec):
             state = meta["units"].setdefault(unit.name, {"stage": unit.stage.name, "state": "pending"})
@@ -441,7 +452,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
                 tuner = _make_tuner(spec, unit, space, callbacks, sweep_dir, _unit_total(spec, unit))
             state["state"] = "running"
             write_meta(sweep_dir, meta)
-            _T('fit start'); tuner.fit(); _T('fit end')
+            tuner.fit()
             trials = read_unit(unit_dir)
             unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
             errors = [t for t in trials if t.status == "ERROR"]
@@ -459,12 +470,12 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
         if started:
             import ray
 
-            _T('shutdown'); ray.shutdown(); _T('shutdown end')
+            ray.shutdown()
 
     from bench.sweep.leaderboard import format_table, leaderboard, to_csv
     from bench.sweep.results import read_sweep
 
-    _, outcome.trials = read_sweep(sweep_dir); _T('read')
+    _, outcome.trials = read_sweep(sweep_dir)
     outcome.errors = sum(t.status == "ERROR" for t in outcome.trials)
     last = spec.stages[-1]
     outcome.num_classes = num_classes.get(last.dataset)
@@ -485,7 +496,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
             tracker.set_tags(parent_id, {"trials": len(outcome.trials), "failed_trials": outcome.errors})
             tracker.set_status(parent_id, status)
 
-        _guarded(_close, "closing the sweep's parent run", stream); _T('closed')
+        _guarded(_close, "closing the sweep's parent run", stream)
     return outcome
 
 

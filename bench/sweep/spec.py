@@ -27,12 +27,16 @@ Example (every key; only ``name``, ``datasets`` and ``stages`` are required)::
           modalities: [rgb, depth]
     stages:                          # pretrain, finetune, or both in that order
       - name: pretrain
-        dataset: isogd
+        dataset: isogd               # may be left out when there is one dataset
         epochs: 3                    # each stage may override epochs, clip_len, image_size,
-        batch_size: 8                #   batch_size and any key of `train`
+        batch_size: 8                #   batch_size, modalities (a subset of the grid's)
+        train: {lr: 0.02}            #   and any key of `train`
       # - name: finetune             # starts each (cell, modality, seed) from the matching
-      #   dataset: isogd             #   pretrain trial's final checkpoint; alone, it needs
-      #   init_from: runs/other      #   init_from: a previous sweep's folder or a checkpoint
+      #   dataset: isogd             #   pretrain trial's final checkpoint (the best one by
+      #   init_modality: rgb         #   val_top1 when a search ran several); init_modality:
+      #   init_from: runs/other      #   from that modality's trial (Jester has no depth).
+                                     #   Alone, it needs init_from: a previous sweep's
+                                     #   folder or a checkpoint directory.
     grid:
       cells: all                     # or a list from bench.models.list_cells()
       modalities: [rgb, depth]
@@ -41,11 +45,14 @@ Example (every key; only ``name``, ``datasets`` and ``stages`` are required)::
     epochs: 3                        # defaults for every stage
     clip_len: 8
     image_size: 48
-    train:                           # any other TrainConfig field (lr, weight_decay, momentum, ...)
-      lr: 0.01
-      batch_size: 8
-    search:                          # optional hyperparameter search
-      searcher: optuna               # optuna | random | basic (Tune's BasicVariantGenerator)
+    train:                           # any other TrainConfig field (lr, weight_decay, momentum,
+      lr: 0.01                       #   backend, data_workers, ...). Test hook:
+      batch_size: 8                  #   fail_once_at_epoch: N makes every trial raise once at
+                                     #   epoch N (marker files in the stage's folder)
+    search:                          # optional hyperparameter search; searched keys
+      searcher: optuna               #   override the fixed `train` values
+                                     # optuna | random | basic (Tune's BasicVariantGenerator);
+                                     #   optuna runs one study per (cell, modality, seed)
       num_samples: 4                 # trials per (cell, modality, seed)
       seed: 0
       space:

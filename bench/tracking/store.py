@@ -76,7 +76,13 @@ class Tracker:
     @property
     def client(self) -> Any:
         if self._client is None:
+            import logging
+
             from mlflow.tracking import MlflowClient
+
+            # "Creating initial MLflow database tables..." on every new SQLite store
+            for name in ("mlflow.store.db.utils", "alembic"):
+                logging.getLogger(name).setLevel(logging.WARNING)
 
             self._client = MlflowClient(tracking_uri=self.tracking_uri)
         return self._client

@@ -53,7 +53,6 @@ from bench.train.session import Session, TrainSession
 log = logging.getLogger(__name__)
 
 
-
 # ----------------------------------------------------------------------------- entry point
 
 def train_loop_per_worker(config: Mapping[str, Any], *, session: Session | None = None) -> list[dict[str, Any]]:
@@ -368,8 +367,9 @@ def _run(cfg: TrainConfig, session: Session, *, device: torch.device, use_amp: b
                                  torch.tensor(float(real), dtype=torch.float64, device=device)])
         if dist:
             sums = _all_reduce(sums, "sum")
+            _check_replicas_in_sync(net, world)
+        tr_loss_sum, tr_correct, tr_n, tr_real = sums.tolist()   # (waits for the GPU: honest timing)
         train_time = time.perf_counter() - t0
-        tr_loss_sum, tr_correct, tr_n, tr_real = sums.tolist()
 
         # -- validate (the unwrapped network: no DDP collectives, shards may differ in size)
         net.eval()
@@ -435,6 +435,7 @@ def _run(cfg: TrainConfig, session: Session, *, device: torch.device, use_amp: b
             "num_val_samples": int(va_n),
             "num_skipped": int(num_skipped),
         }
+        assert set(metrics) == set(METRIC_KEYS), "bench.train.layout.METRIC_KEYS is the contract"
         ckpt_dir: Path | None = None
         if rank == 0:
             ckpt_dir = Path(tempfile.mkdtemp(prefix=f"ckpt-e{epoch:04d}-"))
@@ -471,6 +472,18 @@ def _all_reduce(t: torch.Tensor, op: str) -> torch.Tensor:
     ops = {"sum": torch.distributed.ReduceOp.SUM, "min": torch.distributed.ReduceOp.MIN}
     torch.distributed.all_reduce(t, op=ops[op])
     return t
+
+
+def _check_replicas_in_sync(net: nn.Module, world: int) -> None:
+    """DDP keeps the replicas identical (same averaged gradients, same steps); a cheap guard
+    that this held: a float64 checksum of the parameters must agree bit for bit on every rank."""
+    total = torch.stack([p.detach().double().sum() for p in net.parameters()]).sum().reshape(1)
+    lo, hi = total.clone(), total.clone()
+    torch.distributed.all_reduce(lo, op=torch.distributed.ReduceOp.MIN)
+    torch.distributed.all_reduce(hi, op=torch.distributed.ReduceOp.MAX)
+    if lo.item() != hi.item():
+        raise RuntimeError(f"DDP replicas diverged across {world} ranks: parameter checksum "
+                           f"{lo.item()!r} .. {hi.item()!r}")
 
 
 def _cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:

@@ -43,15 +43,26 @@ def trial_resources(config: Mapping[str, Any]) -> dict[str, float]:
 
     One worker: the trial trains, so it holds the worker's CPUs (and GPU). Several workers:
     the trial only drives a TorchTrainer whose workers reserve their own resources, so it
-    takes a token CPU share (Tune rejects ``{"cpu": 0}``).
+    takes a token CPU share (Tune rejects ``{"cpu": 0}``). Reads only ``num_workers``,
+    ``use_gpu``, ``cpus_per_worker`` and ``gpus_per_worker``, so ``config`` may be a
+    ``param_space`` whose other fields are search spaces; these four must be plain values.
     """
-    train_fields, driver = split_config(config)
-    cfg = TrainConfig.from_dict(train_fields)
-    if cfg.num_workers > 1:
+    workers = config.get("num_workers", 1)
+    use_gpu = config.get("use_gpu", False)
+    cpus = config.get("cpus_per_worker", 1)
+    gpus = config.get("gpus_per_worker", 1)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"TrainConfig.num_workers={workers!r}: must be a plain integer >= 1 here")
+    if not isinstance(use_gpu, bool):
+        raise ValueError(f"TrainConfig.use_gpu={use_gpu!r}: must be a plain true/false here")
+    for name, v in (("cpus_per_worker", cpus), ("gpus_per_worker", gpus)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+            raise ValueError(f"{name}={v!r}: must be a number > 0")
+    if workers > 1:
         return {"cpu": 0.01}
-    res = {"cpu": float(driver.get("cpus_per_worker", 1))}
-    if cfg.use_gpu:
-        res["gpu"] = float(driver.get("gpus_per_worker", 1))
+    res = {"cpu": float(cpus)}
+    if use_gpu:
+        res["gpu"] = float(gpus)
     return res
 
 

@@ -1,0 +1,265 @@
+"""`bench report`: trials from MLflow and from Ray Tune storage, aggregation, tables, files,
+the leaderboard run in MLflow, and the errors a user meets."""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_report_fixtures import TrialSpec, mask, write_mlflow_sweep, write_tune_sweep  # noqa: E402
+
+N, C = 40, 4
+LABELS = np.arange(N) % C
+
+
+def spec(cell: str, modality: str, seed: int, right: int, **kw) -> TrialSpec:
+    """A trial right on the first ``right`` clips (disjoint windows per modality so fusion helps)."""
+    offset = {"rgb": 0, "depth": 10, "flow": 20}[modality]
+    idx = [(offset + i) % N for i in range(right)]
+    return TrialSpec(cell=cell, modality=modality, seed=seed, correct=mask(N, idx), labels=LABELS,
+                     num_classes=C, **kw)
+
+
+def sweep_specs() -> list[TrialSpec]:
+    """convlstm and a, RGB and depth, seeds 0-2, known accuracies; plus a search trial that
+    loses and an unfinished one."""
+    acc = {("convlstm", "rgb"): (20, 22, 24), ("convlstm", "depth"): (18, 18, 21),
+           ("a", "rgb"): (28, 30, 32), ("a", "depth"): (26, 24, 28)}
+    out = []
+    for (cell, mod), rights in acc.items():
+        for seed, r in enumerate(rights):
+            out.append(spec(cell, mod, seed, r, params=100_000 if cell == "convlstm" else 20_000,
+                            macs=9_000_000 if cell == "convlstm" else 2_000_000,
+                            clips_per_s=(10.0 + seed, 14.0 + seed, 12.0 + seed)))
+    out.append(spec("a", "rgb", 0, 8, lr=0.1))                      # the same seed, worse lr: not selected
+    out.append(spec("convlstm", "rgb", 3, 39, last_epoch=1))        # unfinished: not counted
+    return out
+
+
+@pytest.fixture(scope="module")
+def mlflow_sweep(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp = tmp_path_factory.mktemp("mlf")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    specs = sweep_specs()
+    write_mlflow_sweep(uri, tmp, specs, sweep="demo")
+    write_tune_sweep(tmp / "runs" / "demo", tmp, specs, sweep="demo")
+    return {"uri": uri, "tmp": tmp, "specs": specs}
+
+
+@pytest.fixture(scope="module")
+def reported(mlflow_sweep: dict) -> dict:
+    from bench.report.cli import report_sweep
+
+    out = mlflow_sweep["tmp"] / "report"
+    res = report_sweep(sweep="demo", tracking_uri=mlflow_sweep["uri"], out=out, n_boot=500, quiet=True)
+    return {**mlflow_sweep, "res": res, "out": out}
+
+
+def _row(lb: pl.DataFrame, cell: str, modality: str) -> dict:
+    rows = lb.filter((pl.col("cell") == cell) & (pl.col("modality") == modality)).to_dicts()
+    assert len(rows) == 1, (cell, modality, rows)
+    return rows[0]
+
+
+def test_aggregation_over_seeds_known_answers(reported: dict) -> None:
+    lb = reported["res"].report.leaderboard
+    assert lb.height == 4
+    r = _row(lb, "a", "rgb")                               # 28, 30, 32 of 40 -> 70, 75, 80 %
+    assert r["seeds"] == 3
+    assert r["top1"] == pytest.approx(75.0)
+    assert r["top1_std"] == pytest.approx(5.0)
+    half = 4.303 * 5.0 / math.sqrt(3)                      # t(0.975, 2) from the table
+    assert r["top1_ci_low"] == pytest.approx(75.0 - half, abs=1e-2)
+    assert r["top1_ci_high"] == pytest.approx(75.0 + half, abs=1e-2)
+    assert r["params"] == 20_000 and r["macs_per_clip"] == 2_000_000
+    # throughput: each trial's median over epochs (11, 12, 13 clips/s), then the mean over seeds
+    assert r["train_clips_per_s"] == pytest.approx(12.0 + 1.0)
+    assert r["trials"] == 4                                # 3 seeds + the losing search trial
+    c = _row(lb, "convlstm", "rgb")                        # the unfinished seed 3 is not counted
+    assert c["seeds"] == 3 and c["top1"] == pytest.approx((20 + 22 + 24) / 40 * 100 / 3)
+    assert r["top5"] == pytest.approx(85.0)                # the fixture's top-5 = top-1 + 10 points
+    assert r["chance"] == pytest.approx(25.0)
+    assert r["paper"] == pytest.approx(55.98)              # Table 1, IsoGD RGB, variant (a)
+    assert r["data"] == "SYNTHETIC isogd (valid)"
+
+
+def test_trial_selection_says_why(reported: dict) -> None:
+    t = reported["res"].report.trials
+    assert t.height == 14
+    assert int(t["selected"].sum()) == 12
+    lost = t.filter(pl.col("lr") == 0.1).row(0, named=True)
+    assert not lost["selected"] and "better final val_top1" in lost["reason"]
+    unfinished = t.filter((pl.col("seed") == 3)).row(0, named=True)
+    assert not unfinished["selected"] and "not finished" in unfinished["reason"]
+
+
+def test_significance_against_convlstm_and_a(reported: dict) -> None:
+    sig = reported["res"].report.significance
+    # a vs convlstm per modality and seed (3 x 2); convlstm vs a likewise
+    assert sig.filter(pl.col("reference") == "convlstm").height == 6
+    assert sig.filter(pl.col("reference") == "a").height == 6
+    row = sig.filter((pl.col("cell") == "a") & (pl.col("reference") == "convlstm") & (pl.col("modality") == "rgb")
+                     & (pl.col("seed") == 0)).row(0, named=True)
+    # a right on clips 0..27, convlstm on 0..19: 8 clips only a gets right, none the other way
+    assert (row["only_cell_right"], row["only_ref_right"]) == (8, 0)
+    assert row["p_mcnemar"] == pytest.approx(2 / 2**8)
+    assert row["significant"] and row["diff"] == pytest.approx(20.0)
+    lb = reported["res"].report.leaderboard
+    r = _row(lb, "a", "rgb")
+    assert r["vs_convlstm_significant"] == "3/3" and r["vs_convlstm"] == pytest.approx(20.0)
+    assert _row(lb, "convlstm", "rgb")["vs_convlstm_significant"] == "-"
+
+
+def test_fusion_per_seed_and_over_seeds(reported: dict) -> None:
+    rep = reported["res"].report
+    runs = rep.fusion_runs
+    assert set(runs["modalities"]) == {"rgb+depth"}
+    assert set(runs["rule"]) == {"mean", "product", "fitted"}
+    assert runs.height == 2 * 3 * 3                        # cells x seeds x rules
+    r = runs.filter((pl.col("cell") == "a") & (pl.col("seed") == 0) & (pl.col("rule") == "product")).row(0, named=True)
+    # rgb right on 0..27, depth on 10..35 (70% / 65% alone). Where one is right (p=0.7 on the label)
+    # and the other wrong, the label is the wrong one's runner-up, so the product picks it: at
+    # least the union 0..35 (90%) is right; the 4 clips both get wrong may go either way.
+    assert r["best_single"] == "rgb" and r["best_single_top1"] == pytest.approx(70.0)
+    assert 90.0 <= r["top1"] <= 100.0
+    assert r["gain"] == pytest.approx(r["top1"] - 70.0)
+    assert r["significant"] and r["p_vs_best_single"] <= 2 / 2**8
+    agg = rep.fusion.filter((pl.col("cell") == "a") & (pl.col("rule") == "fitted")).row(0, named=True)
+    assert agg["seeds"] == 3 and agg["modalities"] == "rgb+depth"
+    assert agg["weights"].startswith("rgb=") and "depth=" in agg["weights"]
+
+
+def test_files_every_cell_and_modality_and_self_contained_html(reported: dict) -> None:
+    out = reported["out"]
+    md = (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    for cell in ("convlstm", "a"):
+        for mod in ("rgb", "depth"):
+            assert re.search(rf"\| SYNTHETIC isogd \(valid\) \| pretrain \| {cell} \| {mod} \|", md), (cell, mod)
+    assert "rgb+depth" in md and "McNemar" in md
+    assert "NOT comparable" in md
+    assert "66.79" in md and "Zhou et al." in md           # later state of the art beside ours
+    # self-contained: figures inline, nothing fetched from elsewhere
+    assert html.count("data:image/png;base64,") >= 5
+    assert not re.search(r"""(src|href)=["'](?!data:)""", html)
+    for name in ("accuracy_vs_params", "accuracy_vs_macs", "cell_bars", "fusion_gains", "confusion_1"):
+        png = out / "figures" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    lb_csv = pl.read_csv(out / "tables" / "leaderboard.csv")
+    assert lb_csv.height == 4 and "top1_ci_low" in lb_csv.columns
+
+
+def test_leaderboard_run_in_mlflow(reported: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow.tracking import MlflowClient
+
+    # MlflowClient.load_table searches through the fluent API, i.e. the *default* store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", reported["uri"])
+
+    res = reported["res"]
+    c = MlflowClient(reported["uri"])
+    run = c.get_run(res.run_id)
+    assert run.data.tags["leaderboard"] == "true" and run.data.tags["sweep"] == "demo"
+    assert run.info.status == "FINISHED"
+    assert "Leaderboard of sweep" in run.data.tags["mlflow.note.content"]
+    arts = {a.path for a in c.list_artifacts(res.run_id, "report")}
+    assert {"report/report.html", "report/report.md"} <= arts
+    table = c.load_table(res.experiment_id, "tables/leaderboard.json", run_ids=[res.run_id])
+    assert len(table) == 4 and set(table["cell"]) == {"convlstm", "a"}
+    assert sorted(table["top1"].round(2)) == sorted(res.report.leaderboard["top1"].round(2).to_list())
+    from bench.report.store import latest_leaderboard
+
+    assert latest_leaderboard(reported["uri"], sweep="demo")[1] == res.run_id
+
+
+def test_tune_storage_rebuilds_the_same_table(reported: dict) -> None:
+    from bench.report.build import build_report
+    from bench.report.trials import load_trials_tune
+
+    trials, meta = load_trials_tune(reported["tmp"] / "runs" / "demo")
+    assert meta["name"] == "demo"
+    rep = build_report(trials, sweep="demo", source="tune", n_boot=500)
+    key = ["cell", "modality"]
+    a = rep.leaderboard.sort(key).drop("trials")
+    b = reported["res"].report.leaderboard.sort(key).drop("trials")
+    assert a.columns == b.columns
+    for col in a.columns:
+        if a[col].dtype.is_float():
+            assert np.allclose(a[col].to_numpy(), b[col].to_numpy(), equal_nan=True), col
+        else:
+            assert a[col].to_list() == b[col].to_list(), col
+    assert rep.fusion["top1"].round(6).to_list() == reported["res"].report.fusion["top1"].round(6).to_list()
+
+
+def test_cli_from_tune_dir_without_mlflow(reported: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from bench.cli import main
+
+    rc = main(["report", "--from-tune-dir", str(reported["tmp"] / "runs" / "demo"), "--out", str(tmp_path / "r"),
+               "--no-mlflow-log", "--bootstrap", "200"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "| SYNTHETIC isogd (valid) | pretrain | a | rgb | 3 | 75.00 ± 5.00 |" in printed
+    assert (tmp_path / "r" / "report.html").is_file()
+
+
+def test_user_errors(reported: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.cli import CLIError
+    from bench.report.cli import report_sweep
+
+    with pytest.raises(CLIError, match=r"no runs of sweep 'nope'.*sweeps there: \['demo'\]"):
+        report_sweep(sweep="nope", tracking_uri=reported["uri"], out=tmp_path / "x", quiet=True)
+    with pytest.raises(CLIError, match="no tracking store at .*--from-tune-dir"):
+        report_sweep(sweep="demo", tracking_uri=f"sqlite:///{tmp_path / 'absent.db'}", out=tmp_path / "x", quiet=True)
+    with pytest.raises(CLIError, match="not a sweep folder"):
+        report_sweep(tune_dir=tmp_path, out=tmp_path / "x", quiet=True)
+    # the store is gone but ./runs/<sweep> is there: the report falls back to it
+    monkeypatch.chdir(reported["tmp"])
+    res = report_sweep(sweep="demo", tracking_uri=f"sqlite:///{tmp_path / 'absent.db'}", out=tmp_path / "y",
+                       n_boot=100, quiet=True)
+    assert res.run_id is None and "Ray Tune storage" in res.report.source
+    assert res.report.leaderboard.height == 4
+
+
+def test_stages_and_real_data_are_kept_apart(tmp_path: Path) -> None:
+    """Two stages of one sweep are two leaderboards; data without SYNTHETIC.json reads as real."""
+    from bench.report.build import build_report
+    from bench.report.trials import load_trials_tune
+
+    specs = [spec(cell, mod, seed, r, stage=stage)
+             for stage, r in (("pretrain", 20), ("finetune", 30))
+             for cell in ("convlstm", "a") for mod in ("rgb", "depth") for seed in (0, 1)]
+    trials, _ = load_trials_tune(write_tune_sweep(tmp_path / "runs" / "two", tmp_path, specs, sweep="two",
+                                                  synthetic=False))
+    rep = build_report(trials, sweep="two", source="tune", n_boot=100)
+    assert rep.leaderboard.height == 2 * 2 * 2
+    for stage, top1 in (("pretrain", 50.0), ("finetune", 75.0)):
+        lb = rep.leaderboard.filter(pl.col("stage") == stage)
+        assert lb["top1"].to_list() == [top1] * 4 and (lb["seeds"] == 2).all()
+        assert set(rep.fusion.filter(pl.col("stage") == stage)["modalities"]) == {"rgb+depth"}
+    assert set(rep.leaderboard["data"]) == {"real isogd (valid)"}
+    assert not any("SYNTHETIC" in n for n in rep.notes)
+    # significance compares cells within a stage only
+    assert set(zip(rep.significance["stage"], rep.significance["reference"])) == {
+        ("pretrain", "convlstm"), ("pretrain", "a"), ("finetune", "convlstm"), ("finetune", "a")}
+
+
+def test_a_trial_without_scores_is_named_not_dropped(tmp_path: Path) -> None:
+    from bench.report.build import build_report
+    from bench.report.trials import load_trials_tune
+
+    specs = [spec(cell, mod, 0, 24) for cell in ("convlstm", "a") for mod in ("rgb", "depth")]
+    d = write_tune_sweep(tmp_path / "runs" / "gap", tmp_path, specs, sweep="gap")
+    victim = next(d.glob("pretrain/pretrain-a-depth-*/checkpoint_*/val_scores.parquet"))
+    victim.unlink()
+    trials, _ = load_trials_tune(d)
+    rep = build_report(trials, sweep="gap", source="tune", n_boot=100)
+    assert rep.leaderboard.height == 4                                 # still ranked by its metric
+    assert any("no per-sample scores" in n and "pretrain-a-depth" in n for n in rep.notes)
+    assert set(rep.fusion["cell"]) == {"convlstm"}                     # a has no depth scores to fuse
+    assert not ((rep.significance["cell"] == "a") & (rep.significance["modality"] == "depth")).any()

@@ -1,0 +1,64 @@
+"""`bench run`: the main job's command path (a tiny config stands in for the 10-minute default,
+which is measured by hand and reported; its schema is checked in test_sweep_spec.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TINY = """\
+name: quick
+experiment: tests
+datasets:
+  syn:
+    format: isogd
+    root: data/syn
+    synthetic: {num_classes: 3, clips_per_class: 3, valid_clips_per_class: 1, size: [48, 32],
+                length_scale: 0.3, modalities: [rgb, depth]}
+stages:
+  - {name: pretrain, epochs: 1}
+grid: {cells: [a], modalities: [rgb, depth], seeds: [0]}
+preset: small
+clip_len: 4
+image_size: 32
+train: {batch_size: 3}
+max_concurrent_trials: 2
+"""
+
+
+def test_run_help_is_fast_and_documents_defaults():
+    r = subprocess.run([sys.executable, "-m", "bench", "run", "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0
+    assert "--out" in r.stdout and "--tracking-uri" in r.stdout and "synthetic" in r.stdout
+    r = subprocess.run([sys.executable, "-c", "import sys, bench.sweep.cli, bench.tracking; "
+                        "print(sorted(m for m in ('ray', 'mlflow', 'torch') if m in sys.modules))"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == "[]"          # `bench --help` does not pay for heavy imports
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.timeout(300)
+def test_bench_run_generates_data_trains_and_prints_a_leaderboard(tmp_path):
+    (tmp_path / "quick.yaml").write_text(TINY)
+    env = dict(os.environ)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("RAY_ADDRESS", None)
+    r = subprocess.run([sys.executable, "-m", "bench", "run", "--config", "quick.yaml"],
+                       capture_output=True, text=True, cwd=tmp_path, env=env, timeout=280)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (tmp_path / "data/syn/SYNTHETIC.json").is_file()            # generated when missing
+    assert (tmp_path / "mlflow.db").is_file()                           # the default local store
+    (sweep_dir,) = list((tmp_path / "runs").glob("quick-*"))            # a fresh, timestamped sweep
+    assert "leaderboard" in r.stdout and "chance level: 0.333" in r.stdout
+    lines = [x for x in r.stdout.splitlines() if x.startswith("a ")]
+    assert {x.split()[1] for x in lines} == {"rgb", "depth"}
+    assert (sweep_dir / "leaderboard.csv").is_file()
+    r2 = subprocess.run([sys.executable, "-m", "bench", "run", "--config", "quick.yaml", "--resume"],
+                        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=200)
+    assert r2.returncode == 0 and "pretrain: finished earlier, skipped" in r2.stdout, r2.stdout + r2.stderr
+    assert len(list((tmp_path / "runs").glob("quick-*"))) == 1
