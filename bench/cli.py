@@ -15,7 +15,7 @@ from bench.data.errors import DataError
 
 # (command, help, module defining add_cli) -- a group's module adds its own sub-commands.
 _GROUPS: list[tuple[str, str, str]] = [
-    ("model", "the network: complexity accounting", "bench.models.cli"),
+    ("model", "the network: complexity accounting", "bench.model_cli"),
     ("data", "datasets: synthesise, prepare, check, compute flow", "bench.data.cli"),
     ("perf", "benchmarks that write a table", "bench.perf.cli"),
 ]
@@ -23,6 +23,7 @@ _GROUPS: list[tuple[str, str, str]] = [
 _TOP_LEVEL: list[str] = [
     "bench.sweep.cli",    # bench sweep / run / sync
     "bench.report.cli",   # bench report / ui / viz
+    "bench.train.cli",    # bench train (one trial, no Ray: for debugging)
 ]
 
 

@@ -20,12 +20,16 @@ class ConvRecurrentLayer(nn.Module):
         b, c, t, h, w = x.shape
         steps = x.permute(2, 0, 1, 3, 4).reshape(t * b, c, h, w)       # (B, C, T, H, W) -> (T*B, C, H, W)
         self.cell.check_input(steps)
+        # channels_last: depthwise and 1x1 convolutions run several times faster in NHWC on CPU
+        # (oneDNN), and the fused ConvLSTM convolution is no slower (bench perf cells).
+        steps = steps.contiguous(memory_format=torch.channels_last)
         # The input-only terms of every step in one batched call; the loop does the rest.
         xp = self.cell.project_input(steps)
         # unbind, not xs[i]: one backward node for the sequence instead of a full-size zero
         # gradient per indexed step.
-        per_step = [None if v is None else v.view(t, b, *v.shape[1:]).unbind(0) for v in _fields(xp)]
-        state = self.cell.init_state(steps[:b])                       # zeros (B, C_out, H, W)
+        per_step = [None if v is None else v.unflatten(0, (t, b)).unbind(0) for v in _fields(xp)]
+        zeros = x.new_zeros(b, self.cell.out_channels, h, w).contiguous(memory_format=torch.channels_last)
+        state = (zeros, zeros)
         out = []
         for i in range(t):
             h_t, state = self.cell.step(_refold(xp, [v[i] if v is not None else None for v in per_step]),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any, Iterator
@@ -41,11 +42,13 @@ class Session:
         """The torch device this process trains on."""
         import torch
 
-        if not use_gpu:
-            return torch.device("cpu")
-        if not torch.cuda.is_available():
-            raise ValueError("TrainConfig.use_gpu=True but torch sees no CUDA device here")
-        return torch.device("cuda", self.local_rank % torch.cuda.device_count())
+        if use_gpu and torch.cuda.is_available():
+            return torch.device("cuda", self.local_rank % torch.cuda.device_count())
+        if use_gpu:
+            # A Ray GPU resource is a reservation, not a device (a simulated or mislabelled node):
+            # train on the CPU rather than assume CUDA exists, and say so.
+            logging.getLogger(__name__).warning("use_gpu=True but torch sees no CUDA device; training on CPU")
+        return torch.device("cpu")
 
     @contextlib.contextmanager
     def restore_dir(self) -> Iterator[Path | None]:
@@ -132,8 +135,8 @@ class TrainSession(Session):
     def device(self, *, use_gpu: bool) -> Any:
         import torch
 
-        if not use_gpu:
-            return torch.device("cpu")
+        if not (use_gpu and torch.cuda.is_available()):
+            return super().device(use_gpu=use_gpu)
         import ray.train.torch
 
         return ray.train.torch.get_device()   # the GPU Ray assigned to this worker
