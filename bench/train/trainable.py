@@ -66,6 +66,17 @@ def trial_resources(config: Mapping[str, Any]) -> dict[str, float]:
     return res
 
 
+def _match_threads_to_reservation() -> None:
+    """Use as many torch threads as CPUs Ray reserved for this trial: two concurrent trials
+    with torch's default (all cores) each would oversubscribe the machine."""
+    import ray
+    import torch
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    if cpus:
+        torch.set_num_threads(max(1, int(cpus)))
+
+
 def trial_fn(config: dict[str, Any]) -> None:
     """Tune function trainable: train the run described by ``config`` (see module docstring)."""
     from ray import tune
@@ -76,6 +87,7 @@ def trial_fn(config: dict[str, Any]) -> None:
     train_fields, driver = split_config(config)
     cfg = TrainConfig.from_dict(train_fields)   # fail on a bad config before starting workers
     if cfg.num_workers == 1:
+        _match_threads_to_reservation()
         train_loop_per_worker(config, session=TuneSession())
         return
 
