@@ -27,6 +27,7 @@ test: setup
 	$(PY) -m pytest -m "not slow and not gpu" --timeout=900 $(PYTEST_ARGS)
 
 test-all: setup
+	sh dashboards/install_chromium.sh
 	$(PY) -m pytest --timeout=1800 $(PYTEST_ARGS)
 
 clean:

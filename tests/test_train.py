@@ -294,6 +294,7 @@ def local_ray():
 
 def _tune(config: dict, storage: Path, name: str, *, max_failures: int):
     from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from bench.train.trainable import trial_fn, trial_resources
 
@@ -301,7 +302,10 @@ def _tune(config: dict, storage: Path, name: str, *, max_failures: int):
         tune.with_resources(trial_fn, trial_resources(config)),
         param_space=config,
         tune_config=tune.TuneConfig(metric="val_top1", mode="max"),
+        # explicit loggers: metrics_dataframe must not depend on TUNE_DISABLE_AUTO_CALLBACK_LOGGERS,
+        # which a sweep run earlier in the same process may have set
         run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0,
+                                  callbacks=[JsonLoggerCallback(), CSVLoggerCallback()],
                                   failure_config=tune.FailureConfig(max_failures=max_failures)),
     )
     return tuner.fit()

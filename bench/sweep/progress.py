@@ -24,7 +24,6 @@ class ProgressPrinter(Callback):
         self.total = total
         self._stream = stream
         self._t0 = time.monotonic()
-        self._done: set[str] = set()
 
     def __getstate__(self) -> dict[str, Any]:
         return {"unit": self.unit, "total": self.total}
@@ -38,8 +37,11 @@ class ProgressPrinter(Callback):
     def _say(self, text: str) -> None:
         print(f"[{time.monotonic() - self._t0:7.1f}s] {text}", file=self._stream or sys.stdout, flush=True)
 
-    def _count(self) -> str:
-        return f"{len(self._done)}/{self.total}" if self.total else str(len(self._done))
+    def _count(self, trials: list, trial: Any) -> str:
+        # from Tune's trial list, so a resumed sweep counts the trials finished before it
+        done = {t.trial_id for t in trials if str(t.status) in ("TERMINATED", "ERROR")} | {trial.trial_id}
+        total = max(self.total or 0, len(trials))
+        return f"{len(done)}/{total}"
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._say(f"{trial} started")
@@ -55,12 +57,11 @@ class ProgressPrinter(Callback):
         self._say(f"{trial} failed; retrying from its last checkpoint")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._done.add(trial.trial_id)
         last = trial.last_result or {}
         early = last.get("epoch") is not None and last.get("epoch") < trial.config.get("epochs", 0)
         self._say(f"{trial} done{' (stopped early by the scheduler)' if early else ''}: val_top1 "
-                  f"{_fmt(last.get('val_top1'), '.3f')} [{self._count()} trials of {self.unit}]")
+                  f"{_fmt(last.get('val_top1'), '.3f')} [{self._count(trials, trial)} trials of {self.unit}]")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._done.add(trial.trial_id)
-        self._say(f"{trial} FAILED (retries exhausted); see {trial.path}/error.txt [{self._count()}]")
+        self._say(f"{trial} FAILED (retries exhausted); see {trial.path}/error.txt "
+                  f"[{self._count(trials, trial)} trials of {self.unit}]")

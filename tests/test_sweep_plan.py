@@ -1,0 +1,115 @@
+"""How a sweep file becomes Tune experiments: units, param spaces, resources (no Ray started)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.sweep.spec import parse_spec
+
+BASE = """\
+name: p
+datasets:
+  j: {format: jester, root: /data/jester}
+  i: {format: isogd, root: /data/isogd}
+stages:
+  - {name: pretrain, dataset: j, epochs: 2, modalities: [rgb], batch_size: 16, clip_len: 16}
+  - {name: finetune, dataset: i, epochs: 1, init_modality: rgb, clip_len: 32}
+grid: {cells: [a, convlstm], modalities: [rgb, depth], seeds: [0, 1]}
+preset: small
+image_size: 56
+train: {lr: 0.01, weight_decay: 1.0e-4}
+"""
+
+
+def _resolve(space: dict, cell: str, modality: str, seed: int) -> dict:
+    """What Tune would hand one trial: grid values picked, sample_from functions called."""
+    from ray.tune.search.sample import Function
+
+    cfg = {}
+    for k, v in space.items():
+        if isinstance(v, dict) and "grid_search" in v:
+            v = {"cell": cell, "modality": modality, "seed": seed}[k]
+        cfg[k] = v
+    for k, v in list(cfg.items()):
+        if isinstance(v, Function):
+            cfg[k] = v.func(cfg)
+    return cfg
+
+
+def test_units_and_grid_param_space_feed_trainconfig(tmp_path):
+    from bench.sweep.run import param_space, plan_units
+    from bench.train.config import TrainConfig, split_config
+
+    spec = parse_spec(BASE, base_dir=tmp_path)
+    units = plan_units(spec)
+    assert [u.name for u in units] == ["pretrain", "finetune"]
+    table = {"a/rgb/1": "/ck/a1", "convlstm/rgb/0": "/ck/c0"}
+    pre = param_space(spec, units[0], sweep_id="x", sweep_dir=tmp_path, init_table=None, num_classes={"j": 27})
+    assert pre["cell"] == {"grid_search": ["a", "convlstm"]} and pre["modality"] == {"grid_search": ["rgb"]}
+    assert pre["seed"] == {"grid_search": [0, 1]} and pre["num_classes"] == 27
+    fine = param_space(spec, units[1], sweep_id="x", sweep_dir=tmp_path, init_table=table, num_classes={"i": 249})
+    assert fine["modality"] == {"grid_search": ["rgb", "depth"]}
+    cfg = _resolve(fine, "a", "depth", 1)
+    assert cfg["init_checkpoint"] == "/ck/a1"                # depth starts from the RGB model
+    assert "no finished pretrain trial for convlstm/rgb/1" in _resolve(fine, "convlstm", "depth", 1)["init_checkpoint"]
+    train, driver = split_config(cfg)
+    tc = TrainConfig.from_dict(train)                        # the trainer accepts what we build
+    assert (tc.dataset, tc.root, tc.stage, tc.epochs, tc.clip_len, tc.image_size) == \
+        ("isogd", "/data/isogd", "finetune", 1, 32, 56)
+    assert (tc.batch_size, tc.lr, tc.weight_decay, tc.num_classes, tc.preset) == (8, 0.01, 1e-4, 249, "small")
+    assert driver["storage_path"] == str(tmp_path / "finetune")
+    assert cfg["sweep"] == {"name": "p", "id": "x", "unit": "finetune", "dataset": "i", "dir": str(tmp_path)}
+    pre_cfg = _resolve(pre, "convlstm", "rgb", 0)
+    assert TrainConfig.from_dict(split_config(pre_cfg)[0]).batch_size == 16
+
+
+def test_optuna_runs_one_study_per_combination(tmp_path):
+    pytest.importorskip("optuna")
+    from bench.sweep.run import param_space, plan_units
+
+    text = BASE + ("search: {searcher: optuna, num_samples: 3, seed: 1, "
+                   "space: {lr: {loguniform: [1.0e-4, 1.0e-1]}, batch_size: {choice: [4, 8]}}}\n")
+    spec = parse_spec(text, base_dir=tmp_path)
+    units = plan_units(spec)
+    pre = [u.name for u in units if u.stage.name == "pretrain"]
+    fine = [u.name for u in units if u.stage.name == "finetune"]
+    assert pre == ["pretrain-a-rgb-s0", "pretrain-a-rgb-s1", "pretrain-convlstm-rgb-s0", "pretrain-convlstm-rgb-s1"]
+    assert len(fine) == 8 and "finetune-convlstm-depth-s1" in fine
+    u = next(u for u in units if u.name == "finetune-a-depth-s1")
+    space = param_space(spec, u, sweep_id="x", sweep_dir=tmp_path, init_table={"a/rgb/1": "/ck"}, num_classes={})
+    # no grid_search and no sample_from: Optuna rejects both
+    assert (space["cell"], space["modality"], space["seed"], space["init_checkpoint"]) == ("a", "depth", 1, "/ck")
+    from ray import tune
+
+    assert isinstance(space["lr"], tune.search.sample.Float) and isinstance(space["batch_size"], tune.search.sample.Categorical)
+    assert not any(isinstance(v, dict) and "grid_search" in v for v in space.values())
+
+
+@pytest.mark.parametrize("res, expected", [
+    ("{cpu: 2}", {"cpu": 2.0}),
+    ("{cpu: 1, gpu: 0.5}", {"cpu": 1.0, "gpu": 0.5}),                # two trials share a GPU
+    ("{cpu: 4, gpu: 1, workers: 2}", {"cpu": 0.01}),                  # the DDP workers reserve their own
+    ("{cpu: 1, custom: {node2_res: 0.5}}", {"cpu": 1.0, "node2_res": 0.5}),
+])
+def test_trial_resources(tmp_path, res, expected):
+    from bench.sweep.run import param_space, plan_units, trial_resources
+
+    spec = parse_spec(BASE + f"resources: {res}\n", base_dir=tmp_path)
+    assert trial_resources(spec) == expected
+    space = param_space(spec, plan_units(spec)[0], sweep_id="x", sweep_dir=tmp_path, init_table=None, num_classes={})
+    assert space["num_workers"] == spec.resources.workers and space["use_gpu"] == (spec.resources.gpu > 0)
+    assert space["cpus_per_worker"] == spec.resources.cpu
+    if spec.resources.gpu:
+        assert space["gpus_per_worker"] == spec.resources.gpu
+
+
+def test_fail_once_hook_gets_a_marker_per_combination(tmp_path):
+    from bench.sweep.run import param_space, plan_units
+
+    spec = parse_spec(BASE.replace("train: {lr: 0.01", "train: {fail_once_at_epoch: 1, lr: 0.01"), base_dir=tmp_path)
+    space = param_space(spec, plan_units(spec)[0], sweep_id="x", sweep_dir=tmp_path, init_table=None, num_classes={})
+    m1 = _resolve(space, "a", "rgb", 0)["fail_marker"]
+    m2 = _resolve(space, "a", "rgb", 1)["fail_marker"]
+    assert m1 != m2 and Path(m1).parent == tmp_path / "pretrain"
