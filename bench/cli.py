@@ -31,21 +31,9 @@ class CLIError(Exception):
     """A user error: printed without a traceback, exit status 2."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, help_, module in _GROUPS:
-        group = sub.add_parser(name, help=help_)
-        group_sub = group.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
-        group.set_defaults(func=lambda args, g=group: g.print_help() or 2)
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-            continue
-        mod.add_cli(group_sub)
-    for module in _TOP_LEVEL:
+def add_commands_from(sub: argparse._SubParsersAction, modules: list[str]) -> None:
+    """Let each module add its sub-commands; a module not (yet) in the tree is left out."""
+    for module in modules:
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
@@ -53,6 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         mod.add_cli(sub)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_, module in _GROUPS:
+        group = sub.add_parser(name, help=help_)
+        group.set_defaults(func=lambda args, g=group: g.print_help() or 2)
+        add_commands_from(group.add_subparsers(dest="subcommand", metavar="SUBCOMMAND"), [module])
+    add_commands_from(sub, _TOP_LEVEL)
     return parser
 
 

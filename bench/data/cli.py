@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 
 _COMMANDS = ["bench.data.synth", "bench.data.flow", "bench.data.prepare", "bench.data.check"]
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
-    for module in _COMMANDS:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-            continue
-        mod.add_cli(sub)
+    from bench.cli import add_commands_from
+
+    add_commands_from(sub, _COMMANDS)

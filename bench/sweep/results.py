@@ -139,8 +139,10 @@ def read_unit(unit_dir: str | Path) -> list[TrialRecord]:
         results = read_results(d / "result.json")
         trial_id = next((str(r["trial_id"]) for r in results if r.get("trial_id")), "")
         if not trial_id:
-            m = re.search(r"([0-9a-f]{5}_\d{5})$", d.name)
+            m = re.search(r"-([0-9a-f]{5}_\d{5}|[0-9a-f]{8})$", d.name)
             trial_id = m.group(1) if m else d.name
+        if statuses and trial_id not in statuses:
+            continue                # not part of this experiment (left by an abandoned start)
         out.append(TrialRecord(unit=unit_dir.name, dir=d, name=d.name, trial_id=trial_id,
                                config=config, results=results,
                                status=statuses.get(trial_id, "UNKNOWN")))

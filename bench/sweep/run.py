@@ -312,8 +312,7 @@ def start_ray(address: str | None) -> bool:
 # running
 
 
-def _make_tuner(spec: SweepSpec, unit: Unit, space: dict[str, Any], callbacks: list[Any], sweep_dir: Path,
-                total: int) -> Any:
+def _make_tuner(spec: SweepSpec, unit: Unit, space: dict[str, Any], callbacks: list[Any], sweep_dir: Path) -> Any:
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
@@ -442,6 +441,9 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
                 tuner = tune.Tuner.restore(str(unit_dir), trainable=tune.with_resources(run_trial, trial_resources(spec)),
                                            resume_unfinished=True, resume_errored=True)
             else:
+                if unit_dir.exists():
+                    # killed before Tune's first experiment snapshot: nothing to restore
+                    unit_dir.rename(unit_dir.with_name(f".{unit.name}.abandoned-{int(time.time())}"))
                 init_table = None
                 if unit.stage.name == "finetune":
                     init_table = _init_table(spec, unit.stage, sweep_dir, meta)
@@ -449,7 +451,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
                                     init_table=init_table, num_classes=num_classes)
                 print(f"{unit.name}: {_unit_total(spec, unit)} trials "
                       f"({unit.stage.dataset}, {unit.stage.epochs} epochs)", file=stream, flush=True)
-                tuner = _make_tuner(spec, unit, space, callbacks, sweep_dir, _unit_total(spec, unit))
+                tuner = _make_tuner(spec, unit, space, callbacks, sweep_dir)
             state["state"] = "running"
             write_meta(sweep_dir, meta)
             tuner.fit()
