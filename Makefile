@@ -22,10 +22,14 @@ setup: $(VENV)/.installed
 run: setup
 	$(VENV)/bin/bench run
 
-# The default suite (slow and GPU tests deselected; GPU tests also skip themselves without CUDA).
+# The suite: everything but the GPU tests (about 12 min on 2 cores; the slow ones -- two-node
+# Ray, a killed driver, the MLflow UI in headless Chromium -- are the checks users rely on most).
+# Quicker: make test PYTEST_ARGS='-m "not slow and not gpu"'. Chromium comes from Debian.
 test: setup
-	$(PY) -m pytest -m "not slow and not gpu" --timeout=900 $(PYTEST_ARGS)
+	sh dashboards/install_chromium.sh || echo "chromium could not be installed: the browser test will skip"
+	$(PY) -m pytest -m "not gpu" --timeout=900 $(PYTEST_ARGS)
 
+# Everything, GPU tests included (they skip themselves where no CUDA device is visible).
 test-all: setup
 	sh dashboards/install_chromium.sh
 	$(PY) -m pytest --timeout=1800 $(PYTEST_ARGS)
