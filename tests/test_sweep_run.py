@@ -60,7 +60,7 @@ def tiny(local_ray, tmp_path_factory):
     spec = parse_spec(TINY.format(tmp=tmp), source=str(tmp / "tiny.yaml"))
     uri = f"sqlite:///{tmp}/mlflow.db"
     out = io.StringIO()
-    outcome = run_sweep(spec, tracking_uri=uri, stream=out, data_workers=1)
+    outcome = run_sweep(spec, tracking_uri=uri, stream=out, synth_workers=1)
     return {"spec": spec, "uri": uri, "outcome": outcome, "log": out.getvalue(), "tmp": tmp}
 
 
@@ -103,7 +103,8 @@ def test_leaderboard_printed_and_saved(tiny):
         assert r.mean == pytest.approx(finals[r.cell]) and r.seeds == 1 and r.std == 0
     assert "chance level: 0.333 (1/3 classes)" in tiny["log"]
     csv = (o.sweep_dir / "leaderboard.csv").read_text().splitlines()
-    assert csv[0].startswith("cell,modality,val_top1_mean") and len(csv) == 3
+    assert csv[0].startswith("cell,modality,stage,val_top1_mean") and len(csv) == 3
+    assert all(r.stage == "finetune" for r in o.leaderboard)
 
 
 def _runs(uri: str, experiment: str = "tests"):

@@ -75,9 +75,10 @@ def test_default_is_every_cell_rgb_depth_two_seeds():
     assert spec.preset == "small" and len(spec.grid.combos()) == 20
     ds = spec.datasets[spec.stages[0].dataset]
     assert ds.synthetic is not None          # generated when missing
-    pre, fine = spec.stages                  # depth pretraining, then RGB + depth from it
+    pre, fine = spec.stages                  # depth from scratch, then RGB from the depth model
     assert spec.combos(pre) == [(c, "depth", s) for c in list_cells() for s in (0, 1)]
-    assert fine.init_modality == "depth" and len(spec.combos(fine)) == 20
+    assert spec.combos(fine) == [(c, "rgb", s) for c in list_cells() for s in (0, 1)]
+    assert fine.init_modality == "depth"
     assert spec.max_concurrent_trials == 2 and spec.reuse_actors
 
 

@@ -128,7 +128,7 @@ def test_callback_survives_a_dropped_server_and_a_resumed_driver(tmp_path, sqlit
     cb.on_trial_start(0, [], trial)
     for ep in (1, 2):
         cb.on_trial_result(0, [], trial, {"epoch": ep, "val_top1": ep / 10})
-    assert cb.missed
+    assert cb.missed and cb.unrecorded() == 2
     err = capsys.readouterr().err
     assert err.count("MLflow failed") == 1 and "training continues" in err   # warned once
 
@@ -137,6 +137,7 @@ def test_callback_survives_a_dropped_server_and_a_resumed_driver(tmp_path, sqlit
     cb._down_until = 0.0
     cb.on_trial_result(0, [], trial, {"epoch": 3, "val_top1": 0.3})
     cb.on_trial_complete(0, [], trial)
+    assert cb.unrecorded() == 0
     tr = Tracker(sqlite_uri, "exp")
     (run,) = tr.find_runs(sweep_id="sw1", trial_name=str(trial))
     assert run.info.status == "FINISHED"

@@ -19,6 +19,7 @@ from bench.sweep.results import TrialRecord
 class Row:
     cell: str
     modality: str
+    stage: str             # the last stage that trained this (cell, modality)
     mean: float            # final-epoch val_top1, mean over seeds
     std: float             # sample std over seeds (0 with one seed)
     best_mean: float       # best-epoch val_top1, mean over seeds
@@ -32,19 +33,28 @@ def _num(v: object) -> float:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
 
 
+STAGE_ORDER = ("pretrain", "finetune")
+
+
 def leaderboard(trials: Iterable[TrialRecord], *, stage: str | None = None) -> list[Row]:
-    """Rows for the ``stage`` trials (default: the last stage present), best first.
+    """Rows per (cell, modality), best first, from the ``stage`` trials -- by default from the
+    last stage that trained each (cell, modality): a sweep may pre-train one modality and
+    fine-tune another from it.
 
     With a search (several trials per seed) each seed contributes its best trial by final
     val_top1; early-stopped trials count with their last epoch."""
-    trials = [t for t in trials if t.final is not None]
-    if stage is None:
-        stages = [t.stage for t in trials]
-        stage = "finetune" if "finetune" in stages else (stages[0] if stages else None)
-    per_seed: dict[tuple[str, str, int], TrialRecord] = {}
+    trials = [t for t in trials if t.final is not None and (stage is None or t.stage == stage)]
+    rank = {s: i for i, s in enumerate(STAGE_ORDER)}
+    last_stage: dict[tuple[str, str], str] = {}
     for t in trials:
-        if t.stage != stage:
-            continue
+        key = (t.combo[0], t.combo[1])
+        if key not in last_stage or rank.get(t.stage, -1) > rank.get(last_stage[key], -1):
+            last_stage[key] = t.stage
+    trials = [t for t in trials if last_stage[(t.combo[0], t.combo[1])] == t.stage]
+    per_seed: dict[tuple[str, str, int], TrialRecord] = {}
+    n_trials: dict[tuple[str, str], int] = {}
+    for t in trials:
+        n_trials[t.combo[:2]] = n_trials.get(t.combo[:2], 0) + 1
         score = _num(t.final.get("val_top1"))
         prev = per_seed.get(t.combo)
         if prev is None or score > _num(prev.final.get("val_top1")):
@@ -52,15 +62,11 @@ def leaderboard(trials: Iterable[TrialRecord], *, stage: str | None = None) -> l
     groups: dict[tuple[str, str], list[TrialRecord]] = {}
     for (cell, mod, _seed), t in sorted(per_seed.items()):
         groups.setdefault((cell, mod), []).append(t)
-    n_trials = {}
-    for t in trials:
-        if t.stage == stage:
-            n_trials[(t.combo[0], t.combo[1])] = n_trials.get((t.combo[0], t.combo[1]), 0) + 1
     rows = []
     for (cell, mod), ts in groups.items():
         finals = [_num(t.final.get("val_top1")) for t in ts]
         bests = [t.best() for t in ts]
-        rows.append(Row(cell=cell, modality=mod, mean=statistics.fmean(finals),
+        rows.append(Row(cell=cell, modality=mod, stage=last_stage[(cell, mod)], mean=statistics.fmean(finals),
                         std=statistics.stdev(finals) if len(finals) > 1 else 0.0,
                         best_mean=statistics.fmean(bests), seeds=len(ts), trials=n_trials[(cell, mod)],
                         params=_num(ts[0].final.get("params")),
@@ -73,10 +79,11 @@ def format_table(rows: list[Row], *, num_classes: int | None = None, title: str 
     lines = []
     if title:
         lines.append(title)
-    head = f"{'cell':<9}{'modality':<9}{'val_top1':>9}{'± std':>8}{'(best)':>8}{'seeds':>6}{'params':>10}{'MMAC/clip':>11}"
+    head = (f"{'cell':<9}{'modality':<9}{'stage':<9}{'val_top1':>9}{'± std':>8}{'(best)':>8}{'seeds':>6}"
+            f"{'params':>10}{'MMAC/clip':>11}")
     lines += [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r.cell:<9}{r.modality:<9}{r.mean:>9.3f}{r.std:>8.3f}{r.best_mean:>8.3f}{r.seeds:>6}"
+        lines.append(f"{r.cell:<9}{r.modality:<9}{r.stage:<9}{r.mean:>9.3f}{r.std:>8.3f}{r.best_mean:>8.3f}{r.seeds:>6}"
                      f"{_int(r.params):>10}{r.macs_per_clip / 1e6 if not math.isnan(r.macs_per_clip) else math.nan:>11.1f}")
     lines.append("val_top1: final epoch, mean ± std over seeds; (best): mean of each seed's best epoch, "
                  "for reference only (it selects on the validation split)")
@@ -90,10 +97,10 @@ def _int(v: float) -> str:
 
 
 def to_csv(rows: list[Row], *, num_classes: int | None = None) -> str:
-    out = ["cell,modality,val_top1_mean,val_top1_std,best_val_top1_mean,seeds,trials,params,macs_per_clip,chance"]
+    out = ["cell,modality,stage,val_top1_mean,val_top1_std,best_val_top1_mean,seeds,trials,params,macs_per_clip,chance"]
     chance = f"{1 / num_classes:.6f}" if num_classes else ""
     for r in rows:
-        out.append(f"{r.cell},{r.modality},{r.mean:.6f},{r.std:.6f},{r.best_mean:.6f},{r.seeds},{r.trials},"
+        out.append(f"{r.cell},{r.modality},{r.stage},{r.mean:.6f},{r.std:.6f},{r.best_mean:.6f},{r.seeds},{r.trials},"
                    f"{'' if math.isnan(r.params) else int(r.params)},"
                    f"{'' if math.isnan(r.macs_per_clip) else int(r.macs_per_clip)},{chance}")
     return "\n".join(out) + "\n"

@@ -366,7 +366,7 @@ def _unit_total(spec: SweepSpec, unit: Unit) -> int:
 
 def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = False,
               tracking_uri: str | None = None, stream: TextIO | None = None,
-              data_workers: int | None = None) -> SweepOutcome:
+              synth_workers: int | None = None) -> SweepOutcome:
     """Run (or ``resume``) ``spec``; see the module docstring. Raises `SweepError` for user
     errors found before any training starts."""
     apply_quiet_env()
@@ -381,7 +381,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
         raise SweepError(str(e)) from None
     apply_http_env()
     check_sweep_dir(spec, resume=resume)
-    num_classes = prepare_datasets(spec, stream=stream, workers=data_workers)
+    num_classes = prepare_datasets(spec, stream=stream, workers=synth_workers)
     meta = open_sweep_dir(spec, resume=resume)
     sweep_dir, sweep_id = spec.sweep_dir, meta["sweep_id"]
     outcome = SweepOutcome(sweep_dir=sweep_dir, sweep_id=sweep_id)
@@ -481,12 +481,11 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     outcome.errors = sum(t.status == "ERROR" for t in outcome.trials)
     last = spec.stages[-1]
     outcome.num_classes = num_classes.get(last.dataset)
-    outcome.leaderboard = leaderboard(outcome.trials, stage=last.name)
+    outcome.leaderboard = leaderboard(outcome.trials)
     outcome.wall_s = time.monotonic() - t0
     csv = to_csv(outcome.leaderboard, num_classes=outcome.num_classes)
     (sweep_dir / "leaderboard.csv").write_text(csv)
-    title = (f"\nleaderboard: {spec.name}, stage {last.name} on {last.dataset} "
-             f"(validation top-1 at the final epoch; mean ± std over seeds)")
+    title = (f"\nleaderboard: {spec.name} on {last.dataset} (the last stage that trained each cell x modality)")
     print(format_table(outcome.leaderboard, num_classes=outcome.num_classes, title=title), file=stream)
     print(f"{len(outcome.trials)} trials, {outcome.errors} failed, wall time {outcome.wall_s:.0f} s; "
           f"results: {sweep_dir}", file=stream, flush=True)

@@ -123,10 +123,18 @@ class MLflowTrialCallback(Callback):
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self._down_until = 0.0                       # one last try for anything pending
         self._flush()
-        if self.missed:
+        if self.unrecorded():
             self._say(f"bench: some results could not be recorded in MLflow ({self.tracking_uri}); "
                       f"they are safe in {self.sweep_dir}: run `bench sync {self.sweep_dir}` "
                       f"once the tracking store is back")
+
+    def unrecorded(self) -> int:
+        """Epochs and trial endings not (yet) in MLflow."""
+        n = len(self._final)
+        for tid, results in self._results.items():
+            done = self._logged.get(tid, set())
+            n += sum(1 for r in results if r.get("epoch") is not None and int(r["epoch"]) not in done)
+        return n
 
     # -- internals
 
