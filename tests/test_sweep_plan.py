@@ -113,3 +113,17 @@ def test_fail_once_hook_gets_a_marker_per_combination(tmp_path):
     m1 = _resolve(space, "a", "rgb", 0)["fail_marker"]
     m2 = _resolve(space, "a", "rgb", 1)["fail_marker"]
     assert m1 != m2 and Path(m1).parent == tmp_path / "pretrain"
+
+
+def test_missing_dataset_fails_before_ray_with_its_name(tmp_path):
+    import io
+
+    from bench.sweep.run import SweepError, run_sweep
+
+    spec = parse_spec(BASE.replace("/data/isogd", str(tmp_path / "nope")), base_dir=tmp_path)
+    with pytest.raises(SweepError, match=rf"dataset 'i': root {tmp_path / 'nope'} does not exist"):
+        run_sweep(spec, tracking_uri=f"sqlite:///{tmp_path}/m.db", stream=io.StringIO())
+    assert not (tmp_path / "runs").exists()
+    import ray
+
+    assert not ray.is_initialized()

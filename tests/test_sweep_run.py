@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -199,3 +198,48 @@ def test_resuming_a_finished_sweep_runs_nothing_and_rerun_is_refused(tiny):
     meta = json.loads((tiny["outcome"].sweep_dir / "sweep.json").read_text())
     assert meta["units"] == {"pretrain": {"stage": "pretrain", "state": "done", "errors": 0},
                              "finetune": {"stage": "finetune", "state": "done", "errors": 0}}
+
+
+OPTUNA = """\
+name: search
+storage: {tmp}/runs
+experiment: tests-search
+datasets:
+  syn: {{format: isogd, root: {root}}}
+stages:
+  - {{name: pretrain, epochs: 2}}
+grid: {{cells: [a], modalities: [rgb], seeds: [3]}}
+preset: small
+clip_len: 4
+image_size: 32
+search:
+  searcher: optuna
+  num_samples: 3
+  seed: 0
+  space:
+    lr: {{loguniform: [1.0e-3, 1.0e-1]}}
+    batch_size: {{choice: [2, 3]}}
+scheduler: {{type: asha, grace_period: 1, reduction_factor: 2}}
+max_concurrent_trials: 2
+"""
+
+
+def test_optuna_search_with_asha(tiny):
+    pytest.importorskip("optuna")
+    from bench.sweep.run import run_sweep
+    from bench.sweep.spec import parse_spec
+
+    tmp = tiny["tmp"]
+    spec = parse_spec(OPTUNA.format(tmp=tmp, root=tiny["spec"].datasets["syn"].root))
+    out = io.StringIO()
+    o = run_sweep(spec, tracking_uri=tiny["uri"], stream=out)
+    assert o.ok, out.getvalue()
+    assert len(o.trials) == 3 and {t.unit for t in o.trials} == {"pretrain-a-rgb-s3"}   # one study per combo
+    lrs = [t.config["lr"] for t in o.trials]
+    assert len(set(lrs)) == 3 and all(1e-3 <= x <= 1e-1 for x in lrs)
+    assert {t.config["batch_size"] for t in o.trials} <= {2, 3}
+    assert all(t.config["seed"] == 3 and t.config["cell"] == "a" for t in o.trials)
+    assert all(1 <= t.last_epoch <= 2 for t in o.trials)        # ASHA may stop some after epoch 1
+    c, runs = _runs(tiny["uri"], "tests-search")
+    trials = [r for r in runs if r.data.tags["bench.kind"] == "trial"]
+    assert len(trials) == 3 and {float(r.data.params["lr"]) for r in trials} == set(lrs)

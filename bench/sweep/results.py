@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.train.layout import STATE_FILE
+
 SWEEP_JSON = "sweep.json"
 SWEEP_YAML = "sweep.yaml"
 _CKPT_RE = re.compile(r"^checkpoint_(\d+)$")
@@ -77,7 +79,7 @@ class TrialRecord:
         found = []
         for p in self.dir.iterdir() if self.dir.is_dir() else []:
             m = _CKPT_RE.match(p.name)
-            if m and (p / "state.pt").is_file():
+            if m and (p / STATE_FILE).is_file():
                 found.append((int(m.group(1)), p))
         if found:
             return max(found)[1]

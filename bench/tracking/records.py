@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from bench.tracking.meta import provenance_tags
-
-VAL_SCORES = "val_scores.parquet"
-METRICS = "metrics.json"
+from bench.train.layout import METRICS_FILE as METRICS
+from bench.train.layout import VAL_SCORES_FILE as VAL_SCORES
 # The keys that find a run again.
 SWEEP_KEY = "sweep_id"
 TRIAL_KEY = "trial_name"

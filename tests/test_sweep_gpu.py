@@ -1,0 +1,60 @@
+"""Fractional GPUs: two trials of ``gpu: 0.5`` share one GPU at the same time (needs CUDA)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+pytestmark = [pytest.mark.gpu, pytest.mark.ray]
+
+SWEEP = """\
+name: halfgpu
+storage: {tmp}/runs
+experiment: tests-gpu
+datasets:
+  syn:
+    format: isogd
+    root: {tmp}/data/syn
+    synthetic: {{num_classes: 3, clips_per_class: 4, valid_clips_per_class: 1, size: [64, 48],
+                length_scale: 0.4, modalities: [rgb]}}
+stages:
+  - {{name: pretrain, epochs: 3}}
+grid: {{cells: [a, convlstm], modalities: [rgb], seeds: [0]}}
+preset: small
+clip_len: 8
+image_size: 56
+train: {{batch_size: 4}}
+resources: {{cpu: 1, gpu: 0.5}}
+max_concurrent_trials: 2
+reuse_actors: false
+"""
+
+
+@pytest.mark.timeout(600)
+def test_two_trials_share_one_gpu(tmp_path):
+    import ray
+    import torch
+
+    from bench.sweep.run import run_sweep
+    from bench.sweep.spec import parse_spec
+
+    spec = parse_spec(SWEEP.format(tmp=tmp_path))
+    ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    try:
+        o = run_sweep(spec, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", stream=io.StringIO())
+    finally:
+        ray.shutdown()
+    assert o.ok and len(o.trials) == 2
+    spans = []
+    for t in o.trials:
+        (start,) = [json.loads(x) for x in (t.dir / "node.json").read_text().splitlines()]
+        assert start["resources"].get("GPU") == 0.5
+        assert t.config["use_gpu"] is True and t.last_epoch == 3
+        first, last = t.results[0], t.results[-1]
+        spans.append((start["time"], float(last["timestamp"])))
+        assert first["params"] > 0
+    (a0, a1), (b0, b1) = spans
+    assert a0 < b1 and b0 < a1          # both held half of the one GPU at the same time
+    assert torch.cuda.device_count() >= 1
