@@ -103,8 +103,8 @@ def test_convlstm_is_the_sum_of_input_and_hidden_convolutions() -> None:
     """Eqs. (1)-(6), written with separate W_x* and W_h* kernels."""
     cell = _random_init(create_cell("convlstm", in_channels=C_IN, out_channels=C_OUT))
     x, h, c = _inputs()[0], torch.randn(B, C_OUT, H, W), torch.randn(B, C_OUT, H, W)
-    w, b = cell.conv.weight, cell.conv.bias
-    z = F.conv2d(x, w[:, :C_IN], padding=1) + F.conv2d(h, w[:, C_IN:], padding=1) + b[None, :, None, None]
+    w_x, w_h, b = cell.conv_x.weight, cell.conv_h.weight, cell.conv_x.bias
+    z = F.conv2d(x, w_x, padding=1) + F.conv2d(h, w_h, padding=1) + b[None, :, None, None]
     i, f, o, g = torch.sigmoid(z[:, :C_OUT]), torch.sigmoid(z[:, C_OUT:2 * C_OUT]), \
         torch.sigmoid(z[:, 2 * C_OUT:3 * C_OUT]), torch.tanh(z[:, 3 * C_OUT:])
     c_ref = f * c + i * g

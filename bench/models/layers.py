@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -21,9 +22,21 @@ class SeparableConv2d(nn.Module):
         self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pointwise(self.depthwise(x))
+        y = self.depthwise(x)
+        if y.stride(1) == 1 and y.shape[1] > 1:
+            # channels_last: the 1 x 1 convolution is a GEMM over the (N*H*W, C) view, as a
+            # linear layer, with no copies; on CPU its backward runs ~1.4x faster than oneDNN's
+            # 1 x 1 convolution backward (bench perf cells). Same parameters, same result.
+            return F.linear(y.permute(0, 2, 3, 1), self.pointwise.weight.flatten(1),
+                            self.pointwise.bias).permute(0, 3, 1, 2)
+        return self.pointwise(y)
 
 
 def global_avg_pool(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, C)."""
-    return x.mean(dim=(2, 3))
+    """(B, C, H, W) -> (B, C).
+
+    A sum scaled afterwards, not ``mean``: the backward of ``sum`` is a broadcast view of the
+    (B, C) gradient, where ``mean``'s materialises a full (B, C, H, W) tensor in the default
+    layout (which also turned every later gradient of a channels_last layer to NCHW).
+    """
+    return x.sum(dim=(2, 3)) * (1.0 / (x.shape[2] * x.shape[3]))

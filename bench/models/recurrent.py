@@ -34,8 +34,12 @@ class ConvRecurrentLayer(nn.Module):
         for i in range(t):
             h_t, state = self.cell.step(_refold(xp, [v[i] if v is not None else None for v in per_step]),
                                         state)
-            out.append(h_t)
-        return torch.stack(out, dim=2)                                # -> (B, C_out, T, H, W)
+            out.append(h_t.permute(0, 2, 3, 1))                       # (B, H, W, C_out), a view
+        # Stored (T, B, H, W, C) and returned as a (B, C_out, T, H, W) view: the next layer's
+        # (T*B, C, H, W) channels_last input is then a view too, and the gradient it hands back
+        # reaches every step in channels_last (an NCHW gradient would turn each step's backward
+        # into mixed-layout element-wise ops, several times slower on CPU).
+        return torch.stack(out, dim=0).permute(1, 4, 0, 2, 3)
 
 
 def _fields(xp: object) -> list[torch.Tensor | None]:

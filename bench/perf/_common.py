@@ -61,14 +61,24 @@ def markdown_table(rows: Sequence[dict[str, object]], columns: Sequence[str]) ->
 
 
 def write_outputs(name: str, rows: list[dict[str, object]], columns: Sequence[str], out: Path,
-                  *, title: str, command: str, notes: Sequence[str] = ()) -> str:
-    """Write ``<out>/<name>.md`` and ``<out>/<name>.json``; return the Markdown."""
+                  *, title: str, command: str, notes: Sequence[str] = (),
+                  sections: Sequence[tuple[str, list[dict[str, object]], Sequence[str]]] = ()) -> str:
+    """Write ``<out>/<name>.md`` and ``<out>/<name>.json``; return the Markdown.
+
+    ``sections``: further ``(title, rows, columns)`` tables, after the notes; their rows go to
+    the JSON under ``sections[title]``.
+    """
     out.mkdir(parents=True, exist_ok=True)
     env = environment()
     md = [f"### {title}", "", f"Command: `{command}`  ", "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()),
           "", markdown_table(rows, columns)]
     md += [""] + [f"- {n}" for n in notes] if notes else []
+    for sec_title, sec_rows, sec_cols in sections:
+        md += ["", f"#### {sec_title}", "", markdown_table(sec_rows, sec_cols)]
     text = "\n".join(md) + "\n"
     (out / f"{name}.md").write_text(text)
-    (out / f"{name}.json").write_text(json.dumps({"environment": env, "command": command, "rows": rows}, indent=1))
+    doc: dict[str, object] = {"environment": env, "command": command, "rows": rows}
+    if sections:
+        doc["sections"] = {t: r for t, r, _ in sections}
+    (out / f"{name}.json").write_text(json.dumps(doc, indent=1))
     return text

@@ -19,6 +19,8 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--cells", default=None,
+                   help="comma-separated cells to time (default: every registered cell); convlstm is always timed")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd layers")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=Path("docs/perf"))
@@ -52,7 +54,8 @@ def reference_convlstm_cell(in_channels: int, out_channels: int, kernel_size: in
 
 
 def measure(*, batch: int = 1, steps: int = 8, channels: int = 256, size: int = 28, repeats: int = 7,
-            warmup: int = 2, device: str = "cpu", compile: bool = False) -> list[dict[str, object]]:
+            warmup: int = 2, device: str = "cpu", compile: bool = False,
+            cells: list[str] | None = None) -> list[dict[str, object]]:
     import torch
 
     from bench.models import count_macs, list_cells
@@ -75,11 +78,15 @@ def measure(*, batch: int = 1, steps: int = 8, channels: int = 256, size: int = 
         run.module = cell
         return run
 
+    names = list_cells() if cells is None else ["convlstm"] + [c for c in cells if c != "convlstm"]
+    unknown = sorted(set(names) - set(list_cells()))
+    if unknown:
+        raise ValueError(f"unknown cell(s) {unknown}; registered: {list_cells()}")
     layers: dict[str, object] = {"reference-convlstm": ref_layer()}
-    for name in list_cells():
+    for name in names:
         layers[name] = ConvRecurrentLayer(name, in_channels=channels, out_channels=channels).to(device)
     if compile:
-        for name in list_cells():
+        for name in names:
             layers[f"{name}+compile"] = torch.compile(layers[name])
 
     def fwd(layer):
@@ -90,9 +97,17 @@ def measure(*, batch: int = 1, steps: int = 8, channels: int = 256, size: int = 
 
     def fwd_bwd(layer):
         xg = x.clone().requires_grad_(True)
+        # The gradient arrives in the layout the layer hands forward, as the next layer's
+        # backward returns it (``.sum().backward()`` would feed a broadcast gradient that no
+        # network produces).
+        grad = torch.randn_like(layer(x))
+        module = getattr(layer, "module", layer)
 
         def f():
-            layer(xg).sum().backward()
+            # as a training step: gradients set to None first, so none is accumulated into
+            module.zero_grad(set_to_none=True)
+            xg.grad = None
+            layer(xg).backward(grad)
         return f
 
     t_fwd = time_interleaved({k: fwd(v) for k, v in layers.items()}, warmup=warmup, repeats=repeats, device=device)
@@ -131,13 +146,19 @@ COLUMNS = ["cell", "fwd_ms", "fwd_bwd_ms", "macs", "mac_ratio_vs_convlstm", "fwd
 def _run(args: argparse.Namespace) -> int:
     import torch
 
+    from bench.cli import CLIError
+    from bench.models import list_cells
     from bench.perf._common import write_outputs
 
+    unknown = sorted(set(args.cells.split(",") if args.cells else []) - set(list_cells()))
+    if unknown:
+        raise CLIError(f"--cells: unknown cell(s) {', '.join(unknown)}; registered: {', '.join(list_cells())}")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     rows = measure(batch=args.batch, steps=args.steps, channels=args.channels, size=args.size,
-                   repeats=args.repeats, warmup=args.warmup, device=device, compile=args.compile)
+                   repeats=args.repeats, warmup=args.warmup, device=device, compile=args.compile,
+                   cells=args.cells.split(",") if args.cells else None)
     text = write_outputs(
         "cells", rows, COLUMNS, args.out, title=f"Recurrent cells: one layer, {args.steps} steps, "
         f"B={args.batch}, C={args.channels}, {args.size}x{args.size}, {device}",
