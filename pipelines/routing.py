@@ -37,7 +37,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from pipelines._media import Media
-from pipelines.dali import CPU_VIDEO_CODECS, GPU_VIDEO_CODECS, IMAGE_CODECS
+from pipelines.dali import GPU_VIDEO_CODECS, IMAGE_CODECS
 
 BACKENDS = ("auto", "dali-gpu", "dali-cpu", "pyav", "opencv")
 

@@ -188,7 +188,7 @@ def test_probe_true_names_broken_file_and_line(tmp_path: Path) -> None:
     with pytest.raises(DataError) as e:
         load_index("isogd", root, "train", probe=True)
     assert e.value.path == str(root / "train/001/K_00002.avi")
-    assert f"train_list.txt:2" in e.value.reason
+    assert "train_list.txt:2" in e.value.reason
 
 
 # ------------------------------------------------------------------ Jester

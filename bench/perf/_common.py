@@ -39,6 +39,13 @@ def time_interleaved(fns: dict[str, Callable[[], object]], *, warmup: int, repea
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def command_line(args: object) -> str:
+    """``bench ...`` as it was called, for the table's "Command" line."""
+    import shlex
+
+    return "bench " + shlex.join(getattr(args, "argv", None) or [])
+
+
 def environment() -> dict[str, object]:
     import torch
 

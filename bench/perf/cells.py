@@ -6,7 +6,6 @@ ratio to ConvLSTM next to the ratio of measured multiply-adds."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -148,7 +147,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from bench.cli import CLIError
     from bench.models import list_cells
-    from bench.perf._common import write_outputs
+    from bench.perf._common import command_line, write_outputs
 
     unknown = sorted(set(args.cells.split(",") if args.cells else []) - set(list_cells()))
     if unknown:
@@ -162,7 +161,7 @@ def _run(args: argparse.Namespace) -> int:
     text = write_outputs(
         "cells", rows, COLUMNS, args.out, title=f"Recurrent cells: one layer, {args.steps} steps, "
         f"B={args.batch}, C={args.channels}, {args.size}x{args.size}, {device}",
-        command="bench perf " + " ".join(sys.argv[2:] if len(sys.argv) > 2 else ["cells"]),
+        command=command_line(args),
         notes=["Medians over repeats after warm-up, all cells timed round-robin in one run.",
                "speedup_over_mac_ratio: the fraction of the multiply-add saving that shows up as time "
                "(1.0 = time falls as fast as multiply-adds).",

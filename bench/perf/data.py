@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import platform
-import shlex
 import statistics
 import subprocess
 import sys
@@ -87,8 +86,9 @@ def _cli(args: argparse.Namespace) -> int:
                batch_size=args.batch_size, num_workers=args.num_workers, repeats=args.repeats,
                backends=[b.strip() for b in args.backends.split(",") if b.strip()],
                index_clips=args.index_clips)
-    argv = sys.argv[1:]
-    command = "bench " + shlex.join(argv) if argv[:2] == ["perf", "data"] else "bench perf data"
+    from bench.perf._common import command_line
+
+    command = command_line(args)
     md = write(rows, args.out, command=command)
     print(md)
     return 0

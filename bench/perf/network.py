@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import json
 import os
-import shlex
 import statistics
 import sys
 import tempfile
@@ -257,7 +256,7 @@ def _cli(args: argparse.Namespace) -> int:
     from bench.cli import CLIError
     from bench.models import list_cells
     from bench.models.net import PRESETS
-    from bench.perf._common import markdown_table, write_outputs
+    from bench.perf._common import command_line, write_outputs
 
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     cells = [c.strip() for c in args.cells.split(",")] if args.cells else list_cells()
@@ -280,8 +279,7 @@ def _cli(args: argparse.Namespace) -> int:
             b = next(r["batch"] for r in rows if r["preset"] == preset)
             data_rows += data_vs_step(rows, preset=preset, batch=b, clips=args.data_clips,
                                       repeats=max(1, min(args.repeats, 3)))
-    argv = sys.argv[1:]
-    command = "bench " + shlex.join(argv) if argv[:2] == ["perf", "network"] else "bench perf network"
+    command = command_line(args)
     notes = ["step: forward + cross-entropy + backward + SGD step, medians over repeats after warm-up, "
              "cells of a preset timed round-robin in one run; step_vs_convlstm > 1: faster than ConvLSTM.",
              "train_gmac_per_s counts 3x the forward multiply-adds per clip (forward + backward).",

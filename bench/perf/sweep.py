@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import shlex
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -135,7 +133,7 @@ def measure(*, configs: list[str], trials: int, concurrency: int, epochs: int, w
 
 def _cli(args: argparse.Namespace) -> int:
     from bench.cli import CLIError
-    from bench.perf._common import write_outputs
+    from bench.perf._common import command_line, write_outputs
 
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     bad = [c for c in configs if c not in CONFIGS]
@@ -150,8 +148,7 @@ def _cli(args: argparse.Namespace) -> int:
         raise CLIError(f"--work: must be >= 0, got {args.work}")
     rows = measure(configs=configs, trials=args.trials, concurrency=concurrency, epochs=args.epochs,
                    work=args.work, repeats=args.repeats, address=args.address)
-    argv = sys.argv[1:]
-    command = "bench " + shlex.join(argv) if argv[:2] == ["perf", "sweep"] else "bench perf sweep"
+    command = command_line(args)
     text = write_outputs(
         "sweep", rows, COLUMNS, args.out, title=f"Ray Tune overhead per trial ({rows[0]['ray']} Ray, "
         f"ray.init {rows[0]['ray_init_s']:.1f} s)", command=command,

@@ -80,7 +80,7 @@ def _execute(spec, args: argparse.Namespace) -> int:
     except (SweepError, DataError) as e:
         raise CLIError(str(e)) from None
     if out.interrupted:
-        print(f"bench: sweep interrupted; continue it with --resume", file=sys.stderr)
+        print("bench: sweep interrupted; continue it with --resume", file=sys.stderr)
         return 130
     if out.errors:
         print(f"bench: {out.errors} trial(s) failed; see their error.txt under {out.sweep_dir}",

@@ -565,7 +565,7 @@ def _train_block(ctx: _Ctx, v: Any, path: tuple) -> dict[str, Any]:
     for k, x in v.items():
         p = path + (k,)
         if k in _SWEEP_OWNED:
-            raise ctx.error(p, f"is set by the sweep itself (use the top-level or stage key, or grid)")
+            raise ctx.error(p, "is set by the sweep itself (use the top-level or stage key, or grid)")
         if k not in TRAIN_KEYS:
             raise ctx.error(p, f"unknown key (known: {', '.join(sorted(TRAIN_KEYS))})")
         if k in ("lr", "lr_end", "lr_power", "momentum", "weight_decay"):
