@@ -20,26 +20,29 @@ class ConvRecurrentLayer(nn.Module):
         b, c, t, h, w = x.shape
         steps = x.permute(2, 0, 1, 3, 4).reshape(t * b, c, h, w)       # (B, C, T, H, W) -> (T*B, C, H, W)
         self.cell.check_input(steps)
-        # channels_last: depthwise and 1x1 convolutions run several times faster in NHWC on CPU
-        # (oneDNN), and the fused ConvLSTM convolution is no slower (bench perf cells).
-        steps = steps.contiguous(memory_format=torch.channels_last)
+        # The cell's layout: depthwise and 1x1 convolutions run several times faster in NHWC
+        # on CPU (oneDNN); ConvLSTM's dense K x K convolutions train ~10% faster in NCHW.
+        fmt = torch.channels_last if self.cell.channels_last else torch.contiguous_format
+        steps = steps.contiguous(memory_format=fmt)
         # The input-only terms of every step in one batched call; the loop does the rest.
         xp = self.cell.project_input(steps)
         # unbind, not xs[i]: one backward node for the sequence instead of a full-size zero
         # gradient per indexed step.
         per_step = [None if v is None else v.unflatten(0, (t, b)).unbind(0) for v in _fields(xp)]
-        zeros = x.new_zeros(b, self.cell.out_channels, h, w).contiguous(memory_format=torch.channels_last)
+        zeros = x.new_zeros(b, self.cell.out_channels, h, w).contiguous(memory_format=fmt)
         state = (zeros, zeros)
         out = []
         for i in range(t):
             h_t, state = self.cell.step(_refold(xp, [v[i] if v is not None else None for v in per_step]),
                                         state)
-            out.append(h_t.permute(0, 2, 3, 1))                       # (B, H, W, C_out), a view
+            out.append(h_t)
+        if not self.cell.channels_last:
+            return torch.stack(out, dim=2)                            # -> (B, C_out, T, H, W)
         # Stored (T, B, H, W, C) and returned as a (B, C_out, T, H, W) view: the next layer's
         # (T*B, C, H, W) channels_last input is then a view too, and the gradient it hands back
         # reaches every step in channels_last (an NCHW gradient would turn each step's backward
         # into mixed-layout element-wise ops, several times slower on CPU).
-        return torch.stack(out, dim=0).permute(1, 4, 0, 2, 3)
+        return torch.stack([o.permute(0, 2, 3, 1) for o in out], dim=0).permute(1, 4, 0, 2, 3)
 
 
 def _fields(xp: object) -> list[torch.Tensor | None]:
