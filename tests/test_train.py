@@ -66,6 +66,7 @@ def _no_timing(m: dict) -> dict:
     ("clip_len", 7), ("epochs", 0), ("batch_size", -1), ("lr", 0), ("lr_end", 1.0),
     ("momentum", 1.5), ("amp", "fp8"), ("backend", "ffmpeg"), ("stage", "distill"),
     ("num_workers", 0), ("use_gpu", "yes"), ("epochs", 2.5), ("max_train_batches", 0),
+    ("compile", "yes"),
 ])
 def test_config_error_names_field(field, value):
     d = _config(Path("/data/isogd"))
@@ -206,6 +207,28 @@ def test_resume_after_injected_failure_matches_uninterrupted(baseline, datasets,
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+
+
+def test_compile_traces_the_training_model_and_changes_no_result(baseline, datasets, tmp_path, monkeypatch):
+    """compile=True hands the training model to torch.compile; Dynamo really traces it here
+    (the "eager" backend: inductor's C++ compilation would take a minute), and every metric
+    matches the uncompiled baseline."""
+    real_compile = torch.compile
+    compiled = []
+
+    def record(model, **kw):
+        compiled.append(model)
+        return real_compile(model, backend="eager", **kw)
+
+    monkeypatch.setattr(torch, "compile", record)
+    session = LocalSession(tmp_path, resume=False)
+    train_loop_per_worker(_config(datasets["c4"], compile=True), session=session)
+    assert len(compiled) == 1 and isinstance(compiled[0], torch.nn.Module)
+    for ours, ref in zip(session.reported, baseline.reported, strict=True):
+        ours, ref = _no_timing(ours), _no_timing(ref)
+        assert set(ours) == set(ref)
+        for k in ref:
+            assert ours[k] == pytest.approx(ref[k], rel=1e-4, abs=1e-6), k
 
 
 def test_finetune_replaces_only_the_classifier(baseline, datasets, tmp_path):

@@ -91,7 +91,7 @@ _SWEEP_OWNED = frozenset({
 # TrainConfig fields a `train:` block may set (checked against TrainConfig in the tests).
 TRAIN_KEYS = frozenset({
     "batch_size", "lr", "lr_end", "lr_power", "momentum", "weight_decay", "num_classes",
-    "backend", "amp", "channels_last", "data_workers", "cache_data", "on_error",
+    "backend", "amp", "channels_last", "compile", "data_workers", "cache_data", "on_error",
     "max_train_batches", "max_val_batches", "fail_once_at_epoch", "fail_marker",
 })
 SEARCHABLE = ("lr", "weight_decay", "batch_size", "momentum", "lr_end", "lr_power")

@@ -68,6 +68,7 @@ class TrainConfig:
     use_gpu: bool = False
     amp: str = "auto"               # "auto" -> bf16 autocast on CUDA, off on CPU; "off" never
     channels_last: str = "auto"     # "auto"/"on" -> channels_last_3d on CUDA; "off" never
+    compile: bool = False           # torch.compile the training model (bench perf network --compile)
     data_workers: int = 0           # decode workers inside make_loader
     cache_data: bool = False        # make_loader(cache=...)
     on_error: str = "raise"         # make_loader(on_error=...); skipped samples -> num_skipped
@@ -95,7 +96,7 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, str) or not v:
                 _bad(name, v, "must be a non-empty string")
-        for name in ("use_gpu", "cache_data"):
+        for name in ("use_gpu", "cache_data", "compile"):
             if not isinstance(getattr(self, name), bool):
                 _bad(name, getattr(self, name), "must be true or false")
         _int(self, "epochs", minimum=1)
