@@ -35,6 +35,17 @@ def test_convlstm_computes_what_the_reference_single_convolution_cell_computes()
     assert count_macs(ours, x, (h, c)) == count_macs(ref, x, (h, c))
 
 
+def test_convlstm_initialises_like_the_single_convolution_form():
+    """Both halves drawn with the fused kernel's fan-in, (C_in + C_out) * K * K."""
+    torch.manual_seed(0)
+    cell = create_cell("convlstm", in_channels=64, out_channels=64)
+    bound = 1 / (128 * 9) ** 0.5            # kaiming_uniform(a=sqrt(5)) of nn.Conv2d
+    for w in (cell.conv_x.weight.detach(), cell.conv_h.weight.detach()):
+        assert w.abs().max() <= bound
+        assert w.std() == pytest.approx(bound / 3 ** 0.5, rel=0.02)   # uniform(-b, b)
+    assert cell.conv_x.bias[64:128].eq(1).all() and cell.conv_x.bias[:64].eq(0).all()
+
+
 def test_cells_rows_put_time_ratios_beside_mac_ratios():
     rows = perf_cells.measure(batch=1, steps=2, channels=8, size=6, repeats=1, warmup=0, cells=["a"])
     by = {r["cell"]: r for r in rows}

@@ -113,7 +113,13 @@ class ConvLSTMCell(RecurrentCell):
         pad = kernel_size // 2
         self.conv_x = nn.Conv2d(in_channels, 4 * out_channels, kernel_size, padding=pad)              # W_x*, b
         self.conv_h = nn.Conv2d(out_channels, 4 * out_channels, kernel_size, padding=pad, bias=False)  # W_h*
-        with torch.no_grad():  # forget-gate bias 1 (Keras' unit_forget_bias, the released code's default)
+        with torch.no_grad():
+            # Initialised as the single convolution over [X, H] would be (its fan-in is
+            # (C_in + C_out) * K * K, so its bound is smaller than either half's own default).
+            fused = nn.Conv2d(in_channels + out_channels, 4 * out_channels, kernel_size)
+            self.conv_x.weight.copy_(fused.weight[:, :in_channels])
+            self.conv_h.weight.copy_(fused.weight[:, in_channels:])
+            # forget-gate bias 1 (Keras' unit_forget_bias, the released code's default)
             self.conv_x.bias.zero_()
             self.conv_x.bias[out_channels:2 * out_channels].fill_(1.0)
 
