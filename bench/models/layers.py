@@ -25,8 +25,9 @@ class SeparableConv2d(nn.Module):
         y = self.depthwise(x)
         if y.stride(1) == 1 and y.shape[1] > 1:
             # channels_last: the 1 x 1 convolution is a GEMM over the (N*H*W, C) view, as a
-            # linear layer, with no copies; on CPU its backward runs ~1.4x faster than oneDNN's
-            # 1 x 1 convolution backward (bench perf cells). Same parameters, same result.
+            # linear layer, with no copies; on CPU (MKL sgemm) forward+backward runs 1.1-1.4x
+            # faster than oneDNN's 1 x 1 convolution at the recurrent layers' shapes (B = 1-8,
+            # 256 channels, 28 x 28). Same parameters, same result, in any layout.
             return F.linear(y.permute(0, 2, 3, 1), self.pointwise.weight.flatten(1),
                             self.pointwise.bias).permute(0, 3, 1, 2)
         return self.pointwise(y)

@@ -328,7 +328,7 @@ def _run(cfg: TrainConfig, session: Session, *, device: torch.device, use_amp: b
         model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         # Off by default: on this 2-core CPU it buys nothing for training (bench perf network
-        # --compile: -1% to +8% per step, after 40-90 s of compilation per process). Compiling
+        # --compile: -1% to +9% per step, after ~70 s of compilation per process). Compiling
         # the DDP wrapper lets Dynamo split graphs at DDP's bucket boundaries. Validation and
         # checkpoints use the plain module.
         model = torch.compile(model)
