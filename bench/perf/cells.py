@@ -52,6 +52,15 @@ def reference_convlstm_cell(in_channels: int, out_channels: int, kernel_size: in
     return ReferenceConvLSTMCell()
 
 
+def check_cells(cells: list[str]) -> list[str]:
+    from bench.models import list_cells
+
+    unknown = [c for c in cells if c not in list_cells()]
+    if unknown:
+        raise ValueError(f"unknown cell(s) {', '.join(unknown)}; registered: {', '.join(list_cells())}")
+    return cells
+
+
 def measure(*, batch: int = 1, steps: int = 8, channels: int = 256, size: int = 28, repeats: int = 7,
             warmup: int = 2, device: str = "cpu", compile: bool = False,
             cells: list[str] | None = None) -> list[dict[str, object]]:
@@ -77,10 +86,7 @@ def measure(*, batch: int = 1, steps: int = 8, channels: int = 256, size: int = 
         run.module = cell
         return run
 
-    names = list_cells() if cells is None else ["convlstm"] + [c for c in cells if c != "convlstm"]
-    unknown = sorted(set(names) - set(list_cells()))
-    if unknown:
-        raise ValueError(f"unknown cell(s) {unknown}; registered: {list_cells()}")
+    names = list_cells() if cells is None else ["convlstm"] + [c for c in check_cells(cells) if c != "convlstm"]
     layers: dict[str, object] = {"reference-convlstm": ref_layer()}
     for name in names:
         layers[name] = ConvRecurrentLayer(name, in_channels=channels, out_channels=channels).to(device)
@@ -146,18 +152,19 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from bench.cli import CLIError
-    from bench.models import list_cells
     from bench.perf._common import command_line, write_outputs
 
-    unknown = sorted(set(args.cells.split(",") if args.cells else []) - set(list_cells()))
-    if unknown:
-        raise CLIError(f"--cells: unknown cell(s) {', '.join(unknown)}; registered: {', '.join(list_cells())}")
+    cells = [c.strip() for c in args.cells.split(",") if c.strip()] if args.cells else None
+    try:
+        check_cells(cells or [])            # before any work, naming the flag
+    except ValueError as e:
+        raise CLIError(f"--cells: {e}") from None
     if args.threads:
         torch.set_num_threads(args.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     rows = measure(batch=args.batch, steps=args.steps, channels=args.channels, size=args.size,
                    repeats=args.repeats, warmup=args.warmup, device=device, compile=args.compile,
-                   cells=args.cells.split(",") if args.cells else None)
+                   cells=cells)
     text = write_outputs(
         "cells", rows, COLUMNS, args.out, title=f"Recurrent cells: one layer, {args.steps} steps, "
         f"B={args.batch}, C={args.channels}, {args.size}x{args.size}, {device}",

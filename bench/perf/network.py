@@ -92,7 +92,12 @@ def _quiet_stderr():
 
 
 def peak_step_bytes(step, *, device: str) -> int:
-    """Most bytes allocated at once during ``step()`` beyond those allocated before it."""
+    """Most bytes allocated at once during ``step()`` beyond those allocated before it.
+
+    On CPU, memory allocated before the profiled region and freed inside it is not subtracted
+    (the profiler never saw its size), so release it first: the network benchmark drops the
+    previous step's gradients before measuring, on either device.
+    """
     import torch
 
     if device.startswith("cuda"):
@@ -195,7 +200,8 @@ def measure(*, presets: list[str], cells: list[str], batch: int | None = None, c
                    "peak_step_mib": None, "model_state_mib": _mib(state),
                    "step_vs_convlstm": base / step if base else None,
                    "first_step_s": r["first_s"], "repeats": repeats}
-            if memory:
+            if memory:   # from weights + momentum, the previous step's gradients released first
+                r["opt"].zero_grad(set_to_none=True)
                 row["peak_step_mib"] = _mib(peak_step_bytes(train(r), device=device))
             rows.append(row)
         runs.clear()

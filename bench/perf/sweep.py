@@ -4,8 +4,8 @@ Each trial reports ``--epochs`` results and does nothing else (or sleeps ``--wor
 per epoch), so everything the sweep takes beyond the trials' own work is scheduling: actor
 start-up (or reuse), result plumbing, the JSON/CSV loggers and experiment-state snapshots, and
 with ``+mlflow`` the suite's MLflow callback writing one run per trial to a SQLite store.
-The Tuner is configured as ``bench sweep`` configures it (``bench.sweep.run._make_tuner``:
-same loggers, failure and checkpoint settings, trial names).
+The Tuner runs under the same TuneConfig and RunConfig as ``bench sweep``'s
+(``bench.sweep.run.tune_config`` / ``run_config``: loggers, checkpoints, trial names).
 
     overhead per trial = (wall - ideal) * concurrency / trials,
     ideal = ceil(trials / concurrency) * epochs * work
@@ -47,38 +47,35 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 def trivial_trial(config: dict[str, Any]) -> None:
     from ray import tune
 
+    from bench.sweep.run import METRIC
+
     for epoch in range(1, int(config["epochs"]) + 1):
         if config["work_s"]:
             time.sleep(config["work_s"])
-        tune.report({"epoch": epoch, "val_top1": 0.5, "val_loss": 1.0})
+        tune.report({"epoch": epoch, METRIC: 0.5, "val_loss": 1.0})
 
 
 def run_once(config: str, *, trials: int, concurrency: int, epochs: int, work: float, storage: Path) -> float:
     """Wall seconds of ``Tuner.fit`` for one sweep of trivial trials."""
     from ray import tune
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-    from bench.sweep.run import trial_name
+    from bench.sweep.run import run_config, tune_config
 
-    callbacks: list[Any] = [JsonLoggerCallback(), CSVLoggerCallback()]
+    callbacks: list[Any] = []
     name = f"{config}-{time.monotonic_ns()}"
     if config.endswith("+mlflow"):
         from bench.tracking.callback import MLflowTrialCallback
 
-        callbacks.insert(0, MLflowTrialCallback(sweep_id=name, experiment="bench-perf-sweep",
-                                                tracking_uri=f"sqlite:///{storage / 'mlflow.db'}",
-                                                parent_run_id=None, sweep_dir=str(storage)))
+        callbacks.append(MLflowTrialCallback(sweep_id=name, experiment="bench-perf-sweep",
+                                             tracking_uri=f"sqlite:///{storage / 'mlflow.db'}",
+                                             parent_run_id=None, sweep_dir=str(storage)))
     tuner = tune.Tuner(
         tune.with_resources(trivial_trial, {"cpu": 1}),
         param_space={"epochs": epochs, "work_s": work, "cell": "none", "stage": "perf",
                      "trial": tune.grid_search(list(range(trials)))},
-        tune_config=tune.TuneConfig(metric="val_top1", mode="max", max_concurrent_trials=concurrency,
-                                    reuse_actors=not config.startswith("new-actor"),
-                                    trial_name_creator=trial_name, trial_dirname_creator=trial_name),
-        run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0,
-                                  failure_config=tune.FailureConfig(max_failures=0),
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                                  callbacks=callbacks),
+        tune_config=tune_config(max_concurrent_trials=concurrency,
+                                reuse_actors=not config.startswith("new-actor")),
+        run_config=run_config(name, storage, max_failures=0, callbacks=callbacks),
     )
     t0 = time.perf_counter()
     grid = tuner.fit()

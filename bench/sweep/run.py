@@ -314,7 +314,6 @@ def start_ray(address: str | None) -> bool:
 
 def _make_tuner(spec: SweepSpec, unit: Unit, space: dict[str, Any], callbacks: list[Any], sweep_dir: Path) -> Any:
     from ray import tune
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     search_alg = None
     num_samples = 1
@@ -346,17 +345,31 @@ def _make_tuner(spec: SweepSpec, unit: Unit, space: dict[str, Any], callbacks: l
     return tune.Tuner(
         tune.with_resources(run_trial, trial_resources(spec)),
         param_space=space,
-        tune_config=tune.TuneConfig(
-            metric=METRIC, mode=MODE, num_samples=num_samples, search_alg=search_alg,
-            scheduler=scheduler, max_concurrent_trials=spec.max_concurrent_trials,
-            reuse_actors=spec.reuse_actors, trial_name_creator=trial_name,
-            trial_dirname_creator=trial_name),
-        run_config=tune.RunConfig(
-            name=unit.name, storage_path=str(sweep_dir), verbose=0,
-            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=[*callbacks, JsonLoggerCallback(), CSVLoggerCallback()]),
+        tune_config=tune_config(num_samples=num_samples, search_alg=search_alg, scheduler=scheduler,
+                                max_concurrent_trials=spec.max_concurrent_trials,
+                                reuse_actors=spec.reuse_actors),
+        run_config=run_config(unit.name, sweep_dir, max_failures=spec.max_failures, callbacks=callbacks),
     )
+
+
+def tune_config(**kw: Any) -> Any:
+    """The TuneConfig every sweep runs under (metric, mode, trial names), with ``kw`` on top."""
+    from ray import tune
+
+    return tune.TuneConfig(metric=METRIC, mode=MODE, trial_name_creator=trial_name,
+                           trial_dirname_creator=trial_name, **kw)
+
+
+def run_config(name: str, storage: Path, *, max_failures: int, callbacks: list[Any]) -> Any:
+    """The RunConfig every sweep runs under: JSON and CSV result logs, two checkpoints kept."""
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    return tune.RunConfig(
+        name=name, storage_path=str(storage), verbose=0,
+        failure_config=tune.FailureConfig(max_failures=max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        callbacks=[*callbacks, JsonLoggerCallback(), CSVLoggerCallback()])
 
 
 def _unit_total(spec: SweepSpec, unit: Unit) -> int:

@@ -217,7 +217,7 @@ def run_training(cfg: TrainConfig, session: Session, *,
         from pipelines import make_loader
     if load_index is None:
         from bench.data.formats import load_index
-    rank, world = session.rank, session.world_size
+    world = session.world_size
     if world > 1 and not torch.distributed.is_initialized():
         raise RuntimeError(f"world_size={world} but torch.distributed is not initialised")
     if cfg.batch_size % world:
