@@ -72,6 +72,14 @@ def _stop_server(p: subprocess.Popen) -> None:
             p.wait(timeout=10)
 
 
+def _kill_server(p: subprocess.Popen) -> None:
+    """The server dies at once (SIGKILL to its group): a graceful SIGTERM lets uvicorn drain its
+    connections for seconds, long enough for a fast sweep to finish before it is gone."""
+    if p.poll() is None:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(timeout=10)
+
+
 @pytest.mark.timeout(480)
 def test_server_dropping_mid_sweep_loses_nothing(tmp_path):
     port = _free_port()
@@ -86,7 +94,7 @@ def test_server_dropping_mid_sweep_loses_nothing(tmp_path):
         for line in sweep.stdout:
             out.append(line)
             if "epoch 1/8" in line and server.poll() is None:
-                _stop_server(server)                   # the tracking server goes away mid-sweep
+                _kill_server(server)                   # the tracking server goes away mid-sweep
         sweep.wait(timeout=60)
         text = "".join(out)
         assert sweep.returncode == 0, text
