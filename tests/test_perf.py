@@ -62,6 +62,15 @@ def test_cells_rows_put_time_ratios_beside_mac_ratios():
     assert all(r["fwd_ms"] > 0 and r["fwd_bwd_ms"] > 0 for r in rows)
 
 
+def test_cells_step_loop_rows_time_the_same_layer_through_autograd_per_step():
+    rows = perf_cells.measure(batch=1, steps=2, channels=8, size=6, repeats=1, warmup=0, cells=["a", "b"],
+                              step_loop=True, input_layout="contiguous")
+    by = {r["cell"]: r for r in rows}
+    # only (a) trains through a fused layer, so only (a) gets a step-loop row
+    assert list(by) == ["reference-convlstm", "convlstm", "a", "b", "a+steploop"]
+    assert by["a+steploop"]["macs"] == by["a"]["macs"]
+
+
 def test_cells_cli_refuses_an_unknown_cell(tmp_path, capsys):
     assert main(["perf", "cells", "--cells", "a,nope", "--out", str(tmp_path)]) == 2
     assert "nope" in capsys.readouterr().err
@@ -76,6 +85,7 @@ def test_cells_cli_writes_markdown_and_json(tmp_path, capsys):
     assert [r["cell"] for r in doc["rows"]] == ["reference-convlstm", "convlstm", "d"]
     assert doc["command"].startswith("bench perf cells") and "--cells d" in doc["command"]
     md = (tmp_path / "cells.md").read_text()
+    assert "input channels_last_3d" in md
     assert "| d |" in md and "speedup_over_mac_ratio" in md
 
 

@@ -26,6 +26,10 @@ class ConvRecurrentLayer(nn.Module):
         steps = steps.contiguous(memory_format=fmt)
         # The input-only terms of every step in one batched call; the loop does the rest.
         xp = self.cell.project_input(steps)
+        run_layer = getattr(self.cell, "run_layer", None)
+        fused = run_layer(xp, t, b) if run_layer is not None else None
+        if fused is not None:                                          # (T, B, H, W, C_out)
+            return fused.permute(1, 4, 0, 2, 3)
         # unbind, not xs[i]: one backward node for the sequence instead of a full-size zero
         # gradient per indexed step.
         per_step = [None if v is None else v.unflatten(0, (t, b)).unbind(0) for v in _fields(xp)]

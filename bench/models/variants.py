@@ -30,6 +30,7 @@ from torch import nn
 
 from bench.models._registry import register_cell
 from bench.models.convlstm import Gates, RecurrentCell
+from bench.models.fused import VariantALayerFunction
 from bench.models.layers import SeparableConv2d, global_avg_pool
 
 
@@ -88,7 +89,11 @@ class GatedConvLSTMCell(RecurrentCell):
         att = self.att_x(x) if (self.spatial_attention or self.attention_gate) else None
         if self.spatial_attention:      # G and the gates see A_t o X_t: nothing more to hoist
             return InputProjection(x, None, None, att)
-        return InputProjection(x, self.cand_x(x), self.gate_x(global_avg_pool(x)), att)
+        # The gates' term first: autograd then runs cand_x's backward first, and the dense gradient
+        # it hands X takes GAP's broadcast gradient in place (the other order adds out of place,
+        # a fresh (T*B, C, H, W) tensor).
+        fc = self.gate_x(global_avg_pool(x))
+        return InputProjection(x, self.cand_x(x), fc, att)
 
     def step_gates(self, xp: InputProjection, h: torch.Tensor) -> Gates:
         attention = None
@@ -112,6 +117,26 @@ class GatedConvLSTMCell(RecurrentCell):
 @register_cell("a")
 class VariantA(GatedConvLSTMCell):
     """(a): fully connected gates on GAP'd input and hidden state; separable candidate."""
+
+    #: train through ``VariantALayerFunction`` (hand-written backward) on CPU
+    fused_layer: bool = True
+
+    def run_layer(self, xp: InputProjection, steps: int, batch: int) -> torch.Tensor | None:
+        """The whole recurrence at once, (T, B, H, W, C), or None to loop over ``step``.
+
+        Only when training on CPU without autocast: that is where it was measured (1.x faster,
+        docs/BENCHMARKS.md); inference keeps the step loop, which frees each step as it goes.
+        """
+        g = xp.g
+        if not (self.fused_layer and g.device.type == "cpu" and torch.is_grad_enabled()
+                and not torch.is_autocast_enabled("cpu")):
+            return None
+        n, c, h, w = g.shape
+        xg = g.permute(0, 2, 3, 1).reshape(steps, batch, h, w, c)   # a view: g is channels_last
+        hc = self.cand_h
+        return VariantALayerFunction.apply(xg.contiguous(), xp.fc.reshape(steps, batch, -1).contiguous(),
+                                           hc.depthwise.weight, hc.pointwise.weight.flatten(1),
+                                           self.gate_h.weight)
 
 
 @register_cell("b", second_layer="a")

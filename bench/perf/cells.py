@@ -20,7 +20,13 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--cells", default=None,
                    help="comma-separated cells to time (default: every registered cell); convlstm is always timed")
+    p.add_argument("--input-layout", choices=("channels_last_3d", "contiguous"), default="channels_last_3d",
+                   help="memory layout of the layer's (B, C, T, H, W) input: channels_last_3d is what Res3D "
+                        "hands the first recurrent layer in training (default); contiguous is NCDHW")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd layers")
+    p.add_argument("--step-loop", action="store_true",
+                   help="also time cells that train through a fused layer (variant a on CPU) through "
+                        "the per-step autograd loop instead (rows '<cell>+steploop')")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=Path("docs/perf"))
     p.set_defaults(func=_run)
@@ -63,7 +69,8 @@ def check_cells(cells: list[str]) -> list[str]:
 
 def measure(*, batch: int = 1, steps: int = 8, channels: int = 256, size: int = 28, repeats: int = 7,
             warmup: int = 2, device: str = "cpu", compile: bool = False,
-            cells: list[str] | None = None) -> list[dict[str, object]]:
+            cells: list[str] | None = None, input_layout: str = "channels_last_3d",
+            step_loop: bool = False) -> list[dict[str, object]]:
     import torch
 
     from bench.models import count_macs, list_cells
@@ -72,6 +79,8 @@ def measure(*, batch: int = 1, steps: int = 8, channels: int = 256, size: int = 
 
     torch.manual_seed(0)
     x = torch.randn(batch, channels, steps, size, size, device=device)
+    if input_layout == "channels_last_3d":      # as Res3D's output reaches the first layer in training
+        x = x.contiguous(memory_format=torch.channels_last_3d)
 
     def ref_layer():
         cell = reference_convlstm_cell(channels, channels).to(device)
@@ -90,6 +99,13 @@ def measure(*, batch: int = 1, steps: int = 8, channels: int = 256, size: int = 
     layers: dict[str, object] = {"reference-convlstm": ref_layer()}
     for name in names:
         layers[name] = ConvRecurrentLayer(name, in_channels=channels, out_channels=channels).to(device)
+    if step_loop:
+        for name in names:
+            if hasattr(layers[name].cell, "fused_layer"):
+                loop = ConvRecurrentLayer(name, in_channels=channels, out_channels=channels).to(device)
+                loop.load_state_dict(layers[name].state_dict())
+                loop.cell.fused_layer = False
+                layers[f"{name}+steploop"] = loop
     if compile:
         for name in names:
             layers[f"{name}+compile"] = torch.compile(layers[name])
@@ -164,10 +180,10 @@ def _run(args: argparse.Namespace) -> int:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     rows = measure(batch=args.batch, steps=args.steps, channels=args.channels, size=args.size,
                    repeats=args.repeats, warmup=args.warmup, device=device, compile=args.compile,
-                   cells=cells)
+                   cells=cells, input_layout=args.input_layout, step_loop=args.step_loop)
     text = write_outputs(
         "cells", rows, COLUMNS, args.out, title=f"Recurrent cells: one layer, {args.steps} steps, "
-        f"B={args.batch}, C={args.channels}, {args.size}x{args.size}, {device}",
+        f"B={args.batch}, C={args.channels}, {args.size}x{args.size}, {device}, input {args.input_layout}",
         command=command_line(args),
         notes=["Medians over repeats after warm-up, all cells timed round-robin in one run.",
                "speedup_over_mac_ratio: the fraction of the multiply-add saving that shows up as time "

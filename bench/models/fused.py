@@ -1,0 +1,145 @@
+"""Variant (a)'s recurrence over a whole layer with a hand-written backward (CPU).
+
+Variant (a) does 35x fewer multiply-adds than ConvLSTM, so what autograd adds around them
+dominates its time: every step records ~55 nodes, allocates a fresh tensor per element-wise
+op, stacks the per-step gradients of the hoisted input terms (``unbind``'s backward) and
+reduces over H x W with ``sum`` over a strided dim. PyTorch has no fused ConvLSTM op, and
+torch.compile (inductor) did not fuse the update on this CPU (docs/BENCHMARKS.md), so this
+function writes the recurrence out once, as cuDNN's LSTM does for its cell:
+
+- forward and backward loop over time only; every per-step tensor is written into a buffer
+  for the whole sequence (``out=``), every element-wise step is one pass (``addcmul_``,
+  ``tanh_backward``, ``sigmoid_backward``), the three gate gradients are one GEMV;
+- the input terms' gradients land in (T, B, H, W, C) buffers directly, with no stack;
+- the step-0 contributions to the weight gradients are skipped: H_{-1} = 0, so they are
+  exactly zero (autograd computes them).
+
+Layout: NHWC per step, ``(T, B, H, W, C)`` for a sequence, as the step loop in
+``ConvRecurrentLayer`` runs it. ``tests/test_fused.py`` checks it against that loop (values
+and every gradient) and with ``gradcheck``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def fast_tanh(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """tanh(x) = 2 sigmoid(2x) - 1, written to ``out``.
+
+    ATen's CPU tanh (SLEEF's 1-ulp tanhf) takes 2.2x the time of these four passes on this
+    machine (430 vs 190 us on a (1, 28, 28, 256) tensor); the result is within 2e-7 of it
+    (absolute), far below bf16/fp32 training noise. On other devices: ``torch.tanh``.
+    """
+    if x.device.type != "cpu":
+        return torch.tanh(x, out=out)
+    torch.mul(x, 2.0, out=out)
+    torch.sigmoid(out, out=out)
+    return out.mul_(2.0).sub_(1.0)
+
+
+def _hw_sum(weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """(B, HW, N) -> (B, N): the sum over H x W, weighted by the row ``weights`` (1, HW).
+
+    A GEMV, not ``x.sum(1)``: ATen's reduction over a strided middle dim runs 2x slower than
+    MKL's GEMV on these shapes (60 vs 110 us for 784 x 256)."""
+    if x.shape[0] == 1:
+        return torch.mm(weights, x[0])
+    return torch.matmul(weights, x).squeeze(1)
+
+
+class VariantALayerFunction(torch.autograd.Function):
+    """H_1..H_T of variant (a) from its hoisted input terms, starting from H_0 = C_0 = 0.
+
+    Inputs: ``xg`` (T, B, H, W, C) = W_xc * X_t + b_c; ``xfc`` (T, B, 3C) = W_x GAP(X_t) + b in
+    gate order i, f, o; the hidden weights ``dw`` (C, 1, K, K) (depthwise of W_hc), ``pw``
+    (C, C) (pointwise of W_hc) and ``wgh`` (3C, C) (W_h). Returns H as (T, B, H, W, C).
+    """
+
+    @staticmethod
+    def forward(ctx, xg, xfc, dw, pw, wgh):  # noqa: D102 -- see the class docstring
+        steps, b, height, width, c = xg.shape
+        hw = height * width
+        pad = dw.shape[-1] // 2
+        hs = torch.empty_like(xg)            # H_t, the output
+        zs = xfc.new_empty(steps, b, 3 * c)  # i, f, o
+        ss = xfc.new_empty(steps, b, c)      # GAP(H_{t-1})
+        # Per-step tensors, not (T, ...) buffers: glibc serves these sizes from its heap and
+        # recycles them between iterations, where a buffer for the sequence is a fresh mmap
+        # to page-fault in every time (7,500 faults an iteration at the paper's shapes).
+        ds, gs, cs, tcs = [], [], [], []     # depthwise(H_{t-1}), G_t, C_t, tanh(C_t)
+        mean_row = xg.new_full((1, hw), 1.0 / hw)
+        h_prev = xg.new_zeros(b, height, width, c)
+        for t in range(steps):
+            # W_hc * H_{t-1}: depthwise K x K (oneDNN, NHWC), then the 1 x 1 as a GEMM that
+            # also adds the hoisted input term
+            d = F.conv2d(h_prev.permute(0, 3, 1, 2), dw, padding=pad, groups=c).permute(0, 2, 3, 1)
+            d = d.contiguous().view(-1, c)
+            gpre = torch.addmm(xg[t].view(-1, c), d, pw.t())
+            g = fast_tanh(gpre, out=gpre).view(b, height, width, c)
+            s = _hw_sum(mean_row, h_prev.view(b, hw, c))
+            ss[t].copy_(s)
+            z = torch.sigmoid(torch.addmm(xfc[t], s, wgh.t()), out=zs[t])
+            i, f, o = z.view(b, 1, 1, 3 * c).split(c, dim=-1)
+            ct = torch.mul(g, i)
+            if t:
+                ct.addcmul_(cs[-1], f)                       # f o C_{t-1} + i o G_t
+            tc = fast_tanh(ct, out=torch.empty_like(ct))
+            h_prev = torch.mul(tc, o, out=hs[t])             # o o tanh(C_t)
+            ds.append(d)
+            gs.append(g)
+            cs.append(ct)
+            tcs.append(tc)
+        ctx.save_for_backward(hs, zs, ss, dw, pw, wgh, *ds, *gs, *cs, *tcs)
+        return hs
+
+    @staticmethod
+    def backward(ctx, d_hs):  # noqa: D102
+        hs, zs, ss, dw, pw, wgh, *saved = ctx.saved_tensors
+        steps, b, height, width, c = hs.shape
+        ds, gs, cs, tcs = (saved[k * steps:(k + 1) * steps] for k in range(4))
+        hw = height * width
+        pad = dw.shape[-1] // 2
+        d_hs = d_hs.contiguous()
+        d_xg = torch.empty_like(hs)
+        d_xfc = zs.new_empty(zs.shape)
+        d_dw = torch.zeros_like(dw)
+        d_pw = torch.zeros_like(pw)
+        d_wgh = torch.zeros_like(wgh)
+        ones_row = hs.new_ones(1, hw)
+        prods = hs.new_empty(b, height, width, 3 * c)        # dL/di, dL/df, dL/do before the sum
+        dh_rec = dc_next = None                              # from step t+1 into H_t, C_t
+        for t in reversed(range(steps)):
+            z = zs[t]
+            i, f, o = z.view(b, 1, 1, 3 * c).split(c, dim=-1)
+            dh = d_hs[t] if dh_rec is None else dh_rec.add_(d_hs[t])
+            torch.mul(dh, tcs[t], out=prods[..., 2 * c:])                      # -> dL/do
+            dc = torch.ops.aten.tanh_backward(dh * o, tcs[t])                 # through tanh(C_t)
+            if dc_next is not None:
+                dc.add_(dc_next)
+            torch.mul(dc, gs[t], out=prods[..., :c])                           # -> dL/di
+            if t:
+                torch.mul(dc, cs[t - 1], out=prods[..., c:2 * c])              # -> dL/df
+            else:
+                prods[..., c:2 * c].zero_()
+            dz = torch.ops.aten.sigmoid_backward(_hw_sum(ones_row, prods.view(b, hw, 3 * c)), z)
+            d_xfc[t].copy_(dz)
+            dg = d_xg[t]
+            torch.ops.aten.tanh_backward.grad_input(dc * i, gs[t], grad_input=dg)  # dL/d(pre-G_t)
+            dc_next = dc.mul_(f)
+            if t == 0:
+                break                                        # H_{-1} = 0: nothing flows further
+            dg2 = dg.view(-1, c)
+            d_pw.addmm_(dg2.t(), ds[t])
+            dd = torch.mm(dg2, pw).view(b, height, width, c)
+            h_prev = hs[t - 1]
+            gi, gw, _ = torch.ops.aten.convolution_backward(
+                dd.permute(0, 3, 1, 2), h_prev.permute(0, 3, 1, 2), dw, None, (1, 1), (pad, pad),
+                (1, 1), False, (0, 0), c, (True, True, False))
+            d_dw.add_(gw)
+            d_wgh.addmm_(dz.t(), ss[t])
+            # dL/dH_{t-1}: through the depthwise convolution and through GAP (a broadcast)
+            dh_rec = gi.permute(0, 2, 3, 1).contiguous()
+            dh_rec.add_(torch.mm(dz, wgh).view(b, 1, 1, c), alpha=1.0 / hw)
+        return d_xg, d_xfc, d_dw, d_pw, d_wgh

@@ -1,0 +1,125 @@
+"""Variant (a)'s fused layer (hand-written backward) against the per-step autograd loop it
+replaces in training: same outputs, same gradients for the input and every weight."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench.models.fused import VariantALayerFunction, fast_tanh
+from bench.models.net import small_network
+from bench.models.recurrent import ConvRecurrentLayer
+
+
+def _perturbed_layer(c_in: int, c_out: int, k: int, dtype: torch.dtype) -> ConvRecurrentLayer:
+    torch.manual_seed(0)
+    layer = ConvRecurrentLayer("a", in_channels=c_in, out_channels=c_out, kernel_size=k).to(dtype)
+    with torch.no_grad():   # away from the constant 1/C gate initialisation, so every term matters
+        for p in layer.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return layer
+
+
+def _through_fused(y: torch.Tensor) -> bool:
+    """Whether autograd's graph behind ``y`` holds the fused layer's backward node."""
+    seen, todo = set(), [y.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if type(node).__name__ == "VariantALayerFunctionBackward":
+            return True
+        todo.extend(n for n, _ in node.next_functions)
+    return False
+
+
+def _forward_backward(layer, x, grad, *, fused: bool):
+    layer.cell.fused_layer = fused
+    layer.zero_grad(set_to_none=True)
+    x = x.detach().clone().requires_grad_(True)
+    y = layer(x)
+    y.backward(grad)
+    return [y.detach(), x.grad] + [p.grad for p in layer.parameters()], y
+
+
+@pytest.mark.parametrize(("b", "c_in", "c_out", "t", "h", "w", "k", "layout"), [
+    (2, 6, 8, 3, 5, 7, 3, torch.contiguous_format),
+    (1, 8, 8, 4, 6, 6, 3, torch.channels_last_3d),
+    (3, 4, 5, 2, 4, 3, 5, torch.channels_last_3d),
+    (1, 3, 4, 1, 3, 3, 3, torch.contiguous_format),       # a single step: no recurrence at all
+])
+def test_fused_layer_matches_the_step_loop_values_and_gradients(b, c_in, c_out, t, h, w, k, layout):
+    layer = _perturbed_layer(c_in, c_out, k, torch.float64)
+    x = torch.randn(b, c_in, t, h, w, dtype=torch.float64).contiguous(memory_format=layout)
+    grad = torch.randn(b, c_out, t, h, w, dtype=torch.float64)
+    fused, y = _forward_backward(layer, x, grad, fused=True)
+    assert _through_fused(y)
+    loop, y_loop = _forward_backward(layer, x, grad, fused=False)
+    assert not _through_fused(y_loop)
+    names = ["output", "input"] + [n for n, _ in layer.named_parameters()]
+    for name, a, ref in zip(names, fused, loop):
+        assert ref is not None and a is not None, name
+        torch.testing.assert_close(a, ref, rtol=1e-10, atol=1e-12, msg=f"{name} differs")
+
+
+def test_fused_layer_in_float32_stays_within_float32_rounding_of_the_loop():
+    layer = _perturbed_layer(16, 16, 3, torch.float32)
+    x = torch.randn(2, 16, 4, 7, 7)
+    grad = torch.randn(2, 16, 4, 7, 7)
+    fused, _ = _forward_backward(layer, x, grad, fused=True)
+    loop, _ = _forward_backward(layer, x, grad, fused=False)
+    for a, ref in zip(fused, loop):
+        torch.testing.assert_close(a, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_function_passes_gradcheck():
+    torch.manual_seed(1)
+    t, b, h, w, c = 3, 2, 4, 3, 3
+    args = [torch.randn(t, b, h, w, c), torch.randn(t, b, 3 * c), torch.randn(c, 1, 3, 3) * 0.5,
+            torch.randn(c, c) * 0.5, torch.randn(3 * c, c) * 0.5]
+    args = [a.double().requires_grad_(True) for a in args]
+    assert torch.autograd.gradcheck(VariantALayerFunction.apply, args)
+
+
+def test_training_on_cpu_takes_the_fused_layer_and_inference_the_loop():
+    layer = ConvRecurrentLayer("a", in_channels=4, out_channels=4)
+    x = torch.randn(1, 4, 2, 5, 5, requires_grad=True)
+    assert _through_fused(layer(x))
+    with torch.no_grad():
+        assert layer(x).grad_fn is None             # the step loop; nothing recorded
+    for cell in ("convlstm", "b", "c", "d"):          # only (a) has a fused layer
+        other = ConvRecurrentLayer(cell, in_channels=4, out_channels=4)
+        assert not _through_fused(other(x))
+
+
+@pytest.mark.parametrize("cell", ["a", "c"])
+def test_network_gradients_are_the_same_with_and_without_the_fused_layer(cell):
+    """(a) is both layers of the (a) network and the second layer of (b), (c), (d)."""
+    torch.manual_seed(0)
+    net = small_network(cell=cell, num_classes=5).double()
+    x = torch.randn(2, 3, 8, 32, 32, dtype=torch.float64)
+    assert sum(hasattr(m, "fused_layer") for m in net.modules()) == (2 if cell == "a" else 1)
+    target = torch.tensor([1, 3])
+    grads = []
+    for fused in (True, False):
+        for m in net.modules():
+            if hasattr(m, "fused_layer"):
+                m.fused_layer = fused
+        net.zero_grad(set_to_none=True)
+        logits = net(x)
+        assert _through_fused(logits) == fused
+        torch.nn.functional.cross_entropy(logits, target).backward()
+        grads.append({n: p.grad.clone() for n, p in net.named_parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-9, atol=1e-12, msg=n)
+
+
+def test_fast_tanh_is_within_float32_rounding_of_tanh():
+    x = torch.cat([torch.linspace(-30, 30, 100_001), torch.tensor([0.0, 1e-30, -1e-30, 88.0, -88.0])])
+    out = torch.empty_like(x)
+    got = fast_tanh(x, out=out)
+    assert got is out
+    torch.testing.assert_close(got, torch.tanh(x), rtol=0, atol=3e-7)
+    assert got.abs().max() <= 1.0
