@@ -117,6 +117,16 @@ def test_network_rows_small_preset():
     assert rows[0]["model_state_mib"] > rows[1]["model_state_mib"]
 
 
+def test_network_step_loop_rows_train_a_copy_through_the_per_step_loop():
+    rows = perf_net.measure(presets=["small"], cells=["a", "d"], batch=1, classes=5, repeats=1, warmup=0,
+                            memory=False, step_loop=True)
+    by = {r["cell"]: r for r in rows}
+    # (d)'s second layer is (a): both networks have a fused layer to compare against
+    assert list(by) == ["a", "a+steploop", "d", "d+steploop"]
+    assert by["a+steploop"]["gmacs_per_clip"] == by["a"]["gmacs_per_clip"]
+    assert by["a+steploop"]["model_state_mib"] == by["a"]["model_state_mib"]
+
+
 def test_peak_memory_grows_with_the_batch():
     def peak(batch):
         (row,) = perf_net.measure(presets=["small"], cells=["a"], batch=batch, classes=5, repeats=1, warmup=0)

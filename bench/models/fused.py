@@ -1,22 +1,29 @@
-"""Variant (a)'s recurrence over a whole layer with a hand-written backward (CPU).
+"""Variant (a)'s recurrence over a whole layer with a hand-written backward (CPU training).
 
 Variant (a) does 35x fewer multiply-adds than ConvLSTM, so what autograd adds around them
-dominates its time: every step records ~55 nodes, allocates a fresh tensor per element-wise
-op, stacks the per-step gradients of the hoisted input terms (``unbind``'s backward) and
-reduces over H x W with ``sum`` over a strided dim. PyTorch has no fused ConvLSTM op, and
-torch.compile (inductor) did not fuse the update on this CPU (docs/BENCHMARKS.md), so this
-function writes the recurrence out once, as cuDNN's LSTM does for its cell:
+weighs on its time: every step records ~55 nodes and allocates a fresh tensor per
+element-wise op, the per-step gradients of the hoisted input terms are stacked again
+(``unbind``'s backward), and the GAP reductions run as ``sum`` over a strided dim. PyTorch
+has no fused ConvLSTM op, so this function writes the recurrence out once, as cuDNN's LSTM
+does for its cell:
 
-- forward and backward loop over time only; every per-step tensor is written into a buffer
-  for the whole sequence (``out=``), every element-wise step is one pass (``addcmul_``,
-  ``tanh_backward``, ``sigmoid_backward``), the three gate gradients are one GEMV;
-- the input terms' gradients land in (T, B, H, W, C) buffers directly, with no stack;
-- the step-0 contributions to the weight gradients are skipped: H_{-1} = 0, so they are
-  exactly zero (autograd computes them).
+- forward and backward loop over time only, with no autograd graph inside; the element-wise
+  work is written with ``out=`` / in-place ops, ``tanh_backward`` and ``sigmoid_backward``,
+  and tanh as 2 sigmoid(2x) - 1 (``fast_tanh``); the three gate gradients of a step are one
+  GEMV over H x W;
+- the input terms' gradients land in one (T, B, H, W, C) buffer directly, with no stack;
+- the step-0 contributions to the hidden weights' gradients are skipped: H_{-1} = 0, so they
+  are exactly zero (autograd computes them).
+
+Measured (``bench perf cells --step-loop``, docs/BENCHMARKS.md): 1.10x the per-step autograd
+loop for a paper-size layer, and 54 MiB less peak memory per layer in a paper-size training
+step. Tried and dropped: folding the tanh scale factors into the GEMMs (fewer passes, no
+faster), and compiling each step's element-wise forward and backward with inductor (one
+C++ loop each; no faster inside the layer, 13-24 s of compilation per process).
 
 Layout: NHWC per step, ``(T, B, H, W, C)`` for a sequence, as the step loop in
 ``ConvRecurrentLayer`` runs it. ``tests/test_fused.py`` checks it against that loop (values
-and every gradient) and with ``gradcheck``.
+and every gradient, float64) and with ``gradcheck``.
 """
 
 from __future__ import annotations

@@ -124,8 +124,9 @@ class VariantA(GatedConvLSTMCell):
     def run_layer(self, xp: InputProjection, steps: int, batch: int) -> torch.Tensor | None:
         """The whole recurrence at once, (T, B, H, W, C), or None to loop over ``step``.
 
-        Only when training on CPU without autocast: that is where it was measured (1.x faster,
-        docs/BENCHMARKS.md); inference keeps the step loop, which frees each step as it goes.
+        Only when training on CPU without autocast, where it was measured (1.10x the step loop
+        for a paper-size layer, docs/BENCHMARKS.md); CUDA and autocast keep the step loop (not
+        measured: no GPU was at hand), and so does inference, which frees each step as it goes.
         """
         g = xp.g
         if not (self.fused_layer and g.device.type == "cpu" and torch.is_grad_enabled()

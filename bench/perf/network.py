@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import os
 import statistics
@@ -52,6 +53,9 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd networks")
+    p.add_argument("--step-loop", action="store_true",
+                   help="also time networks with a fused recurrent layer (variant a, CPU) through the "
+                        "per-step autograd loop instead (rows '<cell>+steploop')")
     p.add_argument("--data", choices=("auto", "on", "off"), default="auto",
                    help="time the loader against the step (auto: for the small preset)")
     p.add_argument("--data-clips", type=int, default=16, help="generated videos per codec for --data")
@@ -124,7 +128,7 @@ def peak_step_bytes(step, *, device: str) -> int:
 
 def measure(*, presets: list[str], cells: list[str], batch: int | None = None, classes: int = 249,
             repeats: int = 5, warmup: int = 1, device: str = "cpu", compile: bool = False,
-            memory: bool = True) -> list[dict[str, Any]]:
+            memory: bool = True, step_loop: bool = False) -> list[dict[str, Any]]:
     import torch
 
     from bench.models import count_macs
@@ -151,15 +155,22 @@ def measure(*, presets: list[str], cells: list[str], batch: int | None = None, c
             opt = torch.optim.SGD(net.parameters(), lr=1e-6, momentum=0.9)   # tiny lr: weights stay sane
             x = torch.randn(shape, device=device).contiguous(memory_format=torch.channels_last_3d)
             y = torch.randint(0, classes, (b,), device=device)
-            variants = {cell: net}
+            variants = {cell: (net, net, opt)}
             if compile:
-                variants[f"{cell}+compile"] = torch.compile(net)
-            for name, model in variants.items():
+                variants[f"{cell}+compile"] = (net, torch.compile(net), opt)
+            if step_loop and any(hasattr(m, "fused_layer") for m in net.modules()):
+                loop_net = copy.deepcopy(net)
+                for m in loop_net.modules():
+                    if hasattr(m, "fused_layer"):
+                        m.fused_layer = False
+                loop_opt = torch.optim.SGD(loop_net.parameters(), lr=1e-6, momentum=0.9)
+                variants[f"{cell}+steploop"] = (loop_net, loop_net, loop_opt)
+            for name, (owner, model, optim) in variants.items():
                 t0 = time.perf_counter()
-                _train_step(model, opt, x, y, autocast=autocast)   # first call (compiles if asked)
+                _train_step(model, optim, x, y, autocast=autocast)   # first call (compiles if asked)
                 sync(device)
                 first_s = time.perf_counter() - t0
-                runs[name] = {"net": net, "model": model, "opt": opt, "x": x, "y": y, "macs": macs,
+                runs[name] = {"net": owner, "model": model, "opt": optim, "x": x, "y": y, "macs": macs,
                               "first_s": first_s, "train": [], "infer": [], "clip": f"{cfg.frames}x{cfg.image_size}"}
 
         def train(r):
@@ -278,7 +289,7 @@ def _cli(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     rows = measure(presets=presets, cells=cells, batch=args.batch, classes=args.classes, repeats=args.repeats,
-                   warmup=args.warmup, device=device, compile=args.compile)
+                   warmup=args.warmup, device=device, compile=args.compile, step_loop=args.step_loop)
     data_rows: list[dict[str, Any]] = []
     for preset in presets:
         if args.data == "on" or (args.data == "auto" and preset == "small"):
