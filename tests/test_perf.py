@@ -102,6 +102,22 @@ def test_peak_step_bytes_sees_the_largest_live_allocation():
     assert 8 * 2**20 <= peak < 9 * 2**20
 
 
+def test_peak_step_bytes_does_not_count_what_an_earlier_measured_step_kept():
+    """The profiler's running total outlives its session: memory an earlier measured step
+    allocated and kept (an earlier network's gradients) is not this step's."""
+    kept = []
+
+    def keep():
+        kept.append(torch.ones(3 << 20))     # 12 MiB, alive after the step
+
+    def step():
+        a = torch.ones(1 << 20)              # 4 MiB
+        del a
+
+    assert 12 * 2**20 <= perf_net.peak_step_bytes(keep, device="cpu") < 13 * 2**20
+    assert 4 * 2**20 <= perf_net.peak_step_bytes(step, device="cpu") < 5 * 2**20
+
+
 def test_network_rows_small_preset():
     rows = perf_net.measure(presets=["small"], cells=["convlstm", "a"], batch=1, classes=5, repeats=1,
                             warmup=0)
