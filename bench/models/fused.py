@@ -16,10 +16,11 @@ does for its cell:
   are exactly zero (autograd computes them).
 
 Measured (``bench perf cells --step-loop``, docs/BENCHMARKS.md): 1.10x the per-step autograd
-loop for a paper-size layer, and 54 MiB less peak memory per layer in a paper-size training
-step. Tried and dropped: folding the tanh scale factors into the GEMMs (fewer passes, no
-faster), and compiling each step's element-wise forward and backward with inductor (one
-C++ loop each; no faster inside the layer, 13-24 s of compilation per process).
+loop for a paper-size layer, and 5-11 MiB less peak memory in a paper-size training step (its
+time gain is below the noise of a whole network's step). Tried and dropped: folding tanh's
+scale factors into the GEMMs (fewer passes, no faster), and compiling each step's
+element-wise forward and backward with inductor (one C++ loop each; no faster inside the
+layer, 13-24 s of compilation per process).
 
 Layout: NHWC per step, ``(T, B, H, W, C)`` for a sequence, as the step loop in
 ``ConvRecurrentLayer`` runs it. ``tests/test_fused.py`` checks it against that loop (values
