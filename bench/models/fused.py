@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 
 def fast_tanh(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -103,6 +104,7 @@ class VariantALayerFunction(torch.autograd.Function):
         return hs
 
     @staticmethod
+    @once_differentiable          # the backward is written by hand: no double backward
     def backward(ctx, d_hs):  # noqa: D102
         hs, zs, ss, dw, pw, wgh, *saved = ctx.saved_tensors
         steps, b, height, width, c = hs.shape
