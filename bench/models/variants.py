@@ -132,7 +132,7 @@ class VariantA(GatedConvLSTMCell):
         if not (self.fused_layer and g.device.type == "cpu" and torch.is_grad_enabled()
                 and not torch.is_autocast_enabled("cpu")):
             return None
-        n, c, h, w = g.shape
+        _, c, h, w = g.shape
         xg = g.permute(0, 2, 3, 1).reshape(steps, batch, h, w, c)   # a view: g is channels_last
         hc = self.cand_h
         return VariantALayerFunction.apply(xg.contiguous(), xp.fc.reshape(steps, batch, -1).contiguous(),

@@ -39,6 +39,20 @@ def time_interleaved(fns: dict[str, Callable[[], object]], *, warmup: int, repea
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def step_loop_copy(module):
+    """A copy of ``module`` whose fused recurrent layers (variant a on CPU) run the per-step
+    autograd loop instead, or None when it has none: the ``+steploop`` rows of ``bench perf``."""
+    import copy
+
+    if not any(hasattr(m, "fused_layer") for m in module.modules()):
+        return None
+    loop = copy.deepcopy(module)
+    for m in loop.modules():
+        if hasattr(m, "fused_layer"):
+            m.fused_layer = False
+    return loop
+
+
 def command_line(args: object) -> str:
     """``bench ...`` as it was called, for the table's "Command" line."""
     import shlex

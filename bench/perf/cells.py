@@ -75,7 +75,7 @@ def measure(*, batch: int = 1, steps: int = 8, channels: int = 256, size: int = 
 
     from bench.models import count_macs, list_cells
     from bench.models.recurrent import ConvRecurrentLayer
-    from bench.perf._common import time_interleaved
+    from bench.perf._common import step_loop_copy, time_interleaved
 
     torch.manual_seed(0)
     x = torch.randn(batch, channels, steps, size, size, device=device)
@@ -101,10 +101,8 @@ def measure(*, batch: int = 1, steps: int = 8, channels: int = 256, size: int = 
         layers[name] = ConvRecurrentLayer(name, in_channels=channels, out_channels=channels).to(device)
     if step_loop:
         for name in names:
-            if hasattr(layers[name].cell, "fused_layer"):
-                loop = ConvRecurrentLayer(name, in_channels=channels, out_channels=channels).to(device)
-                loop.load_state_dict(layers[name].state_dict())
-                loop.cell.fused_layer = False
+            loop = step_loop_copy(layers[name])
+            if loop is not None:
                 layers[f"{name}+steploop"] = loop
     if compile:
         for name in names:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import json
 import os
 import statistics
@@ -140,7 +139,7 @@ def measure(*, presets: list[str], cells: list[str], batch: int | None = None, c
 
     from bench.models import count_macs
     from bench.models.net import NetConfig, build_network
-    from bench.perf._common import sync
+    from bench.perf._common import step_loop_copy, sync
 
     on_cuda = device.startswith("cuda")
     autocast = ((lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_cuda
@@ -165,11 +164,8 @@ def measure(*, presets: list[str], cells: list[str], batch: int | None = None, c
             variants = {cell: (net, net, opt)}
             if compile:
                 variants[f"{cell}+compile"] = (net, torch.compile(net), opt)
-            if step_loop and any(hasattr(m, "fused_layer") for m in net.modules()):
-                loop_net = copy.deepcopy(net)
-                for m in loop_net.modules():
-                    if hasattr(m, "fused_layer"):
-                        m.fused_layer = False
+            loop_net = step_loop_copy(net) if step_loop else None
+            if loop_net is not None:
                 loop_opt = torch.optim.SGD(loop_net.parameters(), lr=1e-6, momentum=0.9)
                 variants[f"{cell}+steploop"] = (loop_net, loop_net, loop_opt)
             for name, (owner, model, optim) in variants.items():
