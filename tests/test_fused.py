@@ -3,9 +3,12 @@ replaces in training: same outputs, same gradients for the input and every weigh
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
+from bench.models import _native
 from bench.models.fused import VariantALayerFunction, fast_tanh
 from bench.models.net import small_network
 from bench.models.recurrent import ConvRecurrentLayer
@@ -34,8 +37,18 @@ def _through_fused(y: torch.Tensor) -> bool:
     return False
 
 
-def _forward_backward(layer, x, grad, *, fused: bool):
+def _kernels():
+    """The C++ element-wise steps; their absence is a failure unless they were turned off."""
+    if os.environ.get("GESTUREBENCH_NATIVE") == "0":
+        pytest.skip("GESTUREBENCH_NATIVE=0: the C++ steps are turned off")
+    kernels = _native.load()
+    assert kernels is not None, "the C++ steps did not build (see the warning)"
+    return kernels
+
+
+def _forward_backward(layer, x, grad, *, fused: bool, native: bool = True):
     layer.cell.fused_layer = fused
+    layer.cell.native_kernels = native
     layer.zero_grad(set_to_none=True)
     x = x.detach().clone().requires_grad_(True)
     y = layer(x)
@@ -43,17 +56,29 @@ def _forward_backward(layer, x, grad, *, fused: bool):
     return [y.detach(), x.grad] + [p.grad for p in layer.parameters()], y
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["cpp-steps", "aten-steps"])
 @pytest.mark.parametrize(("b", "c_in", "c_out", "t", "h", "w", "k", "layout"), [
     (2, 6, 8, 3, 5, 7, 3, torch.contiguous_format),
     (1, 8, 8, 4, 6, 6, 3, torch.channels_last_3d),
     (3, 4, 5, 2, 4, 3, 5, torch.channels_last_3d),
     (1, 3, 4, 1, 3, 3, 3, torch.contiguous_format),       # a single step: no recurrence at all
 ])
-def test_fused_layer_matches_the_step_loop_values_and_gradients(b, c_in, c_out, t, h, w, k, layout):
+def test_fused_layer_matches_the_step_loop_values_and_gradients(b, c_in, c_out, t, h, w, k, layout, native,
+                                                               monkeypatch):
+    if native:
+        _kernels()
+    calls = []
+    for name in ("fwd_step", "bwd_step", "depthwise", "depthwise_wgrad"):
+        orig = getattr(_native.NativeKernels, name)
+        monkeypatch.setattr(_native.NativeKernels, name,
+                            lambda self, *a, _o=orig, _n=name, **kw: (calls.append(_n), _o(self, *a, **kw))[1])
     layer = _perturbed_layer(c_in, c_out, k, torch.float64)
     x = torch.randn(b, c_in, t, h, w, dtype=torch.float64).contiguous(memory_format=layout)
     grad = torch.randn(b, c_out, t, h, w, dtype=torch.float64)
-    fused, y = _forward_backward(layer, x, grad, fused=True)
+    fused, y = _forward_backward(layer, x, grad, fused=True, native=native)
+    # the C++ steps ran every step forward and backward (and the depthwise convolutions past step 0)
+    assert calls.count("fwd_step") == calls.count("bwd_step") == (t if native else 0)
+    assert calls.count("depthwise_wgrad") == (t - 1 if native else 0)
     assert _through_fused(y)
     loop, y_loop = _forward_backward(layer, x, grad, fused=False)
     assert not _through_fused(y_loop)
@@ -63,23 +88,28 @@ def test_fused_layer_matches_the_step_loop_values_and_gradients(b, c_in, c_out, 
         torch.testing.assert_close(a, ref, rtol=1e-10, atol=1e-12, msg=f"{name} differs")
 
 
-def test_fused_layer_in_float32_stays_within_float32_rounding_of_the_loop():
+@pytest.mark.parametrize("native", [True, False], ids=["cpp-steps", "aten-steps"])
+def test_fused_layer_in_float32_stays_within_float32_rounding_of_the_loop(native):
+    if native:
+        _kernels()
     layer = _perturbed_layer(16, 16, 3, torch.float32)
     x = torch.randn(2, 16, 4, 7, 7)
     grad = torch.randn(2, 16, 4, 7, 7)
-    fused, _ = _forward_backward(layer, x, grad, fused=True)
+    fused, _ = _forward_backward(layer, x, grad, fused=True, native=native)
     loop, _ = _forward_backward(layer, x, grad, fused=False)
     for a, ref in zip(fused, loop):
         torch.testing.assert_close(a, ref, rtol=1e-4, atol=1e-5)
 
 
-def test_fused_function_passes_gradcheck():
+@pytest.mark.parametrize("native", [True, False], ids=["cpp-steps", "aten-steps"])
+def test_fused_function_passes_gradcheck(native):
+    kernels = _kernels() if native else None
     torch.manual_seed(1)
     t, b, h, w, c = 3, 2, 4, 3, 3
     args = [torch.randn(t, b, h, w, c), torch.randn(t, b, 3 * c), torch.randn(c, 1, 3, 3) * 0.5,
             torch.randn(c, c) * 0.5, torch.randn(3 * c, c) * 0.5]
     args = [a.double().requires_grad_(True) for a in args]
-    assert torch.autograd.gradcheck(VariantALayerFunction.apply, args)
+    assert torch.autograd.gradcheck(lambda *xs: VariantALayerFunction.apply(*xs, kernels), args)
 
 
 def test_training_on_cpu_takes_the_fused_layer_and_inference_the_loop():

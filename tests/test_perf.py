@@ -66,9 +66,9 @@ def test_cells_step_loop_rows_time_the_same_layer_through_autograd_per_step():
     rows = perf_cells.measure(batch=1, steps=2, channels=8, size=6, repeats=1, warmup=0, cells=["a", "b"],
                               step_loop=True, input_layout="contiguous")
     by = {r["cell"]: r for r in rows}
-    # only (a) trains through a fused layer, so only (a) gets a step-loop row
-    assert list(by) == ["reference-convlstm", "convlstm", "a", "b", "a+steploop"]
-    assert by["a+steploop"]["macs"] == by["a"]["macs"]
+    # only (a) trains through a fused layer, so only (a) gets a step-loop row and an ATen-steps row
+    assert list(by) == ["reference-convlstm", "convlstm", "a", "b", "a+steploop", "a+aten"]
+    assert by["a+steploop"]["macs"] == by["a"]["macs"] == by["a+aten"]["macs"]
 
 
 def test_cells_cli_refuses_an_unknown_cell(tmp_path, capsys):
@@ -138,9 +138,9 @@ def test_network_step_loop_rows_train_a_copy_through_the_per_step_loop():
                             memory=False, step_loop=True)
     by = {r["cell"]: r for r in rows}
     # (d)'s second layer is (a): both networks have a fused layer to compare against
-    assert list(by) == ["a", "a+steploop", "d", "d+steploop"]
-    assert by["a+steploop"]["gmacs_per_clip"] == by["a"]["gmacs_per_clip"]
-    assert by["a+steploop"]["model_state_mib"] == by["a"]["model_state_mib"]
+    assert list(by) == ["a", "a+steploop", "a+aten", "d", "d+steploop", "d+aten"]
+    assert by["a+steploop"]["gmacs_per_clip"] == by["a"]["gmacs_per_clip"] == by["a+aten"]["gmacs_per_clip"]
+    assert by["a+steploop"]["model_state_mib"] == by["a"]["model_state_mib"] == by["a+aten"]["model_state_mib"]
 
 
 def test_peak_memory_grows_with_the_batch():
@@ -214,3 +214,22 @@ def test_sweep_cli_refuses_bad_arguments(tmp_path, capsys):
     assert "fast" in capsys.readouterr().err
     assert main(["perf", "sweep", "--work", "-1", "--out", str(tmp_path)]) == 2
     assert "--work" in capsys.readouterr().err
+
+
+def test_fused_ablations_switch_one_thing_each_on_copies_with_the_same_weights():
+    from bench.models.net import small_network
+    from bench.perf._common import fused_ablations
+
+    net = small_network(cell="c", num_classes=5)
+    copies = fused_ablations(net)
+    assert list(copies) == ["steploop", "aten"]
+
+    def flags(m):
+        return [(x.fused_layer, x.native_kernels) for x in m.modules() if hasattr(x, "fused_layer")]
+    assert flags(net) == [(True, True)]                 # (c)'s second layer is (a); the original untouched
+    assert flags(copies["steploop"]) == [(False, True)]
+    assert flags(copies["aten"]) == [(True, False)]
+    for dup in copies.values():
+        for (n, p), (_, q) in zip(net.named_parameters(), dup.named_parameters()):
+            assert torch.equal(p, q) and p.data_ptr() != q.data_ptr(), n
+    assert fused_ablations(small_network(cell="convlstm", num_classes=5)) == {}

@@ -67,89 +67,123 @@ class VariantALayerFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, xg, xfc, dw, pw, wgh):  # noqa: D102 -- see the class docstring
+    def forward(ctx, xg, xfc, dw, pw, wgh, native=None):  # noqa: D102 -- see the class docstring
         steps, b, height, width, c = xg.shape
         hw = height * width
         pad = dw.shape[-1] // 2
+        ctx.native = native
+        # the depthwise K x K in C++ too (odd K: its input gradient is the mirrored convolution)
+        taps = dw[:, 0].permute(1, 2, 0).contiguous() if native is not None and dw.shape[-1] % 2 else None
         hs = torch.empty_like(xg)            # H_t, the output
         zs = xfc.new_empty(steps, b, 3 * c)  # i, f, o
-        ss = xfc.new_empty(steps, b, c)      # GAP(H_{t-1})
+        ss = xfc.new_zeros(steps, b, c)      # GAP(H_{t-1}); H_{-1} = 0
         # Per-step tensors, not (T, ...) buffers: glibc serves these sizes from its heap and
         # recycles them between iterations, where a buffer for the sequence is a fresh mmap
         # to page-fault in every time (7,500 faults an iteration at the paper's shapes).
-        ds, gs, cs, tcs = [], [], [], []     # depthwise(H_{t-1}), G_t, C_t, tanh(C_t)
+        ds, gs, cs, tcs = [None], [], [], []  # depthwise(H_{t-1}) (none at t = 0), G_t, C_t, tanh(C_t)
         mean_row = xg.new_full((1, hw), 1.0 / hw)
-        h_prev = xg.new_zeros(b, height, width, c)
+        h_prev = None
         for t in range(steps):
-            # W_hc * H_{t-1}: depthwise K x K (oneDNN, NHWC), then the 1 x 1 as a GEMM that
-            # also adds the hoisted input term
-            d = F.conv2d(h_prev.permute(0, 3, 1, 2), dw, padding=pad, groups=c).permute(0, 2, 3, 1)
-            d = d.contiguous().view(-1, c)
-            gpre = torch.addmm(xg[t].view(-1, c), d, pw.t())
-            g = fast_tanh(gpre, out=gpre).view(b, height, width, c)
-            s = _hw_sum(mean_row, h_prev.view(b, hw, c))
-            ss[t].copy_(s)
-            z = torch.sigmoid(torch.addmm(xfc[t], s, wgh.t()), out=zs[t])
-            i, f, o = z.view(b, 1, 1, 3 * c).split(c, dim=-1)
-            ct = torch.mul(g, i)
-            if t:
-                ct.addcmul_(cs[-1], f)                       # f o C_{t-1} + i o G_t
-            tc = fast_tanh(ct, out=torch.empty_like(ct))
-            h_prev = torch.mul(tc, o, out=hs[t])             # o o tanh(C_t)
-            ds.append(d)
+            if t == 0:
+                # H_{-1} = 0 and neither W_hc nor W_h has a bias: the hidden terms are exactly 0
+                gpre = xg[0].clone().view(-1, c)
+                z = torch.sigmoid(xfc[0], out=zs[0])
+            else:
+                # W_hc * H_{t-1}: depthwise K x K (oneDNN, NHWC), then the 1 x 1 as a GEMM that
+                # also adds the hoisted input term
+                if taps is not None:
+                    d = torch.empty_like(h_prev)
+                    native.depthwise(h_prev, taps, d)
+                else:
+                    d = F.conv2d(h_prev.permute(0, 3, 1, 2), dw, padding=pad, groups=c).permute(0, 2, 3, 1)
+                d = d.contiguous().view(-1, c)
+                ds.append(d)
+                gpre = torch.addmm(xg[t].view(-1, c), d, pw.t())
+                z = torch.sigmoid(torch.addmm(xfc[t], ss[t], wgh.t()), out=zs[t])
+            s_next = ss[t + 1] if t + 1 < steps else None
+            if native is not None:       # one pass: tanh, C_t, tanh(C_t), H_t and its GAP
+                g = gpre.view(b, height, width, c)
+                ct, tc = torch.empty_like(g), torch.empty_like(g)
+                native.fwd_step(g, z, cs[-1] if t else None, ct, tc, hs[t], s_next)
+            else:
+                g = fast_tanh(gpre, out=gpre).view(b, height, width, c)
+                i, f, o = z.view(b, 1, 1, 3 * c).split(c, dim=-1)
+                ct = torch.mul(g, i)
+                if t:
+                    ct.addcmul_(cs[-1], f)                   # f o C_{t-1} + i o G_t
+                tc = fast_tanh(ct, out=torch.empty_like(ct))
+                torch.mul(tc, o, out=hs[t])                  # o o tanh(C_t)
+                if s_next is not None:
+                    s_next.copy_(_hw_sum(mean_row, hs[t].view(b, hw, c)))
+            h_prev = hs[t]
             gs.append(g)
             cs.append(ct)
             tcs.append(tc)
-        ctx.save_for_backward(hs, zs, ss, dw, pw, wgh, *ds, *gs, *cs, *tcs)
+        ctx.save_for_backward(hs, zs, ss, dw, taps, pw, wgh, *ds, *gs, *cs, *tcs)
         return hs
 
     @staticmethod
     @once_differentiable          # the backward is written by hand: no double backward
     def backward(ctx, d_hs):  # noqa: D102
-        hs, zs, ss, dw, pw, wgh, *saved = ctx.saved_tensors
+        hs, zs, ss, dw, taps, pw, wgh, *saved = ctx.saved_tensors
         steps, b, height, width, c = hs.shape
         ds, gs, cs, tcs = (saved[k * steps:(k + 1) * steps] for k in range(4))
         hw = height * width
         pad = dw.shape[-1] // 2
+        native = ctx.native
         d_hs = d_hs.contiguous()
         d_xg = torch.empty_like(hs)
         d_xfc = zs.new_empty(zs.shape)
         d_dw = torch.zeros_like(dw)
+        d_taps = torch.zeros_like(taps) if taps is not None else None  # d_dw as (K, K, C)
         d_pw = torch.zeros_like(pw)
         d_wgh = torch.zeros_like(wgh)
         ones_row = hs.new_ones(1, hw)
-        prods = hs.new_empty(b, height, width, 3 * c)        # dL/di, dL/df, dL/do before the sum
-        dh_rec = dc_next = None                              # from step t+1 into H_t, C_t
+        if native is not None:
+            dc_buf = torch.empty_like(hs[0])                 # dL/dC_t o f_t, handed to step t-1
+        else:
+            prods = hs.new_empty(b, height, width, 3 * c)    # dL/di, dL/df, dL/do before the sum
+        dh_rec = r = dc_next = None                          # from step t+1 into H_t, C_t
         for t in reversed(range(steps)):
             z = zs[t]
-            i, f, o = z.view(b, 1, 1, 3 * c).split(c, dim=-1)
-            dh = d_hs[t] if dh_rec is None else dh_rec.add_(d_hs[t])
-            torch.mul(dh, tcs[t], out=prods[..., 2 * c:])                      # -> dL/do
-            dc = torch.ops.aten.tanh_backward(dh * o, tcs[t])                 # through tanh(C_t)
-            if dc_next is not None:
-                dc.add_(dc_next)
-            torch.mul(dc, gs[t], out=prods[..., :c])                           # -> dL/di
-            if t:
-                torch.mul(dc, cs[t - 1], out=prods[..., c:2 * c])              # -> dL/df
+            dz, dg = d_xfc[t], d_xg[t]
+            if native is not None:       # one pass: dG_pre, dC_t o f, and the gates' sums
+                native.bwd_step(d_hs[t], dh_rec, r, tcs[t], gs[t], cs[t - 1] if t else None, z,
+                                t < steps - 1, dc_buf, dg, dz)
             else:
-                prods[..., c:2 * c].zero_()
-            dz = torch.ops.aten.sigmoid_backward(_hw_sum(ones_row, prods.view(b, hw, 3 * c)), z)
-            d_xfc[t].copy_(dz)
-            dg = d_xg[t]
-            torch.ops.aten.tanh_backward.grad_input(dc * i, gs[t], grad_input=dg)  # dL/d(pre-G_t)
-            dc_next = dc.mul_(f)
+                i, f, o = z.view(b, 1, 1, 3 * c).split(c, dim=-1)
+                dh = d_hs[t] if dh_rec is None else dh_rec.add_(d_hs[t]).add_(r.view(b, 1, 1, c))
+                torch.mul(dh, tcs[t], out=prods[..., 2 * c:])                      # -> dL/do
+                dc = torch.ops.aten.tanh_backward(dh * o, tcs[t])                 # through tanh(C_t)
+                if dc_next is not None:
+                    dc.add_(dc_next)
+                torch.mul(dc, gs[t], out=prods[..., :c])                           # -> dL/di
+                if t:
+                    torch.mul(dc, cs[t - 1], out=prods[..., c:2 * c])              # -> dL/df
+                else:
+                    prods[..., c:2 * c].zero_()
+                torch.ops.aten.sigmoid_backward(_hw_sum(ones_row, prods.view(b, hw, 3 * c)), z, grad_input=dz)
+                torch.ops.aten.tanh_backward.grad_input(dc * i, gs[t], grad_input=dg)  # dL/d(pre-G_t)
+                dc_next = dc.mul_(f)
             if t == 0:
                 break                                        # H_{-1} = 0: nothing flows further
             dg2 = dg.view(-1, c)
             d_pw.addmm_(dg2.t(), ds[t])
             dd = torch.mm(dg2, pw).view(b, height, width, c)
             h_prev = hs[t - 1]
-            gi, gw, _ = torch.ops.aten.convolution_backward(
-                dd.permute(0, 3, 1, 2), h_prev.permute(0, 3, 1, 2), dw, None, (1, 1), (pad, pad),
-                (1, 1), False, (0, 0), c, (True, True, False))
-            d_dw.add_(gw)
             d_wgh.addmm_(dz.t(), ss[t])
-            # dL/dH_{t-1}: through the depthwise convolution and through GAP (a broadcast)
-            dh_rec = gi.permute(0, 2, 3, 1).contiguous()
-            dh_rec.add_(torch.mm(dz, wgh).view(b, 1, 1, c), alpha=1.0 / hw)
-        return d_xg, d_xfc, d_dw, d_pw, d_wgh
+            # dL/dH_{t-1}: through the depthwise convolution, and through GAP a broadcast of r
+            if taps is not None:
+                dh_rec = torch.empty_like(dd)
+                native.depthwise(dd, taps, dh_rec, flip=True)
+                native.depthwise_wgrad(h_prev, dd, d_taps)
+            else:
+                gi, gw, _ = torch.ops.aten.convolution_backward(
+                    dd.permute(0, 3, 1, 2), h_prev.permute(0, 3, 1, 2), dw, None, (1, 1), (pad, pad),
+                    (1, 1), False, (0, 0), c, (True, True, False))
+                d_dw.add_(gw)
+                dh_rec = gi.permute(0, 2, 3, 1).contiguous()
+            r = torch.mm(dz, wgh).mul_(1.0 / hw)
+        if taps is not None:
+            d_dw.copy_(d_taps.permute(2, 0, 1).unsqueeze(1))
+        return d_xg, d_xfc, d_dw, d_pw, d_wgh, None

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.models import _native
 from bench.models._registry import register_cell
 from bench.models.convlstm import Gates, RecurrentCell
 from bench.models.fused import VariantALayerFunction
@@ -120,6 +121,8 @@ class VariantA(GatedConvLSTMCell):
 
     #: train through ``VariantALayerFunction`` (hand-written backward) on CPU
     fused_layer: bool = True
+    #: ... with its element-wise steps in C++ (csrc/variant_a.cpp) where they build
+    native_kernels: bool = True
 
     def run_layer(self, xp: InputProjection, steps: int, batch: int) -> torch.Tensor | None:
         """The whole recurrence at once, (T, B, H, W, C), or None to loop over ``step``.
@@ -135,9 +138,10 @@ class VariantA(GatedConvLSTMCell):
         _, c, h, w = g.shape
         xg = g.permute(0, 2, 3, 1).reshape(steps, batch, h, w, c)   # a view: g is channels_last
         hc = self.cand_h
+        native = _native.load() if self.native_kernels else None
         return VariantALayerFunction.apply(xg.contiguous(), xp.fc.reshape(steps, batch, -1).contiguous(),
                                            hc.depthwise.weight, hc.pointwise.weight.flatten(1),
-                                           self.gate_h.weight)
+                                           self.gate_h.weight, native)
 
 
 @register_cell("b", second_layer="a")

@@ -39,18 +39,29 @@ def time_interleaved(fns: dict[str, Callable[[], object]], *, warmup: int, repea
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def step_loop_copy(module):
-    """A copy of ``module`` whose fused recurrent layers (variant a on CPU) run the per-step
-    autograd loop instead, or None when it has none: the ``+steploop`` rows of ``bench perf``."""
+#: The rows ``--step-loop`` adds, as the suffix and the attributes set on a copy's fused layers:
+#: the per-step autograd loop, and the fused layer with ATen element-wise ops instead of the
+#: C++ steps (``bench/models/csrc``).
+FUSED_ABLATIONS = {"steploop": {"fused_layer": False}, "aten": {"native_kernels": False}}
+
+
+def fused_ablations(module) -> dict[str, object]:
+    """``{suffix: copy}`` of ``module`` for each of ``FUSED_ABLATIONS``, same weights; empty when
+    it has no fused recurrent layer (variant a and the second layer of b-d): the ``+steploop``
+    and ``+aten`` rows of ``bench perf``."""
     import copy
 
     if not any(hasattr(m, "fused_layer") for m in module.modules()):
-        return None
-    loop = copy.deepcopy(module)
-    for m in loop.modules():
-        if hasattr(m, "fused_layer"):
-            m.fused_layer = False
-    return loop
+        return {}
+    copies = {}
+    for suffix, attrs in FUSED_ABLATIONS.items():
+        dup = copy.deepcopy(module)
+        for m in dup.modules():
+            if hasattr(m, "fused_layer"):
+                for k, v in attrs.items():
+                    setattr(m, k, v)
+        copies[suffix] = dup
+    return copies
 
 
 def command_line(args: object) -> str:

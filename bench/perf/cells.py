@@ -26,7 +26,8 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd layers")
     p.add_argument("--step-loop", action="store_true",
                    help="also time cells that train through a fused layer (variant a on CPU) through "
-                        "the per-step autograd loop instead (rows '<cell>+steploop')")
+                        "the per-step autograd loop instead (rows '<cell>+steploop'), and through the fused "
+                        "layer with ATen element-wise ops instead of its C++ steps (rows '<cell>+aten')")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=Path("docs/perf"))
     p.set_defaults(func=_run)
@@ -75,7 +76,7 @@ def measure(*, batch: int = 1, steps: int = 8, channels: int = 256, size: int = 
 
     from bench.models import count_macs, list_cells
     from bench.models.recurrent import ConvRecurrentLayer
-    from bench.perf._common import step_loop_copy, time_interleaved
+    from bench.perf._common import fused_ablations, time_interleaved
 
     torch.manual_seed(0)
     x = torch.randn(batch, channels, steps, size, size, device=device)
@@ -101,9 +102,8 @@ def measure(*, batch: int = 1, steps: int = 8, channels: int = 256, size: int = 
         layers[name] = ConvRecurrentLayer(name, in_channels=channels, out_channels=channels).to(device)
     if step_loop:
         for name in names:
-            loop = step_loop_copy(layers[name])
-            if loop is not None:
-                layers[f"{name}+steploop"] = loop
+            for suffix, dup in fused_ablations(layers[name]).items():
+                layers[f"{name}+{suffix}"] = dup
     if compile:
         for name in names:
             layers[f"{name}+compile"] = torch.compile(layers[name])

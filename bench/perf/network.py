@@ -54,7 +54,8 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd networks")
     p.add_argument("--step-loop", action="store_true",
                    help="also time networks with a fused recurrent layer (variant a, CPU) through the "
-                        "per-step autograd loop instead (rows '<cell>+steploop')")
+                        "per-step autograd loop instead (rows '<cell>+steploop'), and with ATen element-wise "
+                        "ops instead of the fused layer's C++ steps (rows '<cell>+aten')")
     p.add_argument("--data", choices=("auto", "on", "off"), default="auto",
                    help="time the loader against the step (auto: for the small preset)")
     p.add_argument("--data-clips", type=int, default=16, help="generated videos per codec for --data")
@@ -139,7 +140,7 @@ def measure(*, presets: list[str], cells: list[str], batch: int | None = None, c
 
     from bench.models import count_macs
     from bench.models.net import NetConfig, build_network
-    from bench.perf._common import step_loop_copy, sync
+    from bench.perf._common import fused_ablations, sync
 
     on_cuda = device.startswith("cuda")
     autocast = ((lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_cuda
@@ -164,10 +165,9 @@ def measure(*, presets: list[str], cells: list[str], batch: int | None = None, c
             variants = {cell: (net, net, opt)}
             if compile:
                 variants[f"{cell}+compile"] = (net, torch.compile(net), opt)
-            loop_net = step_loop_copy(net) if step_loop else None
-            if loop_net is not None:
-                loop_opt = torch.optim.SGD(loop_net.parameters(), lr=1e-6, momentum=0.9)
-                variants[f"{cell}+steploop"] = (loop_net, loop_net, loop_opt)
+            for suffix, dup in (fused_ablations(net) if step_loop else {}).items():
+                dup_opt = torch.optim.SGD(dup.parameters(), lr=1e-6, momentum=0.9)
+                variants[f"{cell}+{suffix}"] = (dup, dup, dup_opt)
             for name, (owner, model, optim) in variants.items():
                 t0 = time.perf_counter()
                 _train_step(model, optim, x, y, autocast=autocast)   # first call (compiles if asked)
