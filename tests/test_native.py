@@ -139,3 +139,52 @@ def test_kernels_refuse_other_dtypes_and_strided_tensors(kernels):
         kernels.depthwise(x, torch.randn(3, 3, 8, dtype=torch.float64), torch.empty_like(x))
     with pytest.raises(ValueError, match="expected 72 values, got shape \\(3, 3, 4\\)"):
         kernels.depthwise(x, torch.randn(3, 3, 4), torch.empty_like(x))
+
+
+def test_depthwise_function_passes_gradcheck(kernels):
+    from bench.models.fused import DepthwiseConvFunction
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(3, 1, 3, 3, dtype=torch.float64)
+    x.requires_grad_(True), w.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a, b: DepthwiseConvFunction.apply(a, b, kernels), (x, w))
+
+
+@pytest.mark.parametrize("cell", ["b", "c", "d"])
+def test_cells_separable_convolutions_give_the_same_gradients_through_the_kernels(kernels, cell, monkeypatch):
+    from bench.models.recurrent import ConvRecurrentLayer
+
+    calls = []
+    orig = _native.NativeKernels.depthwise
+    monkeypatch.setattr(_native.NativeKernels, "depthwise",
+                        lambda self, *a, **kw: (calls.append(1), orig(self, *a, **kw))[1])
+    torch.manual_seed(0)
+    layer = ConvRecurrentLayer(cell, in_channels=4, out_channels=6).double()
+    x = torch.randn(2, 4, 3, 5, 5, dtype=torch.float64)
+    grad = torch.randn(2, 6, 3, 5, 5, dtype=torch.float64)
+    results = []
+    for native in (True, False):
+        for m in layer.modules():
+            if hasattr(m, "native_kernels"):
+                m.native_kernels = native
+        layer.zero_grad(set_to_none=True)
+        xg = x.clone().requires_grad_(True)
+        y = layer(xg)
+        y.backward(grad)
+        results.append([y.detach(), xg.grad] + [p.grad for p in layer.parameters()])
+        if native:
+            assert calls, "the separable convolutions did not go through the kernels"
+    for a, ref in zip(*results):
+        torch.testing.assert_close(a, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_mac_counting_sees_the_depthwise_convolutions_the_kernels_would_hide(kernels):
+    from bench.models import count_macs
+    from bench.models.recurrent import ConvRecurrentLayer
+
+    layer = ConvRecurrentLayer("c", in_channels=4, out_channels=4)
+    x = torch.randn(1, 4, 2, 5, 5)
+    with torch.device("meta"):
+        meta = count_macs(ConvRecurrentLayer("c", in_channels=4, out_channels=4), torch.empty(x.shape))
+    assert count_macs(layer, x) == meta

@@ -135,6 +135,14 @@ def _ptrs(like, tensors) -> list[int | None]:
     return out
 
 
+def visible_to_dispatch() -> bool:
+    """Whether a TorchDispatchMode (``FlopCounterMode``, ``count_macs``) is watching the ATen ops:
+    it cannot see into these kernels, so callers take their ATen path instead."""
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    return _get_current_dispatch_mode() is not None
+
+
 def cache_dir() -> Path:
     env = os.environ.get("GESTUREBENCH_NATIVE_CACHE")
     if env:

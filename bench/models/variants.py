@@ -85,6 +85,9 @@ class GatedConvLSTMCell(RecurrentCell):
             self.att_score: nn.Module = nn.Conv2d(out_channels, 1, k, padding=k // 2, bias=False)
         if self.attention_gate:         # (c), (d): W_i, depthwise-separable
             self.att_score = SeparableConv2d(out_channels, out_channels, k, bias=False)
+        for m in self.modules():        # their depthwise stages in C++ on CPU (DepthwiseConvFunction)
+            if isinstance(m, SeparableConv2d):
+                m.native_kernels = True
 
     def project_input(self, x: torch.Tensor) -> InputProjection:
         att = self.att_x(x) if (self.spatial_attention or self.attention_gate) else None
@@ -138,7 +141,7 @@ class VariantA(GatedConvLSTMCell):
         _, c, h, w = g.shape
         xg = g.permute(0, 2, 3, 1).reshape(steps, batch, h, w, c)   # a view: g is channels_last
         hc = self.cand_h
-        native = _native.load() if self.native_kernels else None
+        native = _native.load() if self.native_kernels and not _native.visible_to_dispatch() else None
         return VariantALayerFunction.apply(xg.contiguous(), xp.fc.reshape(steps, batch, -1).contiguous(),
                                            hc.depthwise.weight, hc.pointwise.weight.flatten(1),
                                            self.gate_h.weight, native)

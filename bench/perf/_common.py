@@ -39,26 +39,25 @@ def time_interleaved(fns: dict[str, Callable[[], object]], *, warmup: int, repea
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-#: The rows ``--step-loop`` adds, as the suffix and the attributes set on a copy's fused layers:
-#: the per-step autograd loop, and the fused layer with ATen element-wise ops instead of the
-#: C++ steps (``bench/models/csrc``).
+#: The rows ``--step-loop`` adds, as the suffix and the attributes set on a copy's modules that
+#: have them: the per-step autograd loop instead of the fused variant-(a) layer, and ATen ops
+#: instead of the C++ kernels (the fused layer's steps, the cells' depthwise convolutions).
 FUSED_ABLATIONS = {"steploop": {"fused_layer": False}, "aten": {"native_kernels": False}}
 
 
 def fused_ablations(module) -> dict[str, object]:
-    """``{suffix: copy}`` of ``module`` for each of ``FUSED_ABLATIONS``, same weights; empty when
-    it has no fused recurrent layer (variant a and the second layer of b-d): the ``+steploop``
-    and ``+aten`` rows of ``bench perf``."""
+    """``{suffix: copy}`` of ``module``, same weights, for each of ``FUSED_ABLATIONS`` that changes
+    something in it: the ``+steploop`` and ``+aten`` rows of ``bench perf``."""
     import copy
 
-    if not any(hasattr(m, "fused_layer") for m in module.modules()):
-        return {}
     copies = {}
     for suffix, attrs in FUSED_ABLATIONS.items():
+        if not any(hasattr(m, k) for m in module.modules() for k in attrs):
+            continue
         dup = copy.deepcopy(module)
         for m in dup.modules():
-            if hasattr(m, "fused_layer"):
-                for k, v in attrs.items():
+            for k, v in attrs.items():
+                if hasattr(m, k):
                     setattr(m, k, v)
         copies[suffix] = dup
     return copies
