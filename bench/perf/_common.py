@@ -52,7 +52,7 @@ def fused_ablations(module) -> dict[str, object]:
 
     copies = {}
     for suffix, attrs in FUSED_ABLATIONS.items():
-        if not any(hasattr(m, k) for m in module.modules() for k in attrs):
+        if not any(hasattr(m, k) and getattr(m, k) != v for m in module.modules() for k, v in attrs.items()):
             continue
         dup = copy.deepcopy(module)
         for m in dup.modules():
