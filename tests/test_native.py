@@ -106,16 +106,16 @@ def test_kernels_are_deterministic_and_agree_across_thread_counts(kernels):
     torch.manual_seed(0)
     n, h, w, c = 2, 28, 28, 64                                      # above the threading threshold
     args = dict(dh=torch.randn(n, h, w, c), rec=torch.randn(n, h, w, c), r=torch.randn(n, c),
-                tc=torch.rand(n, h, w, c) * 2 - 1, g=torch.rand(n, h, w, c) * 2 - 1,
+                ct=torch.randn(n, h, w, c), g=torch.rand(n, h, w, c) * 2 - 1,
                 cp=torch.randn(n, h, w, c), z=torch.rand(n, 3 * c), dc=torch.randn(n, h, w, c))
 
     def run():
         dc, dg, dz = args["dc"].clone(), torch.empty_like(args["dc"]), torch.empty(n, 3 * c)
-        kernels.bwd_step(args["dh"], args["rec"], args["r"], args["tc"], args["g"], args["cp"], args["z"],
+        kernels.bwd_step(args["dh"], args["rec"], args["r"], args["ct"], args["g"], args["cp"], args["z"],
                          True, dc, dg, dz)
-        g, ct, tc, hh, s = args["g"].clone(), *(torch.empty_like(args["g"]) for _ in range(3)), torch.empty(n, c)
-        kernels.fwd_step(g, args["z"], args["cp"], ct, tc, hh, s)
-        return [dc, dg, dz, g, ct, tc, hh, s]
+        g, ct, hh, s = args["g"].clone(), *(torch.empty_like(args["g"]) for _ in range(2)), torch.empty(n, c)
+        kernels.fwd_step(g, args["z"], args["cp"], ct, hh, s)
+        return [dc, dg, dz, g, ct, hh, s]
 
     threads = torch.get_num_threads()
     try:

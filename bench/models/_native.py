@@ -49,7 +49,7 @@ class NativeKernels:
         self._fwd, self._bwd, self._dw, self._wg = {}, {}, {}, {}
         for suffix in ("f32", "f64"):
             fwd = getattr(lib, f"va_fwd_step_{suffix}")
-            fwd.argtypes = [i64, i64, i64] + [p] * 7
+            fwd.argtypes = [i64, i64, i64] + [p] * 6
             fwd.restype = None
             bwd = getattr(lib, f"va_bwd_step_{suffix}")
             bwd.argtypes = [i64, i64, i64] + [p] * 7 + [i32] + [p] * 3
@@ -75,20 +75,21 @@ class NativeKernels:
             return "f64"
         raise TypeError(f"native variant (a) kernels take float32 or float64, not {x.dtype}")
 
-    def fwd_step(self, g, z, c_prev, ct, tc, h, s) -> None:
-        """One step's element-wise forward; all NHWC contiguous, ``g`` overwritten by tanh(g)."""
+    def fwd_step(self, g, z, c_prev, ct, h, s) -> None:
+        """One step's element-wise forward; all NHWC contiguous, ``g`` overwritten by tanh(g).
+        tanh(C_t) is not kept: ``bwd_step`` recomputes it from ``ct``."""
         n, c = g.shape[0], g.shape[-1]
         hw = g.numel() // (n * c)
         ptrs = _ptrs(g, [(g, n * hw * c), (z, n * 3 * c), (c_prev, n * hw * c), (ct, n * hw * c),
-                         (tc, n * hw * c), (h, n * hw * c), (s, n * c)])
+                         (h, n * hw * c), (s, n * c)])
         self._fwd[self._suffix(g)](n, hw, c, *ptrs)
 
-    def bwd_step(self, dh_out, dh_rec, r, tc, g, c_prev, z, has_next: bool, dc, dg, dz) -> None:
+    def bwd_step(self, dh_out, dh_rec, r, ct, g, c_prev, z, has_next: bool, dc, dg, dz) -> None:
         """One step's element-wise backward; see ``bwd_step`` in csrc/variant_a.cpp."""
         n, c = g.shape[0], g.shape[-1]
         hw = g.numel() // (n * c)
         full = n * hw * c
-        ptrs = _ptrs(g, [(dh_out, full), (dh_rec, full), (r, n * c), (tc, full), (g, full), (c_prev, full),
+        ptrs = _ptrs(g, [(dh_out, full), (dh_rec, full), (r, n * c), (ct, full), (g, full), (c_prev, full),
                          (z, n * 3 * c), (dc, full), (dg, full), (dz, n * 3 * c)])
         self._bwd[self._suffix(g)](n, hw, c, *ptrs[:7], int(has_next), *ptrs[7:])
 

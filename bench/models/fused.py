@@ -103,8 +103,9 @@ class VariantALayerFunction(torch.autograd.Function):
             s_next = ss[t + 1] if t + 1 < steps else None
             if native is not None:       # one pass: tanh, C_t, tanh(C_t), H_t and its GAP
                 g = gpre.view(b, height, width, c)
-                ct, tc = torch.empty_like(g), torch.empty_like(g)
-                native.fwd_step(g, z, cs[-1] if t else None, ct, tc, hs[t], s_next)
+                ct = torch.empty_like(g)
+                native.fwd_step(g, z, cs[-1] if t else None, ct, hs[t], s_next)
+                tc = None                # recomputed in the backward from C_t
             else:
                 g = fast_tanh(gpre, out=gpre).view(b, height, width, c)
                 i, f, o = z.view(b, 1, 1, 3 * c).split(c, dim=-1)
@@ -118,7 +119,8 @@ class VariantALayerFunction(torch.autograd.Function):
             h_prev = hs[t]
             gs.append(g)
             cs.append(ct)
-            tcs.append(tc)
+            if tc is not None:
+                tcs.append(tc)
         ctx.save_for_backward(hs, zs, ss, dw, taps, pw, wgh, *ds, *gs, *cs, *tcs)
         return hs
 
@@ -127,7 +129,7 @@ class VariantALayerFunction(torch.autograd.Function):
     def backward(ctx, d_hs):  # noqa: D102
         hs, zs, ss, dw, taps, pw, wgh, *saved = ctx.saved_tensors
         steps, b, height, width, c = hs.shape
-        ds, gs, cs, tcs = (saved[k * steps:(k + 1) * steps] for k in range(4))
+        ds, gs, cs, tcs = (saved[k * steps:(k + 1) * steps] for k in range(4))  # tcs: ATen steps only
         hw = height * width
         pad = dw.shape[-1] // 2
         native = ctx.native
@@ -148,7 +150,7 @@ class VariantALayerFunction(torch.autograd.Function):
             z = zs[t]
             dz, dg = d_xfc[t], d_xg[t]
             if native is not None:       # one pass: dG_pre, dC_t o f, and the gates' sums
-                native.bwd_step(d_hs[t], dh_rec, r, tcs[t], gs[t], cs[t - 1] if t else None, z,
+                native.bwd_step(d_hs[t], dh_rec, r, cs[t], gs[t], cs[t - 1] if t else None, z,
                                 t < steps - 1, dc_buf, dg, dz)
             else:
                 i, f, o = z.view(b, 1, 1, 3 * c).split(c, dim=-1)
@@ -203,11 +205,13 @@ class DepthwiseConvFunction(torch.autograd.Function):
     def forward(ctx, x, weight, native):  # noqa: D102
         xn = x.permute(0, 2, 3, 1).contiguous()          # a view when x is channels_last
         taps = weight[:, 0].permute(1, 2, 0).contiguous()
-        out = torch.empty_like(xn)
-        native.depthwise(xn, taps, out)
+        # outputs are channels_last tensors, not permuted views: autograd then sums the
+        # gradients that meet at a tensor in place (a view's would be added out of place)
+        out = torch.empty(x.shape, dtype=x.dtype, memory_format=torch.channels_last)
+        native.depthwise(xn, taps, out.permute(0, 2, 3, 1))
         ctx.native = native
         ctx.save_for_backward(xn, taps)
-        return out.permute(0, 3, 1, 2)
+        return out
 
     @staticmethod
     @once_differentiable
@@ -216,9 +220,8 @@ class DepthwiseConvFunction(torch.autograd.Function):
         g = d_out.permute(0, 2, 3, 1).contiguous()
         d_x = d_w = None
         if ctx.needs_input_grad[0]:
-            d_x = torch.empty_like(g)
-            ctx.native.depthwise(g, taps, d_x, flip=True)
-            d_x = d_x.permute(0, 3, 1, 2)
+            d_x = torch.empty(d_out.shape, dtype=g.dtype, memory_format=torch.channels_last)
+            ctx.native.depthwise(g, taps, d_x.permute(0, 2, 3, 1), flip=True)
         if ctx.needs_input_grad[1]:
             d_taps = torch.zeros_like(taps)
             ctx.native.depthwise_wgrad(xn, g, d_taps)

@@ -85,7 +85,7 @@ void reduce_partials(const std::vector<T>& part, int nt, int64_t len, T* out, bo
 template <typename T, bool kPrev, bool kGap>
 void fwd_pixels(int64_t lo, int64_t hi, int64_t hw, int64_t c, T* __restrict g,
                 const T* __restrict z, const T* __restrict c_prev, T* __restrict ct,
-                T* __restrict tc, T* __restrict h, T* __restrict part) {
+                T* __restrict h, T* __restrict part) {
     for (int64_t px = lo; px < hi; ++px) {
       const int64_t b = px / hw, off = px * c;
       const T* __restrict gi = z + b * 3 * c;
@@ -99,7 +99,6 @@ void fwd_pixels(int64_t lo, int64_t hi, int64_t hw, int64_t c, T* __restrict g,
         if (kPrev) cv += gf[k] * c_prev[off + k];
         ct[off + k] = cv;
         const T tv = tanh_of(cv);
-        tc[off + k] = tv;
         const T hv = go[k] * tv;
         h[off + k] = hv;
         if (kGap) sb[k] += hv;
@@ -108,8 +107,8 @@ void fwd_pixels(int64_t lo, int64_t hi, int64_t hw, int64_t c, T* __restrict g,
 }
 
 template <typename T, bool kPrev, bool kGap>
-void fwd_step(int64_t n, int64_t hw, int64_t c, T* g, const T* z, const T* c_prev, T* ct, T* tc,
-              T* h, T* s) {
+void fwd_step(int64_t n, int64_t hw, int64_t c, T* g, const T* z, const T* c_prev, T* ct, T* h,
+              T* s) {
   const int nt = threads_for(n * hw * c);
   std::vector<T> part(kGap ? nt * n * c : 0, T(0));
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -117,7 +116,7 @@ void fwd_step(int64_t n, int64_t hw, int64_t c, T* g, const T* z, const T* c_pre
     const int tid = thread_id();
     int64_t lo, hi;
     split(n * hw, tid, nt, lo, hi);
-    fwd_pixels<T, kPrev, kGap>(lo, hi, hw, c, g, z, c_prev, ct, tc, h,
+    fwd_pixels<T, kPrev, kGap>(lo, hi, hw, c, g, z, c_prev, ct, h,
                                kGap ? part.data() + tid * n * c : nullptr);
   }
   if (kGap) {
@@ -133,7 +132,7 @@ void fwd_step(int64_t n, int64_t hw, int64_t c, T* g, const T* z, const T* c_pre
 // dc <- dC_t o f (the term handed to step t-1).
 template <typename T, bool kPrev, bool kNext, bool kRec>
 void bwd_pixels(int64_t lo, int64_t hi, int64_t hw, int64_t c, const T* __restrict dh_out,
-                const T* __restrict dh_rec, const T* __restrict r, const T* __restrict tc,
+                const T* __restrict dh_rec, const T* __restrict r, const T* __restrict ct,
                 const T* __restrict g, const T* __restrict c_prev, const T* __restrict z,
                 T* __restrict dc, T* __restrict dg, T* __restrict part) {
     for (int64_t px = lo; px < hi; ++px) {
@@ -148,7 +147,7 @@ void bwd_pixels(int64_t lo, int64_t hi, int64_t hw, int64_t c, const T* __restri
       for (int64_t k = 0; k < c; ++k) {
         T dh = dh_out[off + k];
         if (kRec) dh += dh_rec[off + k] + rb[k];
-        const T tv = tc[off + k];
+        const T tv = tanh_of(ct[off + k]);  // recomputed: C_t is still in cache from step t+1
         const T gv = g[off + k];
         so[k] += dh * tv;
         T dcv = dh * go[k] * (T(1) - tv * tv);
@@ -163,7 +162,7 @@ void bwd_pixels(int64_t lo, int64_t hi, int64_t hw, int64_t c, const T* __restri
 
 template <typename T, bool kPrev, bool kNext, bool kRec>
 void bwd_step(int64_t n, int64_t hw, int64_t c, const T* dh_out, const T* dh_rec, const T* r,
-              const T* tc, const T* g, const T* c_prev, const T* z, T* dc, T* dg, T* dz) {
+              const T* ct, const T* g, const T* c_prev, const T* z, T* dc, T* dg, T* dz) {
   const int nt = threads_for(n * hw * c);
   std::vector<T> part(nt * n * 3 * c, T(0));
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -171,7 +170,7 @@ void bwd_step(int64_t n, int64_t hw, int64_t c, const T* dh_out, const T* dh_rec
     const int tid = thread_id();
     int64_t lo, hi;
     split(n * hw, tid, nt, lo, hi);
-    bwd_pixels<T, kPrev, kNext, kRec>(lo, hi, hw, c, dh_out, dh_rec, r, tc, g, c_prev, z, dc, dg,
+    bwd_pixels<T, kPrev, kNext, kRec>(lo, hi, hw, c, dh_out, dh_rec, r, ct, g, c_prev, z, dc, dg,
                                       part.data() + tid * n * 3 * c);
   }
   reduce_partials(part, nt, n * 3 * c, dz);
@@ -257,35 +256,35 @@ void depthwise_wgrad(int64_t n, int64_t height, int64_t width, int64_t c, int64_
 
 template <typename T>
 void fwd_dispatch(int64_t n, int64_t hw, int64_t c, T* g, const T* z, const T* c_prev, T* ct,
-                  T* tc, T* h, T* s) {
+                  T* h, T* s) {
   if (c_prev) {
-    if (s) fwd_step<T, true, true>(n, hw, c, g, z, c_prev, ct, tc, h, s);
-    else fwd_step<T, true, false>(n, hw, c, g, z, c_prev, ct, tc, h, s);
+    if (s) fwd_step<T, true, true>(n, hw, c, g, z, c_prev, ct, h, s);
+    else fwd_step<T, true, false>(n, hw, c, g, z, c_prev, ct, h, s);
   } else {
-    if (s) fwd_step<T, false, true>(n, hw, c, g, z, c_prev, ct, tc, h, s);
-    else fwd_step<T, false, false>(n, hw, c, g, z, c_prev, ct, tc, h, s);
+    if (s) fwd_step<T, false, true>(n, hw, c, g, z, c_prev, ct, h, s);
+    else fwd_step<T, false, false>(n, hw, c, g, z, c_prev, ct, h, s);
   }
 }
 
 template <typename T, bool kPrev>
 void bwd_dispatch2(int64_t n, int64_t hw, int64_t c, const T* dh_out, const T* dh_rec, const T* r,
-                   const T* tc, const T* g, const T* c_prev, const T* z, int next, T* dc, T* dg,
+                   const T* ct, const T* g, const T* c_prev, const T* z, int next, T* dc, T* dg,
                    T* dz) {
   if (next) {
-    if (dh_rec) bwd_step<T, kPrev, true, true>(n, hw, c, dh_out, dh_rec, r, tc, g, c_prev, z, dc, dg, dz);
-    else bwd_step<T, kPrev, true, false>(n, hw, c, dh_out, dh_rec, r, tc, g, c_prev, z, dc, dg, dz);
+    if (dh_rec) bwd_step<T, kPrev, true, true>(n, hw, c, dh_out, dh_rec, r, ct, g, c_prev, z, dc, dg, dz);
+    else bwd_step<T, kPrev, true, false>(n, hw, c, dh_out, dh_rec, r, ct, g, c_prev, z, dc, dg, dz);
   } else {
-    if (dh_rec) bwd_step<T, kPrev, false, true>(n, hw, c, dh_out, dh_rec, r, tc, g, c_prev, z, dc, dg, dz);
-    else bwd_step<T, kPrev, false, false>(n, hw, c, dh_out, dh_rec, r, tc, g, c_prev, z, dc, dg, dz);
+    if (dh_rec) bwd_step<T, kPrev, false, true>(n, hw, c, dh_out, dh_rec, r, ct, g, c_prev, z, dc, dg, dz);
+    else bwd_step<T, kPrev, false, false>(n, hw, c, dh_out, dh_rec, r, ct, g, c_prev, z, dc, dg, dz);
   }
 }
 
 template <typename T>
 void bwd_dispatch(int64_t n, int64_t hw, int64_t c, const T* dh_out, const T* dh_rec, const T* r,
-                  const T* tc, const T* g, const T* c_prev, const T* z, int next, T* dc, T* dg,
+                  const T* ct, const T* g, const T* c_prev, const T* z, int next, T* dc, T* dg,
                   T* dz) {
-  if (c_prev) bwd_dispatch2<T, true>(n, hw, c, dh_out, dh_rec, r, tc, g, c_prev, z, next, dc, dg, dz);
-  else bwd_dispatch2<T, false>(n, hw, c, dh_out, dh_rec, r, tc, g, c_prev, z, next, dc, dg, dz);
+  if (c_prev) bwd_dispatch2<T, true>(n, hw, c, dh_out, dh_rec, r, ct, g, c_prev, z, next, dc, dg, dz);
+  else bwd_dispatch2<T, false>(n, hw, c, dh_out, dh_rec, r, ct, g, c_prev, z, next, dc, dg, dz);
 }
 
 }  // namespace
@@ -295,22 +294,22 @@ extern "C" {
 // Null pointers mean: c_prev -- first step (C_{t-1} = 0); s -- no GAP wanted (last step);
 // dh_rec (and r) -- last step (nothing from step t+1); next == 0 -- dc holds no dC_{t+1} term.
 void va_fwd_step_f32(int64_t n, int64_t hw, int64_t c, float* g, const float* z,
-                     const float* c_prev, float* ct, float* tc, float* h, float* s) {
-  fwd_dispatch<float>(n, hw, c, g, z, c_prev, ct, tc, h, s);
+                     const float* c_prev, float* ct, float* h, float* s) {
+  fwd_dispatch<float>(n, hw, c, g, z, c_prev, ct, h, s);
 }
 void va_fwd_step_f64(int64_t n, int64_t hw, int64_t c, double* g, const double* z,
-                     const double* c_prev, double* ct, double* tc, double* h, double* s) {
-  fwd_dispatch<double>(n, hw, c, g, z, c_prev, ct, tc, h, s);
+                     const double* c_prev, double* ct, double* h, double* s) {
+  fwd_dispatch<double>(n, hw, c, g, z, c_prev, ct, h, s);
 }
 void va_bwd_step_f32(int64_t n, int64_t hw, int64_t c, const float* dh_out, const float* dh_rec,
-                     const float* r, const float* tc, const float* g, const float* c_prev,
+                     const float* r, const float* ct, const float* g, const float* c_prev,
                      const float* z, int next, float* dc, float* dg, float* dz) {
-  bwd_dispatch<float>(n, hw, c, dh_out, dh_rec, r, tc, g, c_prev, z, next, dc, dg, dz);
+  bwd_dispatch<float>(n, hw, c, dh_out, dh_rec, r, ct, g, c_prev, z, next, dc, dg, dz);
 }
 void va_bwd_step_f64(int64_t n, int64_t hw, int64_t c, const double* dh_out, const double* dh_rec,
-                     const double* r, const double* tc, const double* g, const double* c_prev,
+                     const double* r, const double* ct, const double* g, const double* c_prev,
                      const double* z, int next, double* dc, double* dg, double* dz) {
-  bwd_dispatch<double>(n, hw, c, dh_out, dh_rec, r, tc, g, c_prev, z, next, dc, dg, dz);
+  bwd_dispatch<double>(n, hw, c, dh_out, dh_rec, r, ct, g, c_prev, z, next, dc, dg, dz);
 }
 void va_depthwise_f32(int64_t n, int64_t h, int64_t w, int64_t c, int64_t k, int flip,
                       const float* in, const float* wt, float* out) {
