@@ -115,15 +115,33 @@ def test_fused_function_passes_gradcheck(native):
     assert torch.autograd.gradcheck(lambda *xs: VariantALayerFunction.apply(*xs, kernels), args)
 
 
-def test_training_on_cpu_takes_the_fused_layer_and_inference_the_loop():
+def test_training_on_cpu_takes_the_fused_layer(monkeypatch):
     layer = ConvRecurrentLayer("a", in_channels=4, out_channels=4)
     x = torch.randn(1, 4, 2, 5, 5, requires_grad=True)
     assert _through_fused(layer(x))
-    with torch.no_grad():
-        assert layer(x).grad_fn is None             # the step loop; nothing recorded
     for cell in ("convlstm", "b", "c", "d"):          # only (a) has a fused layer
         other = ConvRecurrentLayer(cell, in_channels=4, out_channels=4)
         assert not _through_fused(other(x))
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["cpp-steps", "no-cpp-steps"])
+def test_inference_runs_the_fused_forward_with_the_cpp_steps_else_the_loop(native, monkeypatch):
+    if native:
+        _kernels()
+    else:
+        monkeypatch.setattr(_native, "load", lambda: None)
+    calls = []
+    orig = _native.NativeKernels.fwd_step
+    monkeypatch.setattr(_native.NativeKernels, "fwd_step",
+                        lambda self, *a, **kw: (calls.append(1), orig(self, *a, **kw))[1])
+    layer = _perturbed_layer(5, 6, 3, torch.float64)
+    x = torch.randn(2, 5, 4, 6, 7, dtype=torch.float64)
+    with torch.no_grad():
+        y = layer(x)
+        assert y.grad_fn is None and len(calls) == (4 if native else 0)
+        layer.cell.fused_layer = False
+        ref = layer(x)
+    torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("cell", ["a", "c"])

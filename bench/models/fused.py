@@ -68,10 +68,18 @@ class VariantALayerFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, xg, xfc, dw, pw, wgh, native=None):  # noqa: D102 -- see the class docstring
+        ctx.native = native
+        hs, zs, ss, taps, ds, gs, cs, tcs = VariantALayerFunction.run(xg, xfc, dw, pw, wgh, native, keep=True)
+        ctx.save_for_backward(hs, zs, ss, dw, taps, pw, wgh, *ds, *gs, *cs, *tcs)
+        return hs
+
+    @staticmethod
+    def run(xg, xfc, dw, pw, wgh, native, *, keep: bool):
+        """The forward recurrence; ``keep``: hold every step's intermediates for the backward
+        (otherwise only what the next step reads, as inference wants)."""
         steps, b, height, width, c = xg.shape
         hw = height * width
         pad = dw.shape[-1] // 2
-        ctx.native = native
         # the depthwise K x K in C++ too (odd K: its input gradient is the mirrored convolution)
         taps = dw[:, 0].permute(1, 2, 0).contiguous() if native is not None and dw.shape[-1] % 2 else None
         hs = torch.empty_like(xg)            # H_t, the output
@@ -97,7 +105,8 @@ class VariantALayerFunction(torch.autograd.Function):
                 else:
                     d = F.conv2d(h_prev.permute(0, 3, 1, 2), dw, padding=pad, groups=c).permute(0, 2, 3, 1)
                 d = d.contiguous().view(-1, c)
-                ds.append(d)
+                if keep:
+                    ds.append(d)
                 gpre = torch.addmm(xg[t].view(-1, c), d, pw.t())
                 z = torch.sigmoid(torch.addmm(xfc[t], ss[t], wgh.t()), out=zs[t])
             s_next = ss[t + 1] if t + 1 < steps else None
@@ -117,12 +126,14 @@ class VariantALayerFunction(torch.autograd.Function):
                 if s_next is not None:
                     s_next.copy_(_hw_sum(mean_row, hs[t].view(b, hw, c)))
             h_prev = hs[t]
-            gs.append(g)
+            if not keep:
+                cs.clear()               # C_{t-1}, all the next step reads
             cs.append(ct)
-            if tc is not None:
-                tcs.append(tc)
-        ctx.save_for_backward(hs, zs, ss, dw, taps, pw, wgh, *ds, *gs, *cs, *tcs)
-        return hs
+            if keep:
+                gs.append(g)
+                if tc is not None:
+                    tcs.append(tc)
+        return hs, zs, ss, taps, ds, gs, cs, tcs
 
     @staticmethod
     @once_differentiable          # the backward is written by hand: no double backward
@@ -227,3 +238,9 @@ class DepthwiseConvFunction(torch.autograd.Function):
             ctx.native.depthwise_wgrad(xn, g, d_taps)
             d_w = d_taps.permute(2, 0, 1).unsqueeze(1).contiguous()
         return d_x, d_w, None
+
+
+def variant_a_inference(xg, xfc, dw, pw, wgh, native):
+    """H_1..H_T as ``VariantALayerFunction`` computes them, holding no more than a step's worth
+    of intermediates: the layer's forward without autograd (evaluation, ``torch.no_grad``)."""
+    return VariantALayerFunction.run(xg, xfc, dw, pw, wgh, native, keep=False)[0]

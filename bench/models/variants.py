@@ -31,7 +31,7 @@ from torch import nn
 from bench.models import _native
 from bench.models._registry import register_cell
 from bench.models.convlstm import Gates, RecurrentCell
-from bench.models.fused import VariantALayerFunction
+from bench.models.fused import VariantALayerFunction, variant_a_inference
 from bench.models.layers import SeparableConv2d, global_avg_pool
 
 
@@ -130,21 +130,24 @@ class VariantA(GatedConvLSTMCell):
     def run_layer(self, xp: InputProjection, steps: int, batch: int) -> torch.Tensor | None:
         """The whole recurrence at once, (T, B, H, W, C), or None to loop over ``step``.
 
-        Only when training on CPU without autocast, where it was measured (1.10x the step loop
-        for a paper-size layer, docs/BENCHMARKS.md); CUDA and autocast keep the step loop (not
-        measured: no GPU was at hand), and so does inference, which frees each step as it goes.
+        On CPU without autocast: in training through ``VariantALayerFunction`` (hand-written
+        backward), and in inference through the same forward with its C++ steps, keeping only
+        the previous step (when those did not build, inference keeps the step loop). CUDA and
+        autocast keep the step loop (not measured: no GPU was at hand). Measured in
+        docs/BENCHMARKS.md (``bench perf cells --step-loop``).
         """
         g = xp.g
-        if not (self.fused_layer and g.device.type == "cpu" and torch.is_grad_enabled()
-                and not torch.is_autocast_enabled("cpu")):
+        if not (self.fused_layer and g.device.type == "cpu" and not torch.is_autocast_enabled("cpu")):
+            return None
+        native = _native.load() if self.native_kernels and not _native.visible_to_dispatch() else None
+        training = torch.is_grad_enabled()
+        if not training and native is None:
             return None
         _, c, h, w = g.shape
         xg = g.permute(0, 2, 3, 1).reshape(steps, batch, h, w, c)   # a view: g is channels_last
-        hc = self.cand_h
-        native = _native.load() if self.native_kernels and not _native.visible_to_dispatch() else None
-        return VariantALayerFunction.apply(xg.contiguous(), xp.fc.reshape(steps, batch, -1).contiguous(),
-                                           hc.depthwise.weight, hc.pointwise.weight.flatten(1),
-                                           self.gate_h.weight, native)
+        args = (xg.contiguous(), xp.fc.reshape(steps, batch, -1).contiguous(), self.cand_h.depthwise.weight,
+                self.cand_h.pointwise.weight.flatten(1), self.gate_h.weight, native)
+        return VariantALayerFunction.apply(*args) if training else variant_a_inference(*args)
 
 
 @register_cell("b", second_layer="a")
