@@ -1,30 +1,29 @@
-"""Variant (a)'s recurrence over a whole layer with a hand-written backward (CPU training).
+"""Variant (a)'s recurrence over a whole layer with a hand-written backward (CPU training and
+inference), and the depthwise convolution of the cells through the C++ kernels.
 
-Variant (a) does 35x fewer multiply-adds than ConvLSTM, so what autograd adds around them
-weighs on its time: every step records ~55 nodes and allocates a fresh tensor per
-element-wise op, the per-step gradients of the hoisted input terms are stacked again
-(``unbind``'s backward), and the GAP reductions run as ``sum`` over a strided dim. PyTorch
-has no fused ConvLSTM op, so this function writes the recurrence out once, as cuDNN's LSTM
-does for its cell:
+Variant (a) does 35x fewer multiply-adds than ConvLSTM, so what surrounds them weighs on its
+time: autograd records ~55 nodes a step and ATen makes a full pass over a (B, H, W, C) tensor per
+element-wise op. PyTorch has no fused ConvLSTM op, so this function writes the recurrence out
+once, as cuDNN's LSTM does for its cell:
 
-- forward and backward loop over time only, with no autograd graph inside; the element-wise
-  work is written with ``out=`` / in-place ops, ``tanh_backward`` and ``sigmoid_backward``,
-  and tanh as 2 sigmoid(2x) - 1 (``fast_tanh``); the three gate gradients of a step are one
-  GEMV over H x W;
-- the input terms' gradients land in one (T, B, H, W, C) buffer directly, with no stack;
-- the step-0 contributions to the hidden weights' gradients are skipped: H_{-1} = 0, so they
-  are exactly zero (autograd computes them).
+- forward and backward loop over time only, with no autograd graph inside; the GEMMs (the 1 x 1
+  convolutions, the gates' FC) stay MKL's;
+- with the C++ kernels (``_native``, ``csrc/variant_a.cpp``): a step's element-wise forward
+  (tanh, C_t, tanh(C_t), H_t and GAP(H_t)) is one pass, its backward (through H_t and C_t, the
+  three gate sums over H x W) another, and the depthwise K x K convolution and its gradients
+  are C++ too; tanh(C_t) is recomputed in the backward from C_t, which the step before has just
+  read (C_t stays in cache, tanh(C_t) would come from memory);
+- without them, ATen ops with ``out=``/in-place, ``tanh_backward``/``sigmoid_backward``, tanh as
+  2 sigmoid(2x) - 1 and the gate sums as one GEMV (``fast_tanh``, ``_hw_sum``);
+- step 0 skips the hidden terms (H_{-1} = 0 and no bias: exactly zero), forward and backward;
+- the input terms' gradients land in one (T, B, H, W, C) buffer directly, with no stack.
 
-Measured (``bench perf cells --step-loop``, docs/BENCHMARKS.md): 1.10x the per-step autograd
-loop for a paper-size layer, and 5-11 MiB less peak memory in a paper-size training step (its
-time gain is below the noise of a whole network's step). Tried and dropped: folding tanh's
-scale factors into the GEMMs (fewer passes, no faster), and compiling each step's
-element-wise forward and backward with inductor (one C++ loop each; no faster inside the
-layer, 13-24 s of compilation per process).
+Measured side by side (``bench perf cells --step-loop``, docs/BENCHMARKS.md): rows ``a``,
+``a+aten`` (this function on ATen ops) and ``a+steploop`` (autograd's per-step loop).
 
 Layout: NHWC per step, ``(T, B, H, W, C)`` for a sequence, as the step loop in
 ``ConvRecurrentLayer`` runs it. ``tests/test_fused.py`` checks it against that loop (values
-and every gradient, float64) and with ``gradcheck``.
+and every gradient, float64, both kernel paths) and with ``gradcheck``.
 """
 
 from __future__ import annotations
