@@ -31,3 +31,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def cpp_kernels():
+    """The C++ kernels of bench/models/csrc. Not building them is a failure (the machine has a
+    C++ compiler); with GESTUREBENCH_NATIVE=0 the tests that need them skip."""
+    if os.environ.get("GESTUREBENCH_NATIVE") == "0":
+        pytest.skip("GESTUREBENCH_NATIVE=0: the C++ kernels are turned off")
+    from bench.models import _native
+
+    kernels = _native.load()
+    assert kernels is not None, "the C++ kernels did not build (see the warning)"
+    return kernels

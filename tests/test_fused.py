@@ -3,8 +3,6 @@ replaces in training: same outputs, same gradients for the input and every weigh
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
@@ -37,15 +35,6 @@ def _through_fused(y: torch.Tensor) -> bool:
     return False
 
 
-def _kernels():
-    """The C++ element-wise steps; their absence is a failure unless they were turned off."""
-    if os.environ.get("GESTUREBENCH_NATIVE") == "0":
-        pytest.skip("GESTUREBENCH_NATIVE=0: the C++ steps are turned off")
-    kernels = _native.load()
-    assert kernels is not None, "the C++ steps did not build (see the warning)"
-    return kernels
-
-
 def _forward_backward(layer, x, grad, *, fused: bool, native: bool = True):
     layer.cell.fused_layer = fused
     for m in layer.modules():          # the cell's fused steps and its separable convolutions
@@ -66,9 +55,9 @@ def _forward_backward(layer, x, grad, *, fused: bool, native: bool = True):
     (1, 3, 4, 1, 3, 3, 3, torch.contiguous_format),       # a single step: no recurrence at all
 ])
 def test_fused_layer_matches_the_step_loop_values_and_gradients(b, c_in, c_out, t, h, w, k, layout, native,
-                                                               monkeypatch):
+                                                               monkeypatch, request):
     if native:
-        _kernels()
+        request.getfixturevalue("cpp_kernels")
     calls = []
     for name in ("fwd_step", "bwd_step", "depthwise", "depthwise_wgrad"):
         orig = getattr(_native.NativeKernels, name)
@@ -92,9 +81,9 @@ def test_fused_layer_matches_the_step_loop_values_and_gradients(b, c_in, c_out, 
 
 
 @pytest.mark.parametrize("native", [True, False], ids=["cpp-steps", "aten-steps"])
-def test_fused_layer_in_float32_stays_within_float32_rounding_of_the_loop(native):
+def test_fused_layer_in_float32_stays_within_float32_rounding_of_the_loop(native, request):
     if native:
-        _kernels()
+        request.getfixturevalue("cpp_kernels")
     layer = _perturbed_layer(16, 16, 3, torch.float32)
     x = torch.randn(2, 16, 4, 7, 7)
     grad = torch.randn(2, 16, 4, 7, 7)
@@ -105,8 +94,8 @@ def test_fused_layer_in_float32_stays_within_float32_rounding_of_the_loop(native
 
 
 @pytest.mark.parametrize("native", [True, False], ids=["cpp-steps", "aten-steps"])
-def test_fused_function_passes_gradcheck(native):
-    kernels = _kernels() if native else None
+def test_fused_function_passes_gradcheck(native, request):
+    kernels = request.getfixturevalue("cpp_kernels") if native else None
     torch.manual_seed(1)
     t, b, h, w, c = 3, 2, 4, 3, 3
     args = [torch.randn(t, b, h, w, c), torch.randn(t, b, 3 * c), torch.randn(c, 1, 3, 3) * 0.5,
@@ -125,9 +114,9 @@ def test_training_on_cpu_takes_the_fused_layer(monkeypatch):
 
 
 @pytest.mark.parametrize("native", [True, False], ids=["cpp-steps", "no-cpp-steps"])
-def test_inference_runs_the_fused_forward_with_the_cpp_steps_else_the_loop(native, monkeypatch):
+def test_inference_runs_the_fused_forward_with_the_cpp_steps_else_the_loop(native, monkeypatch, request):
     if native:
-        _kernels()
+        request.getfixturevalue("cpp_kernels")
     else:
         monkeypatch.setattr(_native, "load", lambda: None)
     calls = []

@@ -3,7 +3,6 @@ happens without them, and each kernel against the ATen op it replaces."""
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import pytest
@@ -13,13 +12,9 @@ import torch.nn.functional as F
 from bench.models import _native
 
 
-@pytest.fixture(scope="module")
-def kernels():
-    if os.environ.get("GESTUREBENCH_NATIVE") == "0":
-        pytest.skip("GESTUREBENCH_NATIVE=0: the C++ steps are turned off")
-    k = _native.load()
-    assert k is not None, "the C++ kernels did not build (see the warning)"
-    return k
+@pytest.fixture
+def kernels(cpp_kernels):
+    return cpp_kernels
 
 
 def test_build_is_cached_by_source_and_compiler(tmp_path):
