@@ -137,11 +137,13 @@ def _ptrs(like, tensors) -> list[int | None]:
 
 
 def visible_to_dispatch() -> bool:
-    """Whether a TorchDispatchMode (``FlopCounterMode``, ``count_macs``) is watching the ATen ops:
-    it cannot see into these kernels, so callers take their ATen path instead."""
+    """Whether something needs to see the ATen ops: a TorchDispatchMode (``FlopCounterMode``,
+    ``count_macs``) or ``torch.compile`` tracing. Neither can look into these kernels (dynamo
+    would break the graph at every call), so callers take their ATen path instead."""
+    import torch
     from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-    return _get_current_dispatch_mode() is not None
+    return torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None
 
 
 def cache_dir() -> Path:
