@@ -163,3 +163,18 @@ def test_fast_tanh_is_within_float32_rounding_of_tanh():
     assert got is out
     torch.testing.assert_close(got, torch.tanh(x), rtol=0, atol=3e-7)
     assert got.abs().max() <= 1.0
+
+
+def test_bfloat16_layers_train_and_infer_on_the_aten_path():
+    """The kernels take float32/float64; a bfloat16 model keeps working through ATen ops."""
+    torch.manual_seed(0)
+    layer = ConvRecurrentLayer("a", in_channels=4, out_channels=4).to(torch.bfloat16)
+    x = torch.randn(1, 4, 3, 5, 5, dtype=torch.bfloat16, requires_grad=True)
+    y = layer(x)
+    assert _through_fused(y) and y.dtype == torch.bfloat16
+    y.float().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad.float()).all()
+    with torch.no_grad():
+        assert torch.isfinite(layer(x).float()).all()
+    other = ConvRecurrentLayer("c", in_channels=4, out_channels=4).to(torch.bfloat16)
+    other(x).float().sum().backward()

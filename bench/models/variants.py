@@ -139,7 +139,8 @@ class VariantA(GatedConvLSTMCell):
         g = xp.g
         if not (self.fused_layer and g.device.type == "cpu" and not torch.is_autocast_enabled("cpu")):
             return None
-        native = _native.load() if self.native_kernels and not _native.visible_to_dispatch() else None
+        native = (_native.load() if self.native_kernels and g.dtype in (torch.float32, torch.float64)
+                  and not _native.visible_to_dispatch() else None)
         training = torch.is_grad_enabled()
         if not training and native is None:
             return None
