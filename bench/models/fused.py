@@ -96,8 +96,8 @@ class VariantALayerFunction(torch.autograd.Function):
                 gpre = xg[0].clone().view(-1, c)
                 z = torch.sigmoid(xfc[0], out=zs[0])
             else:
-                # W_hc * H_{t-1}: depthwise K x K (oneDNN, NHWC), then the 1 x 1 as a GEMM that
-                # also adds the hoisted input term
+                # W_hc * H_{t-1}: depthwise K x K (C++, else oneDNN; NHWC), then the 1 x 1 as a
+                # GEMM (MKL) that also adds the hoisted input term
                 if taps is not None:
                     d = torch.empty_like(h_prev)
                     native.depthwise(h_prev, taps, d)
