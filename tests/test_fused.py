@@ -104,7 +104,7 @@ def test_fused_function_passes_gradcheck(native, request):
     assert torch.autograd.gradcheck(lambda *xs: VariantALayerFunction.apply(*xs, kernels), args)
 
 
-def test_training_on_cpu_takes_the_fused_layer(monkeypatch):
+def test_training_on_cpu_takes_the_fused_layer():
     layer = ConvRecurrentLayer("a", in_channels=4, out_channels=4)
     x = torch.randn(1, 4, 2, 5, 5, requires_grad=True)
     assert _through_fused(layer(x))
@@ -176,5 +176,7 @@ def test_bfloat16_layers_train_and_infer_on_the_aten_path():
     assert x.grad is not None and torch.isfinite(x.grad.float()).all()
     with torch.no_grad():
         assert torch.isfinite(layer(x).float()).all()
+    x.grad = None
     other = ConvRecurrentLayer("c", in_channels=4, out_channels=4).to(torch.bfloat16)
-    other(x).float().sum().backward()
+    other(x).float().sum().backward()              # (c)'s separable convolutions: oneDNN in bf16
+    assert torch.isfinite(x.grad.float()).all()

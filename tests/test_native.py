@@ -56,12 +56,19 @@ def test_training_without_the_kernels_still_runs_the_fused_layer(monkeypatch):
     from bench.models.recurrent import ConvRecurrentLayer
 
     monkeypatch.setattr(_native, "load", lambda: None)
-    layer = ConvRecurrentLayer("a", in_channels=4, out_channels=4)
-    x = torch.randn(1, 4, 3, 5, 5, requires_grad=True)
-    y = layer(x)
-    assert type(y.grad_fn).__name__ != "NoneType"
-    y.sum().backward()
-    assert x.grad is not None and torch.isfinite(x.grad).all()
+    torch.manual_seed(0)
+    layer = ConvRecurrentLayer("a", in_channels=4, out_channels=4).double()
+    x = torch.randn(1, 4, 3, 5, 5, dtype=torch.float64)
+    grads = []
+    for fused in (True, False):
+        layer.cell.fused_layer = fused
+        xg = x.clone().requires_grad_(True)
+        y = layer(xg)
+        assert (type(y.grad_fn).__name__ == "PermuteBackward0"
+                and type(y.grad_fn.next_functions[0][0]).__name__ == "VariantALayerFunctionBackward") == fused
+        y.sum().backward()
+        grads.append(xg.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-10, atol=1e-12)
 
 
 def test_rational_tanh_is_within_float32_rounding_of_tanh(kernels):

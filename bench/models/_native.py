@@ -1,4 +1,5 @@
-"""Build and load ``csrc/variant_a.cpp``, the fused element-wise steps of variant (a) (CPU).
+"""Build and load ``csrc/variant_a.cpp``: variant (a)'s fused element-wise steps and the cells'
+depthwise convolution (CPU).
 
 The kernels are plain C functions over float pointers, so they build with the system C++
 compiler in about a second, with no PyTorch headers, and load through ``ctypes``: no
@@ -41,7 +42,8 @@ _OPENMP = ["-fopenmp"]
 
 
 class NativeKernels:
-    """The loaded library: ``fwd_step`` and ``bwd_step`` for float32 and float64 pointers."""
+    """The loaded library: ``fwd_step``, ``bwd_step``, ``depthwise`` and ``depthwise_wgrad`` over
+    float32 or float64 tensors, checked (``_ptrs``) before their pointers reach C."""
 
     def __init__(self, lib: ctypes.CDLL, path: Path) -> None:
         self.path = path

@@ -174,7 +174,7 @@ class VariantALayerFunction(torch.autograd.Function):
                     torch.mul(dc, cs[t - 1], out=prods[..., c:2 * c])              # -> dL/df
                 else:
                     prods[..., c:2 * c].zero_()
-                torch.ops.aten.sigmoid_backward(_hw_sum(ones_row, prods.view(b, hw, 3 * c)), z, grad_input=dz)
+                torch.ops.aten.sigmoid_backward.grad_input(_hw_sum(ones_row, prods.view(b, hw, 3 * c)), z, grad_input=dz)
                 torch.ops.aten.tanh_backward.grad_input(dc * i, gs[t], grad_input=dg)  # dL/d(pre-G_t)
                 dc_next = dc.mul_(f)
             if t == 0:
@@ -205,10 +205,11 @@ class DepthwiseConvFunction(torch.autograd.Function):
     """Depthwise K x K convolution (stride 1, zero padding K // 2, odd K) of a channels_last
     (B, C, H, W) tensor, forward and backward through the C++ kernels (``_native``).
 
-    The recurrent cells' separable convolutions take it on CPU (``SeparableConv2d.native_kernels``):
-    inside a layer's step loop oneDNN's depthwise convolution of a 256 x 28 x 28 step took
-    ~400 us forward and ~700 us backward against ~220 and ~420 here (same process, measured per
-    call); standalone the two are close (150 / 266 vs 129 / 255 us).
+    The recurrent cells' separable convolutions take it on CPU (``SeparableConv2d.native_kernels``).
+    Inside the (a) layer (instrumented per call, one process each), oneDNN's depthwise convolution
+    of a 256 x 28 x 28 step took ~410 us forward and ~720 us backward against ~220 and ~420 for
+    these kernels; standalone the two are close (156 / 311 vs 129 / 255 us). In the step loops of
+    (b)-(d) no gain was measurable (docs/BENCHMARKS.md).
     """
 
     @staticmethod
