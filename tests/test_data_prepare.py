@@ -239,3 +239,15 @@ def test_archive_member_outside_root_is_refused(tmp_path: Path) -> None:
         prep.prepare("isogd", src, tmp_path / "isogd")
     assert e.value.path == str(src / "IsoGD_phase_1.zip")
     assert not (tmp_path / "train").exists()
+
+
+def test_jester_archive_cut_anywhere_is_reported_as_truncated(tmp_path: Path) -> None:
+    """Wherever a download stops short -- inside a member, on a tar header -- extraction fails
+    naming the archive, instead of ending early and leaving part of the dataset behind."""
+    src, _ = _jester_download(tmp_path, parts=1)
+    data = (src / "20bn-jester-v1-00").read_bytes()
+    for k, frac in enumerate([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]):
+        (src / "20bn-jester-v1-00").write_bytes(data[:int(len(data) * frac)])
+        with pytest.raises(DataError, match="truncated or corrupt") as e:
+            prep.extract_jester(src, tmp_path / f"out{k}")
+        assert e.value.path == str(src / "20bn-jester-v1-00")

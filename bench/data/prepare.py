@@ -177,7 +177,10 @@ def extract_jester(src: Path, root: Path, *, progress: bool | None = None) -> di
                disable=None if progress is None else not progress)
     stream = ConcatReader(parts, bar)
     try:
-        with tarfile.open(fileobj=stream, mode="r|gz") as tar:
+        # gzip.GzipFile, not tarfile's "r|gz": tarfile reads a gzip stream that stops short as if
+        # it ended, and a cut that lands on a tar header then ends the archive without an error
+        # (the missing members only surfaced later, against the CSVs); GzipFile raises EOFError.
+        with tarfile.open(fileobj=gzip.GzipFile(fileobj=stream, mode="rb"), mode="r|") as tar:
             for member in tar:
                 parts_ = _safe_rel(member.name, parts[0])
                 if not parts_ or member.isdir():
