@@ -1,56 +1,42 @@
 """The ``bench`` command.
 
-Each command group lives beside the code it drives and contributes its parsers through an
-``add_cli(subparsers)`` function; modules that define one keep heavy imports (torch, ray,
-mlflow, DALI) inside their handlers so that ``bench --help`` stays fast.
+Each command group lives beside the code it drives and adds its parsers through an
+``add_cli(subparsers)`` function, imported here by name. Those modules keep heavy imports
+(torch, ray, mlflow, DALI) inside their handlers, so ``bench --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-from bench.data.errors import DataError
+from bench import model_cli
+from bench.data import cli as data_cli
+from bench.errors import USER_ERRORS
+from bench.perf import cli as perf_cli
+from bench.report import cli as report_cli
+from bench.sweep import cli as sweep_cli
+from bench.train import cli as train_cli
 
-# (command, help, module defining add_cli) -- a group's module adds its own sub-commands.
-_GROUPS: list[tuple[str, str, str]] = [
-    ("model", "the network: complexity accounting", "bench.model_cli"),
-    ("data", "datasets: synthesise, prepare, check, compute flow", "bench.data.cli"),
-    ("perf", "benchmarks that write a table", "bench.perf.cli"),
+# (command, help, add_cli of the group's sub-commands)
+_GROUPS = [
+    ("model", "the network: complexity accounting", model_cli.add_cli),
+    ("data", "datasets: synthesise, prepare, check, compute flow", data_cli.add_cli),
+    ("perf", "benchmarks that write a table", perf_cli.add_cli),
 ]
-# Top-level commands contributed by a module (the module's add_cli adds them to the root).
-_TOP_LEVEL: list[str] = [
-    "bench.sweep.cli",    # bench sweep / run / sync
-    "bench.report.cli",   # bench report / ui / viz
-    "bench.train.cli",    # bench train (one trial, no Ray: for debugging)
-]
-
-
-class CLIError(Exception):
-    """A user error: printed without a traceback, exit status 2."""
-
-
-def add_commands_from(sub: argparse._SubParsersAction, modules: list[str]) -> None:
-    """Let each module add its sub-commands; a module not (yet) in the tree is left out."""
-    for module in modules:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-            continue
-        mod.add_cli(sub)
+# Top-level commands: bench sweep / run / sync, bench report / ui / viz, bench train.
+_TOP_LEVEL = [sweep_cli.add_cli, report_cli.add_cli, train_cli.add_cli]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, help_, module in _GROUPS:
+    for name, help_, add_cli in _GROUPS:
         group = sub.add_parser(name, help=help_)
         group.set_defaults(func=lambda args, g=group: g.print_help() or 2)
-        add_commands_from(group.add_subparsers(dest="subcommand", metavar="SUBCOMMAND"), [module])
-    add_commands_from(sub, _TOP_LEVEL)
+        add_cli(group.add_subparsers(dest="subcommand", metavar="SUBCOMMAND"))
+    for add_cli in _TOP_LEVEL:
+        add_cli(sub)
     return parser
 
 
@@ -64,10 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         rc = args.func(args)
-    except CLIError as e:
-        print(f"bench: error: {e}", file=sys.stderr)
-        return 2
-    except DataError as e:  # bad input data: the message names the file and line
+    except USER_ERRORS as e:             # bad input: the message names the file, line or field
         print(f"bench: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -6,6 +6,8 @@ import argparse
 import json
 from dataclasses import asdict
 
+from bench.errors import CLIError
+
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("complexity", help="parameters and multiply-adds of every cell and network",
@@ -23,7 +25,6 @@ def complexity_report(*, frames: list[int], image_size: int = 112, num_classes: 
 
     for t in frames:
         if t < 2 or t % 2:
-            from bench.cli import CLIError
             raise CLIError(f"--frames: every clip length must be even and >= 2, got {t}")
     cells = [asdict(cell_complexity(c)) for c in list_cells()]
     network = [asdict(network_complexity(c, frames=t, image_size=image_size, num_classes=num_classes))

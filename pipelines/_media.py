@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from bench.data.errors import DataError
+from bench.errors import DataError
 
 Kind = Literal["video", "frames"]
 

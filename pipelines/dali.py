@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from bench.data.errors import DataError
+from bench.errors import DataError
 from pipelines.decoders import Request
 
 log = logging.getLogger("pipelines")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data.errors import DataError
+from bench.errors import DataError
 from pipelines._media import Media
 
 # Codecs whose every frame is a keyframe: packet k is frame k, no reordering, no references.

@@ -31,8 +31,8 @@ from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 
-from bench.data.errors import DataError
 from bench.data.index import DatasetIndex, Sample
+from bench.errors import DataError
 from pipelines._media import Media, MediaResolver
 from pipelines.decoders import DECODERS, Request
 from pipelines.routing import BACKENDS, CPU_FALLBACK, Choice, choose, dali_installed

@@ -92,7 +92,9 @@ def ray_cluster_specs() -> dict[str, dict[str, Any]]:
 
 def kuberay_autoscaling_config(cr: dict[str, Any]) -> dict[str, Any]:
     """What Ray's KubeRay autoscaler makes of the CR (it ends in `validate_config`)."""
-    from ray.autoscaler._private.kuberay.autoscaling_config import _derive_autoscaling_config_from_ray_cr
+    from ray.autoscaler._private.kuberay.autoscaling_config import (
+        _derive_autoscaling_config_from_ray_cr,
+    )
 
     cr = copy.deepcopy(cr)
     cr["metadata"].setdefault("namespace", "default")

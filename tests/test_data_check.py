@@ -7,8 +7,15 @@ import shutil
 from pathlib import Path
 
 import pytest
+from _helpers_data import (
+    REAL,
+    make_framelist,
+    make_isogd,
+    make_jester,
+    truncate_half,
+    write_video,
+)
 
-from _helpers_data import REAL, make_framelist, make_isogd, make_jester, truncate_half, write_video
 from bench.cli import main
 from bench.data.check import check_dataset
 

@@ -15,15 +15,31 @@ from importlib.resources import files
 from pathlib import Path
 
 import pytest
+from _helpers_data import (
+    REAL,
+    REAL_FRAME_COUNTS,
+    REAL_JPG_DIR,
+    copy_real_jester_layout,
+    jester_labels,
+    make_framelist,
+    make_isogd,
+    make_jester,
+    truncate_half,
+    write_jester_validation_csv,
+    write_video,
+)
 
-from _helpers_data import (REAL, REAL_FRAME_COUNTS, REAL_JPG_DIR, copy_real_jester_layout, jester_labels,
-                           make_framelist, make_isogd, make_jester, truncate_half, write_jester_validation_csv,
-                           write_video)
-from bench.data.errors import DataError
-from bench.data.formats import (load_index, read_cached_counts, read_framelist, read_isogd_list, read_jester,
-                                write_index_cache)
+from bench.data.formats import (
+    load_index,
+    read_cached_counts,
+    read_framelist,
+    read_isogd_list,
+    read_jester,
+    write_index_cache,
+)
 from bench.data.index import NO_LABEL
 from bench.data.probe import list_frame_files, probe_video, scan_frame_folder
+from bench.errors import DataError
 
 RES = files("bench") / "resources"
 

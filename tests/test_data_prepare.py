@@ -11,13 +11,13 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from _helpers_data import REAL, make_isogd, make_jester
 
 import bench.data.prepare as prep
-from _helpers_data import REAL, make_isogd, make_jester
 from bench.cli import main
-from bench.data.errors import DataError
 from bench.data.formats import load_index
 from bench.data.probe import probe_video
+from bench.errors import DataError
 
 JESTER_CLIPS = {"train": {"101": 5, "102": 6, "103": 4, "104": 5}, "valid": {"201": 5, "202": 7},
                 "test": {"301": 4}}

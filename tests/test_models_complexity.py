@@ -94,7 +94,7 @@ def test_odd_frames_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None
 def test_data_errors_survive_pickling() -> None:
     import pickle
 
-    from bench.data.errors import DataError
+    from bench.errors import DataError
 
     e = pickle.loads(pickle.dumps(DataError("lists/train.txt", "expected 3 fields", line=7)))
     assert (str(e), e.path, e.line) == ("lists/train.txt:7: expected 3 fields", "lists/train.txt", 7)

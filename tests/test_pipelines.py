@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from bench.data.errors import DataError
 from bench.data.index import DatasetIndex, Sample
 from bench.data.sampling import modality_mean, sample_frame_indices
+from bench.errors import DataError
 from pipelines import BACKENDS, CodecRefused, make_loader
 from pipelines.routing import dali_installed
 

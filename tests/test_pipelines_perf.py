@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from test_pipelines import frames_for, make_index, write_jpgs, write_video
 
 from bench.perf import data as perf
-from test_pipelines import frames_for, make_index, write_jpgs, write_video
 
 
 def test_time_case_rows_compare_backends_side_by_side(tmp_path):

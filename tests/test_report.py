@@ -15,6 +15,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from test_report_fixtures import TrialSpec, mask, write_mlflow_sweep, write_tune_sweep  # noqa: E402
 
+from bench.errors import CLIError
+
 N, C = 40, 4
 LABELS = np.arange(N) % C
 
@@ -209,7 +211,6 @@ def test_cli_from_tune_dir_without_mlflow(reported: dict, tmp_path: Path, capsys
 
 
 def test_user_errors(reported: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bench.cli import CLIError
     from bench.report.cli import report_sweep
 
     with pytest.raises(CLIError, match=r"no runs of sweep 'nope'.*sweeps there: \['demo'\]"):

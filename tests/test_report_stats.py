@@ -10,7 +10,6 @@ import pytest
 from bench.report import fusion as fz
 from bench.report.stats import mcnemar_exact, mean_ci, paired_bootstrap, paired_test
 
-
 # ----------------------------------------------------------------------------- mean and CI
 
 def test_mean_ci_matches_t_table() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.sweep.spec import SweepSpecError, load_spec, parse_spec
+from bench.sweep.spec import ConfigError, load_spec, parse_spec
 
 CONFIGS = sorted(Path(str(importlib.resources.files("bench") / "configs")).glob("*.yaml"))
 
@@ -30,7 +30,7 @@ def _parse(text: str, tmp_path: Path):
 
 
 def _error(text: str, tmp_path: Path) -> str:
-    with pytest.raises(SweepSpecError) as e:
+    with pytest.raises(ConfigError) as e:
         _parse(text, tmp_path)
     return str(e.value)
 

@@ -10,7 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from bench.tracking.uri import TrackingUnavailable, check_tracking, default_tracking_uri, resolve_tracking_uri
+from bench.tracking.uri import (
+    TrackingUnavailable,
+    check_tracking,
+    default_tracking_uri,
+    resolve_tracking_uri,
+)
 
 
 def _free_port() -> int:

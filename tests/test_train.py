@@ -19,9 +19,16 @@ import numpy as np
 import pytest
 import torch
 
+from bench.errors import CLIError
 from bench.train.config import DRIVER_KEYS, TrainConfig, split_config
 from bench.train.layout import METRIC_KEYS
-from bench.train.loop import build_model, load_init_weights, make_optimizer, make_scheduler, train_loop_per_worker
+from bench.train.loop import (
+    build_model,
+    load_init_weights,
+    make_optimizer,
+    make_scheduler,
+    train_loop_per_worker,
+)
 from bench.train.session import LocalSession
 
 TIMING_KEYS = {"epoch_time_s", "train_clips_per_s"}
@@ -264,7 +271,7 @@ def test_finetune_refuses_another_cell(baseline, datasets, tmp_path):
 
 
 def test_missing_modality_names_the_file(datasets, tmp_path):
-    from bench.data.errors import DataError
+    from bench.errors import DataError
 
     # the synthetic data has RGB only: asking for depth fails on the first K_ (depth) file
     with pytest.raises(DataError, match=r"/K_\d+\.avi"):
@@ -395,7 +402,6 @@ def _bench_train(argv: list[str]) -> int:
 
 
 def test_cli_train_and_resume(datasets, tmp_path, capsys):
-    from bench.cli import CLIError
 
     cfg = tmp_path / "run.yaml"
     cfg.write_text(f"dataset: isogd\nroot: {datasets['c4']}\npreset: small\nepochs: 1\nbatch_size: 4\n"

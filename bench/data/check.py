@@ -15,11 +15,23 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.data.errors import DataError
-from bench.data.formats import (FORMATS, FRAMELIST_LISTS, ISOGD_LISTS, JESTER_CSVS, SPLITS, ErrorTuple,
-                                error_from_tuple, error_to_tuple, normalize_split, parallel_map,
-                                read_framelist, read_isogd_list, read_jester)
+from bench.data.formats import (
+    FORMATS,
+    FRAMELIST_LISTS,
+    ISOGD_LISTS,
+    JESTER_CSVS,
+    SPLITS,
+    ErrorTuple,
+    error_from_tuple,
+    error_to_tuple,
+    normalize_split,
+    parallel_map,
+    read_framelist,
+    read_isogd_list,
+    read_jester,
+)
 from bench.data.index import DatasetIndex
+from bench.errors import CLIError, DataError
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +153,6 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     if args.workers < 1:
-        from bench.cli import CLIError
 
         raise CLIError("--workers must be >= 1")
     stats: dict = {}

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-_COMMANDS = ["bench.data.synth", "bench.data.flow", "bench.data.prepare", "bench.data.check"]
+from bench.data import check, flow, prepare, synth
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
-    from bench.cli import add_commands_from
-
-    add_commands_from(sub, _COMMANDS)
+    for module in (synth, flow, prepare, check):
+        module.add_cli(sub)

@@ -52,6 +52,8 @@ from typing import Sequence
 
 import numpy as np
 
+from bench.errors import CLIError
+
 METHODS = ("dis", "farneback", "tvl1", "dali")
 FLOW_BOUND = 20.0            # px per frame that saturates the 8-bit code
 FLOW_SCALE = 128.0 / FLOW_BOUND
@@ -194,7 +196,7 @@ def read_video_gray(path: str | Path) -> tuple[np.ndarray, str, int]:
     its integer frame rate."""
     import av
 
-    from bench.data.errors import DataError
+    from bench.errors import DataError
 
     try:
         with av.open(str(path)) as container:
@@ -227,8 +229,8 @@ def read_jpg_folder_gray(folder: str | Path) -> np.ndarray:
     """Frames of a Jester-style folder as (N, H, W) uint8 luma, in frame-number order."""
     import cv2
 
-    from bench.data.errors import DataError
     from bench.data.probe import list_frame_files
+    from bench.errors import DataError
 
     frames = []
     for f in list_frame_files(folder):
@@ -288,7 +290,7 @@ def _flow_one(task: _FlowTask) -> int:
         gray, src_codec, fps = read_video_gray(task.src)
         codec = _WORKER["codec"] or _CODEC_OF_DECODER.get(src_codec)
         if codec is None:
-            from bench.data.errors import DataError
+            from bench.errors import DataError
 
             raise DataError(task.src, f"no encoder for the input's codec {src_codec!r}; pass codec= "
                                       f"(one of {sorted(_CODEC_OF_DECODER)})")
@@ -304,8 +306,8 @@ def _is_done(task: _FlowTask) -> bool:
 
 
 def _flow_tasks(fmt: str, root: Path, split: str) -> list[_FlowTask]:
-    from bench.data.errors import DataError
     from bench.data.formats import ISOGD_PREFIX, JESTER_DIRS, load_index
+    from bench.errors import DataError
 
     index = load_index(fmt, root, split, modalities=("rgb",), use_cache=False)
     tasks = []
@@ -342,9 +344,9 @@ def compute_flow_dataset(fmt: str, root: str | Path, *, workers: int = 1, method
     list exists) of the ``fmt`` dataset at ``root``; skips outputs that already exist."""
     from tqdm import tqdm
 
-    from bench.data.errors import DataError
     from bench.data.formats import JESTER_DIRS, normalize_split
     from bench.data.synth import CODECS
+    from bench.errors import DataError
 
     if fmt not in ("isogd", "jester"):
         raise ValueError(f"format must be 'isogd' or 'jester', got {fmt!r}")
@@ -436,7 +438,6 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 
 
 def _cli(args: argparse.Namespace) -> int:
-    from bench.cli import CLIError
 
     splits = [s.strip() for s in args.splits.split(",") if s.strip()] if args.splits else None
     try:

@@ -17,7 +17,7 @@ Layouts (paths relative to the dataset root ``DIR``; see bench/data/README in th
 - Frame lists (the paper's code): ``PATH FRAMECOUNT LABEL`` with 0-based labels, ``PATH`` a
   folder of ``%06d.jpg`` frames; default list ``DIR/{split}_list.txt``.
 
-Every malformed line raises :class:`~bench.data.errors.DataError` naming the file and line
+Every malformed line raises :class:`~bench.errors.DataError` naming the file and line
 (``bench data check`` collects them all instead). ``DIR/.bench/index-<split>.parquet``, written
 by ``bench data prepare``, supplies probed frame counts when it is newer than the lists; the
 lists stay the source of truth for which samples exist and their labels.
@@ -30,8 +30,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from bench.data.errors import DataError
 from bench.data.index import MODALITIES, NO_LABEL, DatasetIndex, Sample
+from bench.errors import DataError
 
 FORMATS = ("isogd", "jester", "framelist")
 SPLITS = ("train", "valid", "test")

@@ -39,11 +39,21 @@ import shutil
 import sys
 from pathlib import Path
 
-from bench.data.errors import DataError
-from bench.data.formats import (CACHE_DIR, ISOGD_LISTS, JESTER_CSVS, JESTER_DIRS, JESTER_LABELS,
-                                SPLITS, load_index, parallel_map, read_isogd_list, read_jester,
-                                write_index_cache)
+from bench.data.formats import (
+    CACHE_DIR,
+    ISOGD_LISTS,
+    JESTER_CSVS,
+    JESTER_DIRS,
+    JESTER_LABELS,
+    SPLITS,
+    load_index,
+    parallel_map,
+    read_isogd_list,
+    read_jester,
+    write_index_cache,
+)
 from bench.data.index import DatasetIndex, Sample
+from bench.errors import CLIError, DataError
 
 # Sizes of the official releases (bench/resources/*/README.md).
 OFFICIAL_COUNTS = {
@@ -572,7 +582,6 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from bench.cli import CLIError
 
     if args.workers < 1:
         raise CLIError("--workers must be >= 1")

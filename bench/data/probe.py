@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from bench.data.errors import DataError
+from bench.errors import DataError
 
 _FRAME_NAME = re.compile(r"^(\d+)\.(?:jpe?g|png)$", re.IGNORECASE)
 

@@ -47,6 +47,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from bench.errors import CLIError
+
 GENERATOR = "gesturebench.synth"
 GENERATOR_VERSION = "1.0"
 FORMATS = ("isogd", "jester")
@@ -805,7 +807,6 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 
 
 def _cli(args: argparse.Namespace) -> int:
-    from bench.cli import CLIError
 
     mods = tuple(m.strip() for m in args.modalities.split(",") if m.strip())
     t0 = time.perf_counter()

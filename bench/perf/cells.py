@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bench.errors import CLIError
+
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cells", help="time every recurrent cell at the paper's shapes")
@@ -165,7 +167,6 @@ COLUMNS = ["cell", "fwd_ms", "fwd_bwd_ms", "macs", "mac_ratio_vs_convlstm", "fwd
 def _run(args: argparse.Namespace) -> int:
     import torch
 
-    from bench.cli import CLIError
     from bench.perf._common import command_line, write_outputs
 
     cells = [c.strip() for c in args.cells.split(",") if c.strip()] if args.cells else None

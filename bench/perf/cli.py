@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-_COMMANDS = ["bench.perf.data", "bench.perf.cells", "bench.perf.network", "bench.perf.sweep"]
+from bench.perf import cells, data, network, sweep
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
-    from bench.cli import add_commands_from
-
-    add_commands_from(sub, _COMMANDS)
+    for module in (data, cells, network, sweep):
+        module.add_cli(sub)

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.errors import CLIError
+
 log = logging.getLogger("bench.perf.data")
 
 REAL_FOOTAGE = Path(__file__).resolve().parents[2] / "tests" / "data" / "real-gestures"
@@ -74,7 +76,6 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 
 
 def _cli(args: argparse.Namespace) -> int:
-    from bench.cli import CLIError
 
     if args.root is not None and args.format is None:
         raise CLIError("--format is required with --root")

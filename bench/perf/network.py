@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.errors import CLIError
+
 COLUMNS = ["preset", "cell", "batch", "clip", "step_ms", "steps_per_s", "train_clips_per_s",
            "infer_clips_per_s", "gmacs_per_clip", "train_gmac_per_s", "peak_step_mib", "model_state_mib",
            "step_vs_convlstm"]
@@ -273,7 +275,6 @@ def data_vs_step(rows: list[dict[str, Any]], *, preset: str, batch: int, clips: 
 def _cli(args: argparse.Namespace) -> int:
     import torch
 
-    from bench.cli import CLIError
     from bench.models import list_cells
     from bench.models.net import PRESETS
     from bench.perf._common import command_line, write_outputs

@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.errors import CLIError
+
 COLUMNS = ["config", "trials", "concurrency", "epochs", "work_s", "wall_s", "ideal_s",
            "overhead_per_trial_s", "trials_per_min", "vs_reuse_actors"]
 CONFIGS = ("reuse-actors", "new-actor-per-trial", "reuse-actors+mlflow")
@@ -129,7 +131,6 @@ def measure(*, configs: list[str], trials: int, concurrency: int, epochs: int, w
 
 
 def _cli(args: argparse.Namespace) -> int:
-    from bench.cli import CLIError
     from bench.perf._common import command_line, write_outputs
 
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]

@@ -26,7 +26,7 @@ COLUMNS = ("source", "citation", "table", "dataset", "split", "modality", "archi
 
 def load_baselines() -> pl.DataFrame:
     """The published results table; fails loudly on a malformed file (names the column)."""
-    from bench.data.errors import DataError
+    from bench.errors import DataError
 
     path = importlib.resources.files("bench") / RESOURCE
     with importlib.resources.as_file(path) as p:

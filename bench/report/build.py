@@ -29,7 +29,7 @@ import numpy as np
 import polars as pl
 
 from bench.report import fusion as fz
-from bench.report.stats import ALPHA, mean_ci, mcnemar_exact, paired_test
+from bench.report.stats import ALPHA, mcnemar_exact, mean_ci, paired_test
 from bench.report.trials import KEY, select_trials
 
 REFERENCES = ("convlstm", "a")

@@ -13,6 +13,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.errors import CLIError
+
 DEFAULT_STORAGE = Path("runs")      # bench.sweep.spec's default `storage:`
 DEFAULT_OUT = Path("reports")
 
@@ -85,12 +87,16 @@ def report_sweep(*, sweep: str | None = None, experiment: str | None = None, tra
     """The whole of ``bench report`` as a function (``bench run`` and tests call it).
 
     Raises `bench.cli.CLIError` for a user error (no such sweep, store unreachable)."""
-    from bench.cli import CLIError
     from bench.report.build import build_report
     from bench.report.render import summary_markdown, write_report
     from bench.report.trials import load_trials_tune
-    from bench.tracking.uri import (TrackingUnavailable, apply_http_env, check_tracking, resolve_tracking_uri,
-                                    sqlite_path)
+    from bench.tracking.uri import (
+        TrackingUnavailable,
+        apply_http_env,
+        check_tracking,
+        resolve_tracking_uri,
+        sqlite_path,
+    )
 
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))  # noqa: E731
     apply_http_env()
@@ -165,10 +171,8 @@ def report_sweep(*, sweep: str | None = None, experiment: str | None = None, tra
 
 
 def _report_cmd(args: argparse.Namespace) -> int:
+    from bench.errors import DataError
     from bench.report.render import LEADERBOARD_COLS, markdown_table
-
-    from bench.cli import CLIError
-    from bench.data.errors import DataError
 
     if args.bootstrap < 1:
         raise CLIError(f"--bootstrap {args.bootstrap}: needs at least one resample")
@@ -198,7 +202,6 @@ def _ui_cmd(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- bench viz
 
 def _viz_cmd(args: argparse.Namespace) -> int:
-    from bench.cli import CLIError
     from bench.report.viz import render_fig3
 
     if (args.video is None) == (args.dataset is None):

@@ -100,7 +100,7 @@ def read_scores(path: str | Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from bench.data.errors import DataError
+    from bench.errors import DataError
 
     p = Path(path)
     try:

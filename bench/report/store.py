@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from bench.errors import SweepNotFound
 from bench.report.trials import row_from_record, scores_num_classes, trials_frame
 
 if TYPE_CHECKING:
@@ -33,10 +34,6 @@ if TYPE_CHECKING:
 
 VAL_SCORES = "val_scores.parquet"
 LEADERBOARD_TAG = "leaderboard"
-
-
-class SweepNotFound(LookupError):
-    """No sweep (or no trial runs) matches; the message lists what the store holds."""
 
 
 @dataclass

@@ -25,6 +25,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.errors import CLIError
+
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -147,7 +149,6 @@ def run_url(base: str, experiment_id: str, run_id: str, artifact: str | None = N
 def serve(*, tracking_uri: str | None, host: str = "127.0.0.1", port: int = 5000,
           artifact_root: Path | None = None, timeout: float = 120.0) -> int:
     """``bench ui``: start (or point at) the UI, print where things are, serve until Ctrl-C."""
-    from bench.cli import CLIError
     from bench.report.store import latest_leaderboard
     from bench.tracking.uri import resolve_tracking_uri, sqlite_path
 

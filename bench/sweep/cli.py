@@ -11,6 +11,8 @@ import importlib.resources
 import sys
 from pathlib import Path
 
+from bench.errors import CLIError
+
 DEFAULT_CONFIG = "configs/default.yaml"
 
 
@@ -56,12 +58,11 @@ def _tracking_arg(p: argparse.ArgumentParser) -> None:
 def _load(path: Path, storage: Path | None = None, name: str | None = None):
     import dataclasses
 
-    from bench.cli import CLIError
-    from bench.sweep.spec import SweepSpecError, load_spec
+    from bench.sweep.spec import ConfigError, load_spec
 
     try:
         spec = load_spec(path)
-    except SweepSpecError as e:
+    except ConfigError as e:
         raise CLIError(str(e)) from None
     if storage is not None:
         spec = spec.with_storage(storage)
@@ -71,8 +72,7 @@ def _load(path: Path, storage: Path | None = None, name: str | None = None):
 
 
 def _execute(spec, args: argparse.Namespace) -> int:
-    from bench.cli import CLIError
-    from bench.data.errors import DataError
+    from bench.errors import DataError
     from bench.sweep.run import SweepError, run_sweep
 
     try:
@@ -98,7 +98,6 @@ def default_config_path() -> Path:
 
 
 def _run_cmd(args: argparse.Namespace) -> int:
-    from bench.cli import CLIError
 
     spec = _load(args.config or default_config_path(), args.out)
     if args.resume:
@@ -115,9 +114,13 @@ def _run_cmd(args: argparse.Namespace) -> int:
 
 
 def _sync_cmd(args: argparse.Namespace) -> int:
-    from bench.cli import CLIError
     from bench.tracking.sync import find_sweep_dirs, sync_sweep
-    from bench.tracking.uri import TrackingUnavailable, apply_http_env, check_tracking, resolve_tracking_uri
+    from bench.tracking.uri import (
+        TrackingUnavailable,
+        apply_http_env,
+        check_tracking,
+        resolve_tracking_uri,
+    )
 
     target = Path(args.target)
     if target.is_file():

@@ -36,7 +36,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from bench.sweep.results import SWEEP_YAML, TrialRecord, final_checkpoints, read_meta, read_unit, write_meta
+from bench.errors import SweepError
+from bench.sweep.results import (
+    SWEEP_YAML,
+    TrialRecord,
+    final_checkpoints,
+    read_meta,
+    read_unit,
+    write_meta,
+)
 from bench.sweep.spec import StageSpec, SweepSpec
 
 # STACK_NOTES section 1, "Quiet/fast test env": set before Ray is imported by the driver;
@@ -53,10 +61,6 @@ QUIET_ENV = {
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
 METRIC, MODE = "val_top1", "max"
-
-
-class SweepError(RuntimeError):
-    """A sweep cannot start or continue (the message says why and what to do)."""
 
 
 @dataclass(frozen=True)
@@ -385,7 +389,12 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     apply_quiet_env()
     stream = stream or sys.stdout
     t0 = time.monotonic()
-    from bench.tracking.uri import TrackingUnavailable, apply_http_env, check_tracking, resolve_tracking_uri
+    from bench.tracking.uri import (
+        TrackingUnavailable,
+        apply_http_env,
+        check_tracking,
+        resolve_tracking_uri,
+    )
 
     uri = resolve_tracking_uri(tracking_uri)
     try:
@@ -418,12 +427,12 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
         return pid
 
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
+    # MLflow's first contact (imports, creating a new SQLite schema: seconds) overlaps Ray's start.
+    from concurrent.futures import ThreadPoolExecutor
+
     from ray import tune
 
     from bench.sweep.trainable import run_trial
-
-    # MLflow's first contact (imports, creating a new SQLite schema: seconds) overlaps Ray's start.
-    from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         parent_future = pool.submit(open_parent)

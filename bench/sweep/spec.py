@@ -83,6 +83,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from bench.errors import ConfigError
+
 # Keys a sweep sets itself; `train:` must not (the sweep derives them from the grid/stages).
 _SWEEP_OWNED = frozenset({
     "dataset", "root", "train_split", "val_split", "modality", "cell", "preset", "clip_len",
@@ -106,10 +108,6 @@ SYNTH_CODECS = ("mjpeg", "vp9", "mpeg4", "h264")
 # Defaults that make a sweep reproducible without a `train:` block: the paper's protocol.
 DEFAULT_BATCH_SIZE = 8
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-class SweepSpecError(ValueError):
-    """A bad sweep file: the message names the file, the line when known, and the field."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,7 +254,7 @@ def load_spec(path: str | Path, *, base_dir: str | Path | None = None) -> SweepS
     try:
         text = path.read_text()
     except OSError as e:
-        raise SweepSpecError(f"{path}: cannot read the sweep file ({e.strerror or e})") from None
+        raise ConfigError(f"{path}: cannot read the sweep file ({e.strerror or e})") from None
     return parse_spec(text, source=path, base_dir=base_dir)
 
 
@@ -270,7 +268,7 @@ def parse_spec(text: str, *, source: str | Path = "<sweep>", base_dir: str | Pat
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else str(source)
-        raise SweepSpecError(f"{where}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
+        raise ConfigError(f"{where}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
     finally:
         loader.dispose()
     lines: dict[tuple, int] = {}
@@ -291,7 +289,7 @@ def _to_python(node: Any, path: tuple, lines: dict[tuple, int], loader: Any, sou
         for k, v in node.value:
             key = loader.construct_object(k, deep=True)
             if key in out:
-                raise SweepSpecError(f"{source}:{k.start_mark.line + 1}: {_fmt(path + (key,))}: "
+                raise ConfigError(f"{source}:{k.start_mark.line + 1}: {_fmt(path + (key,))}: "
                                      "duplicate key")
             out[key] = _to_python(v, path + (key,), lines, loader, source)
         return out
@@ -312,13 +310,13 @@ class _Ctx:
     source: str
     lines: Mapping[tuple, int]
 
-    def error(self, path: tuple, why: str) -> SweepSpecError:
+    def error(self, path: tuple, why: str) -> ConfigError:
         p = path
         while p and p not in self.lines:
             p = p[:-1]
         line = self.lines.get(p)
         where = f"{self.source}:{line}" if line else self.source
-        return SweepSpecError(f"{where}: {_fmt(path)}: {why}")
+        return ConfigError(f"{where}: {_fmt(path)}: {why}")
 
 
 def _mapping(ctx: _Ctx, value: Any, path: tuple, *, required: Sequence[str] = (),

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 from bench.tracking.meta import provenance_tags
 from bench.train.layout import METRICS_FILE as METRICS
 from bench.train.layout import VAL_SCORES_FILE as VAL_SCORES
+
 # The keys that find a run again.
 SWEEP_KEY = "sweep_id"
 TRIAL_KEY = "trial_name"

@@ -13,6 +13,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from bench.errors import TrackingUnavailable
+
 DB_NAME = "mlflow.db"
 # Applied (setdefault) in processes that talk to MLflow during a sweep: a dropped server
 # must cost seconds per call, not MLflow's default 7 retries with backoff (minutes).
@@ -22,10 +24,6 @@ HTTP_ENV = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
-
-
-class TrackingUnavailable(RuntimeError):
-    """The tracking store cannot be reached or used; the message says which and how to fix it."""
 
 
 def default_tracking_uri(cwd: str | Path | None = None) -> str:

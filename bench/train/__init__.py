@@ -11,7 +11,13 @@ Importing this package is cheap (no torch, no ray).
 """
 
 from bench.train.config import DRIVER_KEYS, TrainConfig, split_config
-from bench.train.layout import CHECKPOINT_PREFIX, METRIC_KEYS, METRICS_FILE, STATE_FILE, VAL_SCORES_FILE
+from bench.train.layout import (
+           CHECKPOINT_PREFIX,
+           METRIC_KEYS,
+           METRICS_FILE,
+           STATE_FILE,
+           VAL_SCORES_FILE,
+)
 
 __all__ = ["CHECKPOINT_PREFIX", "DRIVER_KEYS", "METRICS_FILE", "METRIC_KEYS", "STATE_FILE",
            "TrainConfig", "VAL_SCORES_FILE", "split_config"]

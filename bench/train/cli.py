@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.errors import CLIError
+
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one config in this process (no Ray), for debugging",
@@ -34,7 +36,6 @@ def load_config(path: Path | None, sets: list[str]) -> dict[str, Any]:
     """The config dict of a file plus ``KEY=VALUE`` overrides (CLIError on a malformed one)."""
     import yaml
 
-    from bench.cli import CLIError
 
     config: dict[str, Any] = {}
     if path is not None:
@@ -54,7 +55,6 @@ def load_config(path: Path | None, sets: list[str]) -> dict[str, Any]:
 
 
 def _handler(args: argparse.Namespace) -> int:
-    from bench.cli import CLIError
     from bench.train.config import TrainConfig, split_config
 
     raw = load_config(args.config, args.sets)

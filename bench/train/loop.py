@@ -43,8 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.data.errors import DataError
 from bench.data.index import DatasetIndex
+from bench.errors import DataError
 from bench.models import NetConfig, build_network, count_macs, count_params
 from bench.train.config import TrainConfig, split_config
 from bench.train.layout import METRIC_KEYS, METRICS_FILE, STATE_FILE, VAL_SCORES_FILE
