@@ -35,11 +35,19 @@ from bench.data.index import DatasetIndex, Sample
 from bench.errors import DataError
 from pipelines._media import Media, MediaResolver
 from pipelines.decoders import DECODERS, Request
-from pipelines.routing import BACKENDS, CPU_FALLBACK, Choice, choose, dali_installed
+from pipelines.routing import (
+    BACKENDS,
+    CPU_FALLBACK,
+    DALI_BACKENDS,
+    FALLBACK_BACKENDS,
+    Choice,
+    choose,
+    dali_installed,
+)
 
 log = logging.getLogger("pipelines")
 
-Backend = Literal["auto", "dali-gpu", "dali-cpu", "pyav", "opencv"]
+Backend = str        # one of pipelines.routing.BACKENDS
 OnError = Literal["raise", "skip"]
 
 CACHE_LIMIT_BYTES = 4 << 30   # cache=True stops adding videos past this (and says so once)
@@ -175,9 +183,9 @@ class ClipLoader:
     def _choose(self, backend: str) -> Choice:
         from pipelines.dali import gpu_visible
 
-        if backend in ("pyav", "opencv"):
+        if backend in FALLBACK_BACKENDS:
             return Choice(backend, "forced by the caller")
-        if backend in ("dali-cpu", "dali-gpu"):
+        if backend in DALI_BACKENDS:
             if not dali_installed():
                 raise ValueError(f"backend: {backend!r} needs NVIDIA DALI (nvidia-dali-cuda130), "
                                  "which is not installed")

@@ -1,28 +1,17 @@
 """Which backend decodes a dataset: "auto" probes codecs and picks, a forced name is checked.
 
-Rules, from two runs of ``bench perf data --repeats 5`` on the 2-core CPU machine (decode-only
-clips/s of 16-frame clips; backends interleaved on the same files; ratio to PyAV in the same
-run, run 1 / run 2). The machine was shared (load 7-9), so ratios within ~0.7-1.3x are
-noise: PyAV and OpenCV read JPG folders with the same ``cv2.imread`` code and still came
-out 0.66-1.27x apart.
+Rules, per codec family on a CPU-only host, from ``bench perf data`` (decode-only and
+full-loader clips/s of 16-frame clips, backends interleaved on the same files; the table and
+its command are in docs/BENCHMARKS.md, "Data pipelines"):
 
-==================  ===========  ===========  ===========================================
-case (320x240)      OpenCV       DALI-CPU     auto on a CPU host
-==================  ===========  ===========  ===========================================
-MJPEG, 40 frames    1.21 / 0.81  0.47 / 0.37  pyav: decodes only the requested packets
-MJPEG, 200 frames   0.25 / 0.38  0.16 / 0.27  (intra-only), which wins as sampling thins
-VP9, 40 frames      1.05 / 1.16  0.36 / 0.50  opencv (ties PyAV here; 2x in STACK_NOTES'
-VP9, 200 frames     0.78 / 0.90  0.64 / 0.76  whole-video decode on an idle machine)
-H.264, 40 frames    0.99 / 0.73  n/a          opencv (as VP9; DALI-CPU cannot decode it)
-MPEG-4/XVID, 40 fr  1.98 / 1.61  n/a          opencv: consistently faster
-JPG, 176x100 x 36   1.27 / 0.66  1.12 / 0.54  opencv (``cv2.imread``; DALI no faster)
-real VP9 / H.264    0.76-1.10 / 0.95-1.27     opencv
-==================  ===========  ===========  ===========================================
-
+- MJPEG: ``pyav``, which decodes only the requested packets (intra-only), and wins as the
+  sampling thins (200-frame videos).
+- VP8/VP9, H.264, HEVC, MPEG-4/XviD, JPG/PNG folders: ``opencv`` (ties or beats PyAV; DALI's
+  CPU decoder cannot read H.264 or MPEG-4 at all).
 - A visible GPU: ``dali-gpu`` (NVDEC + nvJPEG decode every codec the suites use).
 - DALI on CPU is never the automatic choice: slower than PyAV/OpenCV in every case measured
   (it decodes MJPEG/VP8/VP9 and JPG, but drives FFmpeg with more overhead for short clips),
-  and ``import nvidia.dali`` costs 2-8 s in every process (each trial of a sweep).
+  and ``import nvidia.dali`` costs seconds in every process (each trial of a sweep).
   It stays available as a forced backend and is checked for equal output.
 - Depth (8-bit gray): PyAV's ``to_ndarray("gray")`` is exact, OpenCV's BGR->gray within ~1.
 
@@ -39,7 +28,10 @@ from dataclasses import dataclass
 from pipelines._media import Media
 from pipelines.dali import GPU_VIDEO_CODECS, IMAGE_CODECS
 
-BACKENDS = ("auto", "dali-gpu", "dali-cpu", "pyav", "opencv")
+# The decode backends, defined here and imported everywhere else: "auto" chooses per dataset.
+DALI_BACKENDS = ("dali-gpu", "dali-cpu")
+FALLBACK_BACKENDS = ("pyav", "opencv")        # pipelines.decoders.DECODERS
+BACKENDS = ("auto", *DALI_BACKENDS, *FALLBACK_BACKENDS)
 
 # Measured choice on a CPU-only host, per codec family (see the module docstring).
 AUTO_CPU: dict[str, str] = {

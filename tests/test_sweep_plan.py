@@ -127,3 +127,33 @@ def test_missing_dataset_fails_before_ray_with_its_name(tmp_path):
     import ray
 
     assert not ray.is_initialized()
+
+
+def test_param_space_is_the_stage_config_plus_tune_objects(tmp_path):
+    """Ray's train_tune_interop hand-off: every trial's dict rebuilds into the stage's own
+    TrainConfig with only the grid, searched and per-trial fields changed."""
+    from ray.tune.search.sample import Domain
+
+    from bench.sweep.run import param_space, plan_units
+    from bench.train.config import TrainConfig, split_config
+
+    text = BASE + "search: {num_samples: 1, space: {lr: {loguniform: [1.0e-3, 1.0e-1]}}}\n"
+    spec = parse_spec(text, base_dir=tmp_path)
+    pre, fine = plan_units(spec)
+    table = {f"{c}/rgb/{s}": f"/ck/{c}{s}" for c in spec.grid.cells for s in spec.grid.seeds}
+    for unit in (pre, fine):
+        space = param_space(spec, unit, sweep_id="x", sweep_dir=tmp_path, init_table=table,
+                            num_classes={"j": 27, "i": 249})
+        stage = unit.stage.train
+        varied = {k for k, v in space.items() if isinstance(v, (dict, Domain)) and k != "sweep"
+                  or type(v).__name__ == "Function"}
+        assert varied <= {"cell", "modality", "seed", "lr", "init_checkpoint"}, varied
+        for cell in spec.grid.cells:
+            for mod in spec.modalities(unit.stage):
+                cfg = _resolve(space, cell, mod, 1)
+                cfg["lr"] = 0.02
+                tc = TrainConfig.from_dict(split_config(cfg)[0])
+                expected = stage.replace(cell=cell, modality=mod, seed=1, lr=0.02,
+                                         num_classes=27 if unit.name == "pretrain" else 249,
+                                         **({"init_checkpoint": f"/ck/{cell}1"} if unit.name == "finetune" else {}))
+                assert tc == expected

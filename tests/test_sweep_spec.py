@@ -49,12 +49,12 @@ def test_table1_is_the_papers_protocol():
     spec = load_spec(Path(str(importlib.resources.files("bench") / "configs/table1.yaml")))
     assert spec.grid.cells == tuple(list_cells()) and spec.grid.modalities == ("rgb",)
     pre, fine = spec.stages
-    assert (pre.name, spec.datasets[pre.dataset].format, pre.epochs, pre.train["batch_size"], pre.clip_len) == \
+    assert (pre.name, spec.datasets[pre.dataset].format, pre.epochs, pre.train.batch_size, pre.clip_len) == \
         ("pretrain", "jester", 30, 16, 16)
-    assert (fine.name, spec.datasets[fine.dataset].format, fine.epochs, fine.train["batch_size"], fine.clip_len) == \
+    assert (fine.name, spec.datasets[fine.dataset].format, fine.epochs, fine.train.batch_size, fine.clip_len) == \
         ("finetune", "isogd", 15, 8, 32)
     assert spec.preset == "paper" and pre.image_size == 112
-    assert pre.train["lr"] == 1e-3 and pre.train["lr_end"] == 1e-6 and pre.train["weight_decay"] == 5e-5
+    assert pre.train.lr == 1e-3 and pre.train.lr_end == 1e-6 and pre.train.weight_decay == 5e-5
 
 
 def test_table2_and_hpsearch():
@@ -88,7 +88,7 @@ def test_minimal_defaults_and_relative_paths(tmp_path):
     assert spec.storage == (tmp_path / "runs").resolve()
     assert spec.sweep_dir == spec.storage / "t"
     assert spec.grid.seeds == (0,) and spec.grid.modalities == ("rgb",)
-    assert spec.stages[0].dataset == "syn" and spec.stages[0].train["batch_size"] == 8
+    assert spec.stages[0].dataset == "syn" and spec.stages[0].train.batch_size == 8
     assert spec.search is None and spec.scheduler is None and spec.max_failures == 2
     with pytest.raises(dataclasses.FrozenInstanceError):
         spec.name = "x"  # type: ignore[misc]
@@ -97,13 +97,15 @@ def test_minimal_defaults_and_relative_paths(tmp_path):
 def test_yaml_exponent_without_dot_is_a_number(tmp_path):
     # PyYAML reads `1e-3` as a string; the schema takes it as the number it means.
     spec = _parse(MINIMAL + "train: {lr: 1e-3, weight_decay: 5e-5}\n", tmp_path)
-    assert spec.stages[0].train["lr"] == pytest.approx(1e-3)
+    assert spec.stages[0].train.lr == pytest.approx(1e-3)
 
 
 def test_unknown_cell_names_field_line_and_known_cells(tmp_path):
+    from bench.models import list_cells
+
     msg = _error(MINIMAL + "grid:\n  cells: [a, b, e]\n", tmp_path)
     assert msg == (f"{tmp_path / 'sweep.yaml'}:7: grid.cells[2]: unknown cell 'e' "
-                   "(known: convlstm, a, b, c, d)")
+                   f"(known: {', '.join(list_cells())})")
 
 
 @pytest.mark.parametrize("extra, expected", [
@@ -129,6 +131,49 @@ def test_unknown_cell_names_field_line_and_known_cells(tmp_path):
 def test_bad_fields_are_named(tmp_path, extra, expected):
     msg = _error(MINIMAL + extra, tmp_path)
     assert re.search(expected, msg), msg
+
+
+# Values each field accepts alone but the run cannot use: refused when the file is loaded (by
+# constructing the stage's TrainConfig), at the line of the key that made the run impossible.
+@pytest.mark.parametrize("extra, line, expected", [
+    ("train: {lr: 0.01, lr_end: 0.5}\n", 6, r"train.lr_end: must be in \[0, lr=0.01\] .*got 0.5$"),
+    ("train: {batch_size: 3}\nresources: {workers: 2}\n", 6,
+     r"train.batch_size: is the global batch and must be divisible by the 2 workers .*got 3$"),
+    ("train:\n  batch_size: 8\n  fail_once_at_epoch: 3\n", 8, r"train.fail_once_at_epoch: must be <= epochs=2"),
+    ("resources: {gpu: 0.5, workers: 2}\n", 6, r"resources.gpu: a GPU share below 1 with workers=2 .*NCCL"),
+    ("train: {momentum: 1.0}\n", 6, r"train.momentum: must be in \[0, 1\), got 1.0$"),
+    ("train: {backend: nvdec}\n", 6, r"train.backend: must be one of \['auto', 'dali-gpu'"),
+    ("train: {lr: 1e-3}\nsearch:\n  space:\n    lr_end: {uniform: [1.0e-6, 0.01]}\n", 9,
+     r"search.space.lr_end: can draw lr_end=0.01, which stages\[0\] \(pretrain\) refuses: lr_end: must be in "
+     r"\[0, lr=0.001\]"),
+    ("resources: {workers: 2}\nsearch:\n  space:\n    batch_size: {choice: [4, 6, 9]}\n", 9,
+     r"search.space.batch_size: can draw batch_size=9, .*divisible by the 2 workers"),
+    ("search:\n  space:\n    lr: {loguniform: [1.0e-7, 1.0e-2]}\n", 8,
+     r"search.space.lr: can draw lr=1e-07, .*lr_end: must be in \[0, lr=1e-07\]"),
+])
+def test_impossible_runs_fail_at_load_time(tmp_path, extra, line, expected):
+    msg = _error(MINIMAL + extra, tmp_path)
+    assert msg.startswith(f"{tmp_path / 'sweep.yaml'}:{line}: "), msg
+    assert re.search(expected, msg), msg
+
+
+def test_stage_train_errors_name_the_stage(tmp_path):
+    text = MINIMAL.replace("{name: pretrain, epochs: 2}", "{name: pretrain, epochs: 2, train: {lr: 0.1, lr_end: 1}}")
+    assert _error(text, tmp_path).startswith(f"{tmp_path / 'sweep.yaml'}:5: stages[0].train.lr_end: must be in")
+    text = MINIMAL.replace("{name: pretrain, epochs: 2}", "{name: pretrain, epochs: 2, batch_size: 5}")
+    assert "stages[0].batch_size: is the global batch" in _error(text + "resources: {workers: 2}\n", tmp_path)
+
+
+def test_stage_holds_a_typed_trainconfig(tmp_path):
+    """The driver holds each stage's TrainConfig from load time on: every field typed."""
+    from bench.train.config import TrainConfig
+
+    spec = _parse(MINIMAL + "train: {lr: 1e-3, amp: false}\nresources: {workers: 2, cpu: 1}\n", tmp_path)
+    cfg = spec.stages[0].train
+    assert isinstance(cfg, TrainConfig)
+    assert (cfg.lr, cfg.amp, cfg.num_workers, cfg.epochs, cfg.batch_size, cfg.dataset) == \
+        (1e-3, "off", 2, 2, 8, "isogd")
+    assert cfg.root == str(tmp_path / "data" / "syn")
 
 
 def test_structural_errors(tmp_path):
@@ -188,7 +233,7 @@ def test_train_keys_are_trainconfig_fields():
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     assert sp.TRAIN_KEYS <= fields
-    assert sp._SWEEP_OWNED <= fields
+    assert sp.SWEEP_OWNED <= fields
     assert set(sp.SEARCHABLE) <= sp.TRAIN_KEYS
 
 
@@ -217,4 +262,4 @@ def test_docstring_example_is_a_valid_sweep(tmp_path):
     text = textwrap.dedent("\n".join(line for line in block.splitlines()))
     spec = parse_spec(text, base_dir=tmp_path)
     assert spec.name == "demo" and spec.search.searcher == "optuna" and spec.scheduler.grace_period == 1
-    assert spec.stages[0].train["lr"] == 0.02 and spec.stages[0].train["batch_size"] == 8
+    assert spec.stages[0].train.lr == 0.02 and spec.stages[0].train.batch_size == 8

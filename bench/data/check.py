@@ -30,7 +30,7 @@ from bench.data.formats import (
     read_isogd_list,
     read_jester,
 )
-from bench.data.index import DatasetIndex
+from bench.data.index import MODALITIES, DatasetIndex
 from bench.errors import CLIError, DataError
 
 
@@ -143,7 +143,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--split", nargs="+", choices=SPLITS + ("validation",), default=None,
                    help="splits to check (default: every split whose list exists)")
-    p.add_argument("--modalities", nargs="+", choices=("rgb", "depth", "flow"), default=None,
+    p.add_argument("--modalities", nargs="+", choices=MODALITIES, default=None,
                    help="modalities to check (default: those the layout has)")
     p.add_argument("--workers", type=int, default=1, help="processes for the file checks")
     p.add_argument("--deep", action="store_true",

@@ -22,7 +22,7 @@ motion from RGB frame ``t - 1`` to frame ``t``; flow frame 0 is defined as zero 
 128), so frame indices of RGB and flow line up one to one and the paper's frame sampling
 picks the same instants in both. A 1-frame video gives one all-128 frame.
 
-Methods (CPU, OpenCV; timings in STACK_NOTES section 4):
+Methods (CPU, OpenCV; rates measured on a 2-core CPU):
 - ``dis`` (default): DIS, FAST preset -- ~2,700 pairs/s at 112x112 on 2 cores. On a synthetic
   swipe its mean per-frame flow tracked the true hand velocity (r = 0.92) about as well as
   ULTRAFAST (0.93) and better than MEDIUM (0.79), at 3x MEDIUM's speed.

@@ -5,7 +5,7 @@ touching the samples themselves: a 148,092-clip Jester index must build in secon
 reading does no per-sample ``stat``. Whether the files exist and decode is the job of
 ``probe=True`` (fills ``num_frames``) and of ``bench data check`` (reports every problem).
 
-Layouts (paths relative to the dataset root ``DIR``; see bench/data/README in the brief):
+Layouts (paths relative to the dataset root ``DIR``, as the datasets ship them):
 
 - IsoGD: ``DIR/{train,valid,test}_list.txt``, lines ``RGB_PATH DEPTH_PATH LABEL`` with labels
   1..249 (0 = no label, the test list's placeholder). Flow sits beside RGB, ``M_`` -> ``F_``.

@@ -61,7 +61,8 @@ DEFAULT_SIZE = {"isogd": (160, 120), "jester": (176, 100)}  # (W, H); real: 320x
 
 # codec key -> (FFmpeg encoder, pix_fmt, codec tag or None, encoder options)
 # mjpeg/mpeg4: qmin/qmax pin the quantiser (the default rate control blurs small frames);
-# vp9 and x264 options are the measured ones of STACK_NOTES section 4.
+# vp9 (libvpx-vp9: realtime deadline, cpu-used 8) and x264 (veryfast) trade size for encode
+# speed: the generator writes thousands of short clips.
 CODECS: dict[str, tuple[str, str, str | None, dict[str, str]]] = {
     "mjpeg": ("mjpeg", "yuvj420p", None, {"qmin": "2", "qmax": "4"}),
     "vp9": ("libvpx-vp9", "yuv420p", None,

@@ -35,7 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.data.formats import FORMATS
+from bench.data.index import MODALITIES
 from bench.errors import CLIError
+from pipelines.routing import BACKENDS, DALI_BACKENDS, FALLBACK_BACKENDS
 
 log = logging.getLogger("bench.perf.data")
 
@@ -57,17 +60,17 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="clips/s of each decoding backend, and index build time",
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--root", type=Path, help="an existing dataset (default: generate a small one)")
-    p.add_argument("--format", choices=("isogd", "jester", "framelist"),
+    p.add_argument("--format", choices=FORMATS,
                    help="format of --root (required with --root)")
     p.add_argument("--split", default="valid")
-    p.add_argument("--modality", default="rgb", choices=("rgb", "depth", "flow"))
+    p.add_argument("--modality", default="rgb", choices=MODALITIES)
     p.add_argument("--max-clips", type=int, default=48, help="clips taken (evenly) from --root")
     p.add_argument("--clips", type=int, default=16, help="clips per generated case")
     p.add_argument("--clip-len", type=int, default=16)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--repeats", type=int, default=5, help="timed epochs per backend (median reported)")
-    p.add_argument("--backends", default="pyav,opencv,dali-cpu,dali-gpu",
+    p.add_argument("--backends", default=",".join((*FALLBACK_BACKENDS, *reversed(DALI_BACKENDS))),
                    help="comma-separated; unavailable ones are left out and said so")
     p.add_argument("--index-clips", type=int, default=sum(JESTER_SPLITS.values()),
                    help="clips in the generated Jester-sized index (0: skip the index timing)")
@@ -237,7 +240,7 @@ def available_backends(wanted: list[str]) -> tuple[list[str], dict[str, str]]:
             why[b] = "DALI not installed"
         elif b == "dali-gpu" and not gpu_visible():
             why[b] = "no GPU visible"
-        elif b not in ("pyav", "opencv", "dali-cpu", "dali-gpu"):
+        elif b not in BACKENDS or b == "auto":
             why[b] = "unknown backend"
         else:
             ok.append(b)

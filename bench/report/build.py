@@ -28,12 +28,13 @@ from typing import Any, Sequence
 import numpy as np
 import polars as pl
 
+from bench.data.index import MODALITIES
 from bench.report import fusion as fz
 from bench.report.stats import ALPHA, mcnemar_exact, mean_ci, paired_test
 from bench.report.trials import KEY, select_trials
 
 REFERENCES = ("convlstm", "a")
-MODALITY_ORDER = ("rgb", "depth", "flow")
+MODALITY_ORDER = MODALITIES
 
 
 @dataclass
@@ -296,7 +297,7 @@ def comparison_table(leaderboard: pl.DataFrame, fusion: pl.DataFrame, baselines:
               "source": pl.String, "data": pl.String, "split": pl.String, "top1": pl.Float64,
               "top1_std": pl.Float64, "seeds": pl.Int64, "citation": pl.String}
     df = pl.DataFrame(rows, schema=schema)
-    order = {m: i for i, m in enumerate(("rgb", "depth", "flow", "rgb+depth", "rgb+flow", "depth+flow",
+    order = {m: i for i, m in enumerate((*MODALITIES, "rgb+depth", "rgb+flow", "depth+flow",
                                          "rgb+depth+flow"))}
     return (df.with_columns(pl.col("modality").replace_strict(order, default=len(order)).alias("_m"),
                             pl.col("source").str.starts_with("this suite").alias("_ours"))

@@ -13,6 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.data.formats import FORMATS
 from bench.errors import CLIError
 
 DEFAULT_STORAGE = Path("runs")      # bench.sweep.spec's default `storage:`
@@ -59,7 +60,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
                     "layer's output channel with the largest activation sum at each time step.")
     v.add_argument("--checkpoint", type=Path, required=True, help="checkpoint folder (with state.pt) or state.pt")
     v.add_argument("--video", type=Path, help="a video file (RGB; a depth video reads as gray) or a frame folder")
-    v.add_argument("--dataset", choices=("isogd", "jester", "framelist"), help="take the clip from a dataset ...")
+    v.add_argument("--dataset", choices=FORMATS, help="take the clip from a dataset ...")
     v.add_argument("--root", type=Path, help="... at this root")
     v.add_argument("--split", default="valid", help="... from this split (default valid)")
     v.add_argument("--sample", help="... this sample_id (default: the first)")

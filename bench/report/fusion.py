@@ -42,6 +42,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from bench.data.index import MODALITIES
+
 RULES = ("mean", "product", "fitted")
 EPS = 1e-12                      # floor before log: a probability of exactly 0 would give -inf
 PROB_ATOL = 1e-3
@@ -294,7 +296,7 @@ def single(aligned: Aligned, modality: str) -> FusionResult:
                         top5_correct=_topk_hit(z, aligned.labels, 5))
 
 
-def combinations(modalities: Sequence[str], order: Sequence[str] = ("rgb", "depth", "flow")) -> list[tuple[str, ...]]:
+def combinations(modalities: Sequence[str], order: Sequence[str] = MODALITIES) -> list[tuple[str, ...]]:
     """Every combination of two or more of ``modalities``, in the canonical order."""
     rank = {m: i for i, m in enumerate(order)}
     mods = sorted(set(modalities), key=lambda m: (rank.get(m, len(rank)), m))

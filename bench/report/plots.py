@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from bench.data.index import MODALITIES
+
 MARKERS = {"rgb": "o", "depth": "s", "flow": "^"}
 
 
@@ -80,8 +82,8 @@ def cell_bars(leaderboard: pl.DataFrame) -> Any:
     fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4.2), squeeze=False)
     for ax, ((dataset, stage), g) in zip(axes[0], groups):
         cells = sorted(g["cell"].unique().to_list(), key=lambda c: (c != "convlstm", c))
-        mods = [m for m in ("rgb", "depth", "flow") if m in g["modality"].to_list()] + \
-               sorted(set(g["modality"].to_list()) - {"rgb", "depth", "flow"})
+        mods = [m for m in MODALITIES if m in g["modality"].to_list()] + \
+               sorted(set(g["modality"].to_list()) - set(MODALITIES))
         width = 0.8 / max(len(mods), 1)
         for j, m in enumerate(mods):
             sub = g.filter(pl.col("modality") == m)

@@ -5,7 +5,7 @@ leaderboard tables (``log_table`` artifacts render as sortable tables) and the H
 (HTML artifacts render in a frame) are all there already, with comparison views for free.
 
 The server is ``mlflow server --backend-store-uri <sqlite> --host 127.0.0.1 --port P
---workers 1`` (STACK_NOTES section 2: one worker is healthy in ~8 s, four take ~19 s), with
+--workers 1`` (one worker answers its health check in seconds; four take twice as long), with
 artifacts served (the default) and new runs' artifacts under ``mlruns/`` beside the database,
 where the suite's own runs keep them (`bench.tracking.store.Tracker`). SIGTERM to the server
 stops its uvicorn and job-runner children; we start it in a process group of its own and

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.data.formats import FORMATS
+
 
 @dataclass
 class Fig3:
@@ -90,7 +92,7 @@ def _clip(*, state: dict[str, Any], net: Any, video: Path | None, dataset: str |
     loader = make_loader(index, modality=modality, clip_len=clip_len, size=size, batch_size=1, train=False)
     batch = next(iter(loader))
     x = batch["clip"]                                              # (1, 3, T, S, S), mean subtracted
-    mean = np.asarray(modality_mean(fmt if fmt in ("isogd", "jester", "framelist") else "isogd", modality),
+    mean = np.asarray(modality_mean(fmt if fmt in FORMATS else "isogd", modality),
                       dtype=np.float32).reshape(3, 1, 1, 1)
     frames = np.clip(x[0].numpy() + mean, 0, 255).astype(np.uint8).transpose(1, 2, 3, 0)  # (T, S, S, 3)
     return x, frames, str(batch["sample_id"][0])

@@ -33,7 +33,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
         "run", help="the default benchmark: synthetic data, every cell, RGB + depth, 2 seeds, leaderboard",
         description="Generate a small synthetic IsoGD-layout dataset if missing (./data/synthetic-isogd), "
                     "run the default sweep (bench/configs/default.yaml) on a local Ray, log to MLflow "
-                    "(./mlflow.db) and print a leaderboard. About ten minutes on 2 CPU cores.")
+                    "(./mlflow.db) and print a leaderboard. A few minutes on 2 CPU cores (docs/BENCHMARKS.md).")
     r.add_argument("--out", type=Path, help="storage root for the sweep's results (default: ./runs)")
     _tracking_arg(r)
     r.add_argument("--config", type=Path, help="another sweep file instead of the bundled default")

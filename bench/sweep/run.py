@@ -10,7 +10,7 @@ Flow of `run_sweep`:
 4. start a local Ray, or connect to ``--address`` / ``$RAY_ADDRESS``;
 5. per stage, run its Tune experiment(s) ("units"): the grid of cells x modalities x seeds
    (``tune.grid_search``), optional search distributions (Tune's BasicVariantGenerator or a
-   seeded random one); with Optuna, which cannot take ``grid_search`` (STACK_NOTES 1), one
+   seeded random one); with Optuna, which refuses ``grid_search`` in its space, one
    experiment per (cell, modality, seed) with ``OptunaSearch`` inside. The finetune stage's
    trial for (cell, modality, seed) starts from the matching pretrain trial's final
    checkpoint (``init_checkpoint``);
@@ -19,8 +19,8 @@ Flow of `run_sweep`:
 Failures: ``FailureConfig(max_failures)`` retries a crashed trial from its last checkpoint.
 ``--resume`` restores each unfinished experiment with ``Tuner.restore(resume_unfinished=True,
 resume_errored=True)`` and skips the finished ones. Restore granularity is Tune's
-experiment snapshot period, so the driver sets ``TUNE_GLOBAL_CHECKPOINT_S=1`` (STACK_NOTES 1:
-with the default, killed trials restarted from epoch 0).
+experiment snapshot period, so the driver sets ``TUNE_GLOBAL_CHECKPOINT_S=1``
+(with Tune's default period a killed driver's trials can restart from epoch 0).
 """
 
 from __future__ import annotations
@@ -45,10 +45,12 @@ from bench.sweep.results import (
     read_unit,
     write_meta,
 )
-from bench.sweep.spec import StageSpec, SweepSpec
+from bench.sweep.spec import PER_TRIAL, StageSpec, SweepIdentity, SweepSpec
+from bench.train.config import DriverConfig, TrainConfig
 
-# STACK_NOTES section 1, "Quiet/fast test env": set before Ray is imported by the driver;
-# a local Ray started here passes them on to its workers.
+# Quiet, fast Ray: no auth prompt, no usage stats, the classic progress output, Tune's
+# experiment snapshot every second (restore granularity), no tfevents loggers. Set before the
+# driver imports Ray; a local Ray started here passes them on to its workers.
 QUIET_ENV = {
     "RAY_AUTH_MODE": "disabled",
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -142,56 +144,54 @@ class FailMarker:
 
 
 def trial_resources(spec: SweepSpec) -> dict[str, float]:
-    """What one trial reserves: its worker's CPUs/GPU share; a token CPU when it only drives
-    a DDP worker group (which reserves its own); plus custom resources."""
+    """What one trial reserves (`bench.train.trainable.trial_resources`), plus custom resources."""
+    from bench.train.trainable import trial_resources as reserve
+
     r = spec.resources
-    res: dict[str, float] = {"cpu": 0.01} if r.workers > 1 else {"cpu": r.cpu}
-    if r.workers == 1 and r.gpu > 0:
-        res["gpu"] = r.gpu
-    res.update(r.custom)
-    return res
+    driver = DriverConfig(cpus_per_worker=r.cpu, gpus_per_worker=r.gpu if r.gpu > 0 else None)
+    return reserve(workers=r.workers, use_gpu=r.use_gpu, driver=driver) | dict(r.custom)
+
+
+def stage_config(spec: SweepSpec, stage: StageSpec, num_classes: dict[str, int]) -> TrainConfig:
+    """The stage's `TrainConfig` with what only the data tells: the class count (unless the
+    sweep file set one)."""
+    cfg = stage.train
+    if cfg.num_classes is None and stage.dataset in num_classes:
+        cfg = cfg.replace(num_classes=num_classes[stage.dataset])
+    return cfg
+
+
+def driver_config(spec: SweepSpec, unit: Unit, sweep_dir: Path) -> DriverConfig:
+    r = spec.resources
+    return DriverConfig(storage_path=str(sweep_dir / unit.name), max_failures=0, cpus_per_worker=r.cpu,
+                        gpus_per_worker=r.gpu if r.gpu > 0 else None)
 
 
 def param_space(spec: SweepSpec, unit: Unit, *, sweep_id: str, sweep_dir: Path,
                 init_table: dict[str, str] | None, num_classes: dict[str, int]) -> dict[str, Any]:
+    """Tune's ``param_space`` for ``unit``: the stage's `TrainConfig` as a dict, with Tune's
+    grid and search objects put in for the fields that vary, plus the driver's keys and the
+    sweep's identity (Ray's ``train_tune_interop`` pattern: the trial rebuilds the dataclass)."""
     from ray import tune
 
     st = unit.stage
-    ds = spec.datasets[st.dataset]
-    r = spec.resources
-    space: dict[str, Any] = {
-        "dataset": ds.format, "root": str(ds.root), "train_split": ds.train_split,
-        "val_split": ds.val_split, "preset": spec.preset, "epochs": st.epochs, "stage": st.name,
-        "num_workers": r.workers, "use_gpu": r.gpu > 0,
-        "storage_path": str(sweep_dir / unit.name),
-        "cpus_per_worker": r.cpu, "max_failures": 0,
-        "sweep": {"name": spec.name, "id": sweep_id, "unit": unit.name, "dataset": st.dataset,
-                  "dir": str(sweep_dir)},
-    }
-    if r.gpu > 0:
-        space["gpus_per_worker"] = r.gpu
-    if st.clip_len is not None:
-        space["clip_len"] = st.clip_len
-    if st.image_size is not None:
-        space["image_size"] = st.image_size
-    space.update(st.train)
-    if "num_classes" not in space and st.dataset in num_classes:
-        space["num_classes"] = num_classes[st.dataset]
-    if space.get("fail_once_at_epoch") and not space.get("fail_marker"):
-        folder = str(sweep_dir / unit.name)
-        space["fail_marker"] = (FailMarker(folder)(dict(zip(("cell", "modality", "seed"), unit.combo)))
-                                if unit.combo else tune.sample_from(FailMarker(folder)))
-    if unit.combo is not None:
-        space["cell"], space["modality"], space["seed"] = unit.combo
+    cfg = stage_config(spec, st, num_classes)
+    identity = SweepIdentity(name=spec.name, id=sweep_id, unit=unit.name, dataset=st.dataset, dir=str(sweep_dir))
+    space: dict[str, Any] = cfg.to_dict() | driver_config(spec, unit, sweep_dir).to_dict()
+    space["sweep"] = identity.to_dict()
+    combo = dict(zip(("cell", "modality", "seed"), unit.combo)) if unit.combo is not None else None
+    if combo is not None:
+        space.update(combo)
     else:
         space["cell"] = tune.grid_search(list(spec.grid.cells))
         space["modality"] = tune.grid_search(list(spec.modalities(st)))
         space["seed"] = tune.grid_search(list(spec.grid.seeds))
-    if st.name == "finetune":
-        table = init_table or {}
-        lookup = InitCheckpoint(table, st.init_modality)
-        space["init_checkpoint"] = (lookup(dict(zip(("cell", "modality", "seed"), unit.combo)))
-                                    if unit.combo else tune.sample_from(lookup))
+    if cfg.fail_marker == PER_TRIAL:
+        marker = FailMarker(str(sweep_dir / unit.name))
+        space["fail_marker"] = marker(combo) if combo is not None else tune.sample_from(marker)
+    if cfg.init_checkpoint == PER_TRIAL:
+        lookup = InitCheckpoint(init_table or {}, st.init_modality)
+        space["init_checkpoint"] = lookup(combo) if combo is not None else tune.sample_from(lookup)
     if spec.search is not None:
         for k, dist in spec.search.space.items():
             space[k] = dist.to_tune()

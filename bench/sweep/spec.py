@@ -5,6 +5,13 @@ fail in the first second with the file, the line and the field path
 (``sweep.yaml:14: grid.cells[2]: unknown cell 'e' (known: convlstm, a, b, c, d)``), not
 twenty minutes later inside a Ray worker. Unknown keys are rejected for the same reason.
 
+Each stage holds its run as a `bench.train.config.TrainConfig`, built here from the file:
+a ``train:`` value is checked by constructing that dataclass (for every cell and modality of
+the grid, and for every corner of a search space), so a value the trial would refuse --
+``lr_end`` above ``lr``, a batch the workers cannot split, a searched range that crosses a
+fixed value -- fails here with the line of the key that set it. The sweep driver then hands
+the dataclass to Tune as ``param_space`` (`bench.sweep.run.param_space`).
+
 Example (every key; only ``name``, ``datasets`` and ``stages`` are required)::
 
     name: demo                       # [A-Za-z0-9][A-Za-z0-9_.-]*; the sweep's folder and MLflow tag
@@ -83,30 +90,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from bench.data.formats import FORMATS
+from bench.data.index import MODALITIES
+from bench.data.synth import CODECS as SYNTH_CODECS
+from bench.data.synth import FORMATS as SYNTH_FORMATS
 from bench.errors import ConfigError
+from bench.train.config import STAGES, ConfigFieldError, TrainConfig
 
-# Keys a sweep sets itself; `train:` must not (the sweep derives them from the grid/stages).
-_SWEEP_OWNED = frozenset({
+# TrainConfig fields a sweep sets itself; `train:` must not (they come from the grid, the
+# stages, the datasets, `preset` and `resources`).
+SWEEP_OWNED = frozenset({
     "dataset", "root", "train_split", "val_split", "modality", "cell", "preset", "clip_len",
     "image_size", "epochs", "seed", "stage", "init_checkpoint", "num_workers", "use_gpu",
 })
-# TrainConfig fields a `train:` block may set (checked against TrainConfig in the tests).
-TRAIN_KEYS = frozenset({
-    "batch_size", "lr", "lr_end", "lr_power", "momentum", "weight_decay", "num_classes",
-    "backend", "amp", "channels_last", "compile", "data_workers", "cache_data", "on_error",
-    "max_train_batches", "max_val_batches", "fail_once_at_epoch", "fail_marker",
-})
+# TrainConfig fields a `train:` block may set: every other field.
+TRAIN_KEYS = frozenset(f.name for f in dataclasses.fields(TrainConfig)) - SWEEP_OWNED
 SEARCHABLE = ("lr", "weight_decay", "batch_size", "momentum", "lr_end", "lr_power")
 DISTRIBUTIONS = ("loguniform", "uniform", "choice")
 SEARCHERS = ("basic", "random", "optuna")
 SCHEDULERS = ("asha",)
-STAGES = ("pretrain", "finetune")
-FORMATS = ("isogd", "jester", "framelist")
-MODALITIES = ("rgb", "depth", "flow")
-SYNTH_FORMATS = ("isogd", "jester")
-SYNTH_CODECS = ("mjpeg", "vp9", "mpeg4", "h264")
 # Defaults that make a sweep reproducible without a `train:` block: the paper's protocol.
 DEFAULT_BATCH_SIZE = 8
+# Values the driver sets per trial (Tune's sample_from) in a stage's TrainConfig template.
+PER_TRIAL = "<set per trial>"
+# Searched keys: how many corners of a search space are checked against TrainConfig at most.
+_MAX_CORNERS = 4096
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -148,7 +156,9 @@ class StageSpec:
     epochs: int
     clip_len: int | None
     image_size: int | None
-    train: Mapping[str, Any]                   # TrainConfig overrides (sweep-level merged in)
+    train: TrainConfig                         # the stage's run; the driver varies cell, modality
+                                               # and seed (the grid), searched keys, and the
+                                               # per-trial values (PER_TRIAL)
     init_from: Path | None = None              # finetune alone: previous sweep dir or checkpoint
     modalities: tuple[str, ...] | None = None  # this stage's subset of grid.modalities
     init_modality: str | None = None           # finetune: start every modality from this one's
@@ -199,10 +209,38 @@ class SchedulerSpec:
 
 @dataclass(frozen=True)
 class ResourceSpec:
+    """What one trial reserves: ``cpu``/``gpu`` for its one training process, or for each of
+    its ``workers`` DDP processes; plus Ray custom resources."""
     cpu: float = 1.0
     gpu: float = 0.0
     workers: int = 1
     custom: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.gpu > 1 and not float(self.gpu).is_integer():
+            raise ConfigFieldError("resources", "gpu", self.gpu, "a fraction of a GPU must be below 1")
+        if 0 < self.gpu < 1 and self.workers > 1:
+            raise ConfigFieldError("resources", "gpu", self.gpu,
+                                   f"a GPU share below 1 with workers={self.workers} puts several DDP "
+                                   "ranks on one GPU, which NCCL refuses: use gpu: 1 per worker")
+
+    @property
+    def use_gpu(self) -> bool:
+        return self.gpu > 0
+
+
+@dataclass(frozen=True)
+class SweepIdentity:
+    """Which sweep a trial belongs to: the ``sweep`` sub-dict of every trial's config (Tune's
+    ``params.json``), from which tracking tags the trial's MLflow run."""
+    name: str
+    id: str
+    unit: str
+    dataset: str
+    dir: str
+
+    def to_dict(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -427,7 +465,9 @@ def _build(data: Any, ctx: _Ctx, base: Path) -> SweepSpec:
         "image_size": (_int(ctx, top["image_size"], ("image_size",), minimum=8)
                        if top.get("image_size") is not None else None),
     }
-    stages = _stages(ctx, top["stages"], datasets, grid, defaults, train_defaults, base)
+    resources = _resources(ctx, top.get("resources", {}))
+    stages = _stages(ctx, top["stages"], datasets, grid, top, defaults, train_defaults, base,
+                     preset=preset, resources=resources)
 
     # every grid modality must exist in every stage's dataset when we generate it ourselves
     for i, st in enumerate(stages):
@@ -440,6 +480,9 @@ def _build(data: Any, ctx: _Ctx, base: Path) -> SweepSpec:
                                     f"(its synthetic.modalities: {list(syn.modalities)})")
 
     search = _search(ctx, top["search"]) if top.get("search") is not None else None
+    if search is not None:
+        for i, st in enumerate(stages):
+            _check_search(ctx, search, st, i)
     scheduler = _scheduler(ctx, top["scheduler"]) if top.get("scheduler") is not None else None
     if scheduler is not None:
         for i, st in enumerate(stages):
@@ -447,7 +490,6 @@ def _build(data: Any, ctx: _Ctx, base: Path) -> SweepSpec:
                 raise ctx.error(("scheduler", "grace_period"),
                                 f"{scheduler.grace_period} exceeds stages[{i}] ({st.name}) epochs "
                                 f"{st.epochs}")
-    resources = _resources(ctx, top.get("resources", {}))
     mct = top.get("max_concurrent_trials")
     if mct is not None:
         mct = _int(ctx, mct, ("max_concurrent_trials",), minimum=1)
@@ -555,46 +597,63 @@ def _grid(ctx: _Ctx, v: Any) -> GridSpec:
 
 
 def _train_block(ctx: _Ctx, v: Any, path: tuple) -> dict[str, Any]:
+    """The keys of a ``train:`` block as written; their values are checked by `TrainConfig`."""
     if v is None:
         return {}
     if not isinstance(v, dict):
         raise ctx.error(path, f"must be a mapping, got {_kind(v)}")
-    out: dict[str, Any] = {}
-    for k, x in v.items():
-        p = path + (k,)
-        if k in _SWEEP_OWNED:
-            raise ctx.error(p, "is set by the sweep itself (use the top-level or stage key, or grid)")
+    for k in v:
+        if k in SWEEP_OWNED:
+            raise ctx.error(path + (k,), "is set by the sweep itself (use the top-level or stage key, or grid)")
         if k not in TRAIN_KEYS:
-            raise ctx.error(p, f"unknown key (known: {', '.join(sorted(TRAIN_KEYS))})")
-        if k in ("lr", "lr_end", "lr_power", "momentum", "weight_decay"):
-            x = _float(ctx, x, p, minimum=0.0)
-        elif k in ("batch_size", "num_classes", "max_train_batches", "max_val_batches",
-                   "fail_once_at_epoch"):
-            x = None if x is None and k != "batch_size" else _int(ctx, x, p, minimum=1)
-        elif k == "data_workers":
-            x = _int(ctx, x, p, minimum=0)
-        elif k == "cache_data":
-            x = _bool(ctx, x, p)
-        elif k in ("amp", "channels_last"):
-            if not isinstance(x, bool):
-                x = _str(ctx, x, p, choices=("auto", "bf16", "off") if k == "amp" else ("auto", "on", "off"))
-        elif k == "backend":
-            x = _str(ctx, x, p, choices=("auto", "dali-gpu", "dali-cpu", "pyav", "opencv"))
-        elif k == "on_error":
-            x = _str(ctx, x, p, choices=("raise", "skip"))
-        elif k == "fail_marker":
-            x = None if x is None else _str(ctx, x, p)
-        out[k] = x
-    if out.get("lr") is not None and not out["lr"] > 0:
-        raise ctx.error(path + ("lr",), "must be > 0")
-    if out.get("momentum") is not None and not out["momentum"] < 1:
-        raise ctx.error(path + ("momentum",), f"must be in [0, 1), got {out['momentum']}")
-    return out
+            raise ctx.error(path + (k,), f"unknown key (known: {', '.join(sorted(TRAIN_KEYS))})")
+    return dict(v)
 
 
-def _stages(ctx: _Ctx, v: Any, datasets: Mapping[str, DatasetSpec], grid: GridSpec,
-            defaults: Mapping[str, Any], train_defaults: Mapping[str, Any], base: Path
-            ) -> tuple[StageSpec, ...]:
+def _field_path(f: str, *, stage: Mapping[str, Any], i: int, top: Mapping[str, Any], dataset: str) -> tuple:
+    """Where in the sweep file a TrainConfig field of stage ``i`` was set (or would be)."""
+    if f in (stage.get("train") or {}):
+        return ("stages", i, "train", f)
+    if f in stage and f in ("epochs", "clip_len", "image_size", "batch_size"):
+        return ("stages", i, f)
+    if f in (top.get("train") or {}):
+        return ("train", f)
+    if f in top and f in ("epochs", "clip_len", "image_size", "preset"):
+        return (f,)
+    where = {"num_workers": ("resources", "workers"), "use_gpu": ("resources", "gpu"),
+             "cell": ("grid", "cells"), "seed": ("grid", "seeds"),
+             "modality": ("stages", i, "modalities") if "modalities" in stage else ("grid", "modalities"),
+             "dataset": ("datasets", dataset, "format"), "root": ("datasets", dataset, "root"),
+             "train_split": ("datasets", dataset, "train_split"),
+             "val_split": ("datasets", dataset, "val_split"),
+             "init_checkpoint": ("stages", i, "init_from")}
+    return where.get(f, ("stages", i, "train", f) if f in TRAIN_KEYS else ("stages", i))
+
+
+def _stage_config(ctx: _Ctx, fields: dict[str, Any], *, grid: GridSpec, modalities: Sequence[str],
+                  stage: Mapping[str, Any], i: int, top: Mapping[str, Any], dataset: str) -> TrainConfig:
+    """The stage's `TrainConfig`, checked for every cell and modality of the grid: a bad value
+    fails here, at load time, at the line that set it."""
+    def build(**kw: Any) -> TrainConfig:
+        try:
+            return TrainConfig(**(fields | kw))
+        except ConfigFieldError as e:
+            path = _field_path(e.field, stage=stage, i=i, top=top, dataset=dataset)
+            raise ctx.error(path, f"{e.reason}, got {_kind(e.value)}") from None
+        except TypeError as e:            # a field TrainConfig does not know (cannot happen from YAML)
+            raise ctx.error(("stages", i), str(e)) from None
+
+    cfg = build(cell=grid.cells[0], modality=modalities[0], seed=grid.seeds[0])
+    for cell in grid.cells[1:]:
+        build(cell=cell, modality=modalities[0], seed=grid.seeds[0])
+    for m in modalities[1:]:
+        build(cell=grid.cells[0], modality=m, seed=grid.seeds[0])
+    return cfg
+
+
+def _stages(ctx: _Ctx, v: Any, datasets: Mapping[str, DatasetSpec], grid: GridSpec, top: Mapping[str, Any],
+            defaults: Mapping[str, Any], train_defaults: Mapping[str, Any], base: Path, *, preset: str,
+            resources: ResourceSpec) -> tuple[StageSpec, ...]:
     path = ("stages",)
     items = _list(ctx, v, path)
     out: list[StageSpec] = []
@@ -645,8 +704,19 @@ def _stages(ctx: _Ctx, v: Any, datasets: Mapping[str, DatasetSpec], grid: GridSp
             if name != "finetune":
                 raise ctx.error(p + ("init_modality",), "only a finetune stage starts from a checkpoint")
             init_mod = _str(ctx, s["init_modality"], p + ("init_modality",), choices=MODALITIES)
+        d = datasets[ds]
+        fields = dict(train, dataset=d.format, root=str(d.root), train_split=d.train_split,
+                      val_split=d.val_split, preset=preset, epochs=epochs, clip_len=clip_len,
+                      image_size=image_size, stage=name, num_workers=resources.workers,
+                      use_gpu=resources.use_gpu)
+        if name == "finetune":       # each trial's from its pretrain trial (or from init_from)
+            fields["init_checkpoint"] = PER_TRIAL
+        if fields.get("fail_once_at_epoch") is not None and fields.get("fail_marker") is None:
+            fields["fail_marker"] = PER_TRIAL
+        cfg = _stage_config(ctx, fields, grid=grid, modalities=mods or grid.modalities, stage=s, i=i,
+                            top=top, dataset=ds)
         out.append(StageSpec(name=name, dataset=ds, epochs=epochs, clip_len=clip_len,
-                             image_size=image_size, train=train, init_from=init_from,
+                             image_size=image_size, train=cfg, init_from=init_from,
                              modalities=mods, init_modality=init_mod))
     names = [s.name for s in out]
     for i, n in enumerate(names):
@@ -720,6 +790,28 @@ def _search(ctx: _Ctx, v: Any) -> SearchSpec:
     return SearchSpec(searcher=searcher, num_samples=num, seed=seed, space=space)
 
 
+def _check_search(ctx: _Ctx, search: SearchSpec, stage: StageSpec, i: int) -> None:
+    """Refuse a search space that can draw a value the stage's `TrainConfig` rejects: every
+    corner of the space (both bounds of each range, every choice) is built as a config, so
+    bounds that cross a fixed value (``lr`` below ``lr_end``) or a batch the workers cannot
+    split fail here. The checks are bounds and divisibility, so the corners decide them."""
+    import itertools
+
+    keys = list(search.space)
+    values = [list(search.space[k].args) for k in keys]
+    corners = itertools.islice(itertools.product(*values), _MAX_CORNERS)
+    for corner in corners:
+        draw = dict(zip(keys, corner))
+        try:
+            stage.train.replace(**draw)
+        except ConfigFieldError as e:
+            key = e.field if e.field in draw else keys[0]
+            drawn = ", ".join(f"{k}={v!r}" for k, v in draw.items())
+            raise ctx.error(("search", "space", key),
+                            f"can draw {drawn}, which stages[{i}] ({stage.name}) refuses: "
+                            f"{e.field}: {e.reason}, got {_kind(e.value)}") from None
+
+
 def _scheduler(ctx: _Ctx, v: Any) -> SchedulerSpec:
     path = ("scheduler",)
     _mapping(ctx, v, path, optional=("type", "grace_period", "reduction_factor"))
@@ -736,8 +828,6 @@ def _resources(ctx: _Ctx, v: Any) -> ResourceSpec:
     _mapping(ctx, v, path, optional=("cpu", "gpu", "workers", "custom"))
     cpu = _float(ctx, v.get("cpu", 1), path + ("cpu",), positive=True)
     gpu = _float(ctx, v.get("gpu", 0), path + ("gpu",), minimum=0)
-    if gpu > 1 and not gpu.is_integer():
-        raise ctx.error(path + ("gpu",), f"a fraction of a GPU must be below 1, got {gpu}")
     workers = _int(ctx, v.get("workers", 1), path + ("workers",), minimum=1)
     custom_v = v.get("custom") or {}
     if not isinstance(custom_v, dict):
@@ -747,4 +837,7 @@ def _resources(ctx: _Ctx, v: Any) -> ResourceSpec:
         if not isinstance(k, str) or k.upper() in ("CPU", "GPU"):
             raise ctx.error(path + ("custom", k), "use resources.cpu / resources.gpu for these")
         custom[k] = _float(ctx, x, path + ("custom", k), positive=True)
-    return ResourceSpec(cpu=cpu, gpu=gpu, workers=workers, custom=custom)
+    try:
+        return ResourceSpec(cpu=cpu, gpu=gpu, workers=workers, custom=custom)
+    except ConfigFieldError as e:
+        raise ctx.error(path + (e.field,), f"{e.reason}, got {_kind(e.value)}") from None

@@ -20,7 +20,7 @@ Choices the paper leaves open, made here:
   BatchNorm statistics stay per rank (no SyncBN).
 - Mixed precision (bf16 autocast, no loss scaling needed) only on CUDA; channels_last_3d everywhere.
 
-Every epoch leaves a checkpoint directory (see `write_checkpoint`):
+Every epoch leaves a checkpoint directory (see `save_checkpoint`):
 ``state.pt``, ``val_scores.parquet``, ``metrics.json``.
 """
 
@@ -177,19 +177,53 @@ def write_val_scores(path: Path, *, sample_ids: list[str], labels: np.ndarray, p
     pq.write_table(table, path)
 
 
-def write_checkpoint(directory: Path, *, state: dict[str, Any], metrics: dict[str, Any],
-                     val_scores: dict[str, Any]) -> None:
-    """The checkpoint layout the sweep and report code read:
+def save_checkpoint(directory: Path, *, epoch: int, net: nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, cfg: TrainConfig, net_cfg: Any,
+                    classes: list[str], num_classes: int, clip_len: int, image_size: int, params: int,
+                    macs: int, metrics: dict[str, Any], val_scores: dict[str, Any]) -> None:
+    """Write the epoch's checkpoint directory, the layout the sweep and report code read
+    (`bench.train.layout`):
 
-    - ``state.pt``: model, optimizer, scheduler, epoch, rng, config, ... (``torch.load(...,
-      weights_only=True)`` loads it);
+    - ``state.pt``: model, optimizer, scheduler, epoch, rng, config, ... (`load_checkpoint`);
     - ``val_scores.parquet``: the epoch's per-sample validation scores (`write_val_scores`);
     - ``metrics.json``: the epoch's metric dict.
     """
+    state = {
+        "epoch": epoch,
+        "model": net.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng_state(),
+        "config": cfg.to_dict(),
+        "net_config": dataclasses.asdict(net_cfg),
+        "classes": list(classes),
+        "num_classes": num_classes,
+        "clip_len": clip_len,
+        "image_size": image_size,
+        "params": params,
+        "macs_per_clip": macs,
+        "metrics": metrics,
+    }
     directory.mkdir(parents=True, exist_ok=True)
     torch.save(state, directory / STATE_FILE)
     write_val_scores(directory / VAL_SCORES_FILE, **val_scores)
     (directory / METRICS_FILE).write_text(json.dumps(metrics, indent=1, sort_keys=True))
+
+
+def load_checkpoint(directory: str | Path) -> dict[str, Any]:
+    """The ``state.pt`` of a checkpoint directory, on the CPU (tensors and plain values only)."""
+    return torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def restore_checkpoint(state: Mapping[str, Any], *, net: nn.Module, optimizer: torch.optim.Optimizer,
+                       scheduler: torch.optim.lr_scheduler.LRScheduler) -> int:
+    """Continue from ``state`` (`load_checkpoint`): weights, optimiser, schedule and RNGs as they
+    were after its epoch; returns the epoch to run next."""
+    net.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    return int(state["epoch"]) + 1
 
 
 def check_labels(index: DatasetIndex, num_classes: int) -> None:
@@ -272,8 +306,7 @@ def _run(cfg: TrainConfig, session: Session, *, device: torch.device, use_amp: b
     params = int(count_params(net))
 
     with session.restore_dir() as d:
-        resume_state = (torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
-                        if d is not None else None)
+        resume_state = load_checkpoint(d) if d is not None else None
     if resume_state is None and cfg.stage == "finetune":
         load_init_weights(net, cfg.init_checkpoint, cell=cfg.cell, preset=cfg.preset)
 
@@ -314,11 +347,7 @@ def _run(cfg: TrainConfig, session: Session, *, device: torch.device, use_amp: b
                                power=cfg.lr_power)
     start_epoch = 1
     if resume_state is not None:
-        net.load_state_dict(resume_state["model"])
-        optimizer.load_state_dict(resume_state["optimizer"])
-        scheduler.load_state_dict(resume_state["scheduler"])
-        set_rng_state(resume_state["rng"])
-        start_epoch = int(resume_state["epoch"]) + 1
+        start_epoch = restore_checkpoint(resume_state, net=net, optimizer=optimizer, scheduler=scheduler)
         if rank == 0:
             log.info("resuming %s/%s at epoch %d", cfg.cell, cfg.modality, start_epoch)
     model: nn.Module = net
@@ -334,85 +363,28 @@ def _run(cfg: TrainConfig, session: Session, *, device: torch.device, use_amp: b
         model = torch.compile(model)
 
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
-    topk = min(5, num_classes)
     val_pos = {s.sample_id: i for i, s in enumerate(val_index.samples)}
     history: list[dict[str, Any]] = []
 
     for epoch in range(start_epoch, cfg.epochs + 1):
         if cfg.fail_once_at_epoch == epoch and rank == 0:
-            marker = Path(cfg.fail_marker)
-            if not marker.exists():
-                marker.parent.mkdir(parents=True, exist_ok=True)
-                marker.touch()
-                raise RuntimeError(f"injected failure at epoch {epoch} (TrainConfig.fail_once_at_epoch; "
-                                   f"marker {marker} now exists, so a retry goes on)")
+            _inject_failure(epoch, Path(cfg.fail_marker))
         t0 = time.perf_counter()
-
-        # -- train
-        model.train()
         train_loader.set_epoch(epoch)
-        sums = torch.zeros(4, dtype=torch.float64, device=device)   # loss*n, correct, clips, unpadded
-        last_lr = optimizer.param_groups[0]["lr"]
-        for i, batch in enumerate(train_loader):
-            if i >= steps:
-                break
-            x = batch["clip"].to(device, non_blocking=True)
-            y = batch["label"].to(device, non_blocking=True)
-            if use_cl:
-                x = x.contiguous(memory_format=torch.channels_last_3d)
-            with autocast():
-                logits = model(x)
-                loss = F.cross_entropy(logits.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            last_lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            scheduler.step()
-            n = y.shape[0]
-            real = int((~batch["padded"]).sum()) if "padded" in batch else n
-            sums += torch.stack([loss.detach().double() * n, (logits.argmax(1) == y).sum().double(),
-                                 torch.tensor(float(n), dtype=torch.float64, device=device),
-                                 torch.tensor(float(real), dtype=torch.float64, device=device)])
+        tr, last_lr = train_one_epoch(model, train_loader, optimizer, scheduler, device=device, steps=steps,
+                                      channels_last=use_cl, autocast=autocast)
         if dist:
-            sums = _all_reduce(sums, "sum")
+            tr = _all_reduce(tr, "sum")
             _check_replicas_in_sync(net, world)
-        tr_loss_sum, tr_correct, tr_n, tr_real = sums.tolist()   # (waits for the GPU: honest timing)
+        tr_loss_sum, tr_correct, tr_n, tr_real = tr.tolist()   # (waits for the GPU: honest timing)
         train_time = time.perf_counter() - t0
 
-        # -- validate (the unwrapped network: no DDP collectives, shards may differ in size)
-        net.eval()
-        ids: list[str] = []
-        labels, preds, probs = [], [], []
-        vsums = torch.zeros(4, dtype=torch.float64, device=device)   # loss*n, top1, topk, n
-        with torch.no_grad():
-            for i, batch in enumerate(val_loader):
-                if cfg.max_val_batches is not None and i >= cfg.max_val_batches:
-                    break
-                keep = ~batch["padded"] if "padded" in batch else torch.ones(len(batch["label"]), dtype=torch.bool)
-                if not bool(keep.any()):
-                    continue
-                x = batch["clip"][keep].to(device, non_blocking=True)
-                y = batch["label"][keep].to(device, non_blocking=True)
-                if use_cl:
-                    x = x.contiguous(memory_format=torch.channels_last_3d)
-                with autocast():
-                    logits = net(x)
-                logits = logits.float()
-                p = logits.softmax(1)
-                top = logits.topk(topk, dim=1).indices
-                hit = top == y[:, None]
-                vsums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
-                                      hit[:, 0].sum().double(), hit.any(1).sum().double(),
-                                      torch.tensor(float(y.shape[0]), dtype=torch.float64, device=device)])
-                ids.extend(sid for sid, k in zip(batch["sample_id"], keep.tolist()) if k)
-                labels.append(y.cpu().numpy())
-                preds.append(top[:, 0].cpu().numpy())
-                probs.append(p.cpu().numpy())
+        # the unwrapped network: no DDP collectives, shards may differ in size
+        va, rows = evaluate(net, val_loader, device=device, num_classes=num_classes, channels_last=use_cl,
+                            autocast=autocast, max_batches=cfg.max_val_batches)
         if dist:
-            vsums = _all_reduce(vsums, "sum")
-        va_loss_sum, va_top1, va_topk, va_n = vsums.tolist()
-        rows = (ids, _cat(labels, np.int64), _cat(preds, np.int64),
-                _cat(probs, np.float32).reshape(-1, num_classes))
+            va = _all_reduce(va, "sum")
+        va_loss_sum, va_top1, va_topk, va_n = va.tolist()
         skipped = {sid for sid, _ in (*train_loader.skipped, *val_loader.skipped)}
         num_skipped = len(skipped)
         if dist:
@@ -447,23 +419,10 @@ def _run(cfg: TrainConfig, session: Session, *, device: torch.device, use_amp: b
         ckpt_dir: Path | None = None
         if rank == 0:
             ckpt_dir = Path(tempfile.mkdtemp(prefix=f"ckpt-e{epoch:04d}-"))
-            state = {
-                "epoch": epoch,
-                "model": net.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": rng_state(),
-                "config": cfg.to_dict(),
-                "net_config": dataclasses.asdict(net_cfg),
-                "classes": list(train_index.classes),
-                "num_classes": num_classes,
-                "clip_len": clip_len,
-                "image_size": size,
-                "params": params,
-                "macs_per_clip": macs,
-                "metrics": metrics,
-            }
-            write_checkpoint(ckpt_dir, state=state, metrics=metrics, val_scores=val_scores)
+            save_checkpoint(ckpt_dir, epoch=epoch, net=net, optimizer=optimizer, scheduler=scheduler,
+                            cfg=cfg, net_cfg=net_cfg, classes=list(train_index.classes),
+                            num_classes=num_classes, clip_len=clip_len, image_size=size, params=params,
+                            macs=macs, metrics=metrics, val_scores=val_scores)
         try:
             session.report(metrics, ckpt_dir)
         finally:
@@ -474,6 +433,102 @@ def _run(cfg: TrainConfig, session: Session, *, device: torch.device, use_amp: b
             log.info("epoch %d/%d: train_loss %.4f val_top1 %.4f (%.1f s)", epoch, cfg.epochs,
                      metrics["train_loss"], metrics["val_top1"], epoch_time)
     return history
+
+
+# ----------------------------------------------------------------------------- one step, one epoch
+
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer, *,
+               scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+               autocast: Callable[[], Any] = contextlib.nullcontext) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step on a batch already on the device and in its layout: forward,
+    cross-entropy (in float32 under autocast), backward, SGD step, then the per-step schedule.
+
+    Returns ``(loss, logits)``, detached. `bench perf network` times this very function.
+    """
+    with autocast():
+        logits = model(x)
+        loss = F.cross_entropy(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return loss.detach(), logits.detach()
+
+
+def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, *, device: torch.device, steps: int,
+                    channels_last: bool, autocast: Callable[[], Any] = contextlib.nullcontext
+                    ) -> tuple[torch.Tensor, float]:
+    """Train ``steps`` batches of ``loader``. Returns this rank's float64 sums on ``device``,
+    ``[loss * clips, correct, clips, clips that are not padding]`` (all-reduce them for DDP),
+    and the learning rate of the last step."""
+    model.train()
+    sums = torch.zeros(4, dtype=torch.float64, device=device)
+    last_lr = optimizer.param_groups[0]["lr"]
+    for i, batch in enumerate(loader):
+        if i >= steps:
+            break
+        x = batch["clip"].to(device, non_blocking=True)
+        y = batch["label"].to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        last_lr = optimizer.param_groups[0]["lr"]
+        loss, logits = train_step(model, x, y, optimizer, scheduler=scheduler, autocast=autocast)
+        n = y.shape[0]
+        real = int((~batch["padded"]).sum()) if "padded" in batch else n
+        sums += torch.stack([loss.double() * n, (logits.argmax(1) == y).sum().double(),
+                             torch.tensor(float(n), dtype=torch.float64, device=device),
+                             torch.tensor(float(real), dtype=torch.float64, device=device)])
+    return sums, last_lr
+
+
+def evaluate(net: nn.Module, loader: Any, *, device: torch.device, num_classes: int, channels_last: bool,
+             autocast: Callable[[], Any] = contextlib.nullcontext, max_batches: int | None = None
+             ) -> tuple[torch.Tensor, tuple[list[str], np.ndarray, np.ndarray, np.ndarray]]:
+    """Score ``loader`` (padding left out); returns this rank's float64 sums on ``device``,
+    ``[loss * clips, top-1 hits, top-k hits, clips]`` with k = min(5, classes), and its rows
+    ``(sample_ids, labels, preds, probs)`` in loader order."""
+    net.eval()
+    topk = min(5, num_classes)
+    ids: list[str] = []
+    labels, preds, probs = [], [], []
+    sums = torch.zeros(4, dtype=torch.float64, device=device)
+    with torch.no_grad():
+        for i, batch in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            keep = ~batch["padded"] if "padded" in batch else torch.ones(len(batch["label"]), dtype=torch.bool)
+            if not bool(keep.any()):
+                continue
+            x = batch["clip"][keep].to(device, non_blocking=True)
+            y = batch["label"][keep].to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last_3d)
+            with autocast():
+                logits = net(x)
+            logits = logits.float()
+            top = logits.topk(topk, dim=1).indices
+            hit = top == y[:, None]
+            sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
+                                 hit[:, 0].sum().double(), hit.any(1).sum().double(),
+                                 torch.tensor(float(y.shape[0]), dtype=torch.float64, device=device)])
+            ids.extend(sid for sid, k in zip(batch["sample_id"], keep.tolist()) if k)
+            labels.append(y.cpu().numpy())
+            preds.append(top[:, 0].cpu().numpy())
+            probs.append(logits.softmax(1).cpu().numpy())
+    rows = (ids, _cat(labels, np.int64), _cat(preds, np.int64), _cat(probs, np.float32).reshape(-1, num_classes))
+    return sums, rows
+
+
+def _inject_failure(epoch: int, marker: Path) -> None:
+    """The ``fail_once_at_epoch`` test hook: raise once, leaving ``marker`` so a retry goes on."""
+    if marker.exists():
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    raise RuntimeError(f"injected failure at epoch {epoch} (TrainConfig.fail_once_at_epoch; "
+                       f"marker {marker} now exists, so a retry goes on)")
 
 
 def _all_reduce(t: torch.Tensor, op: str) -> torch.Tensor:

@@ -100,7 +100,7 @@ class TuneSession(Session):
     """Inside a Ray Tune function trainable: one process, ``tune.report`` / ``tune.get_checkpoint``.
 
     (Ray 2.60 fails a trial that calls ``ray.train.report`` from a Tune function, so the Tune
-    equivalents are used here; STACK_NOTES section 1.)
+    equivalents are used here.)
     """
 
     @contextlib.contextmanager
