@@ -20,7 +20,8 @@ REAL_FRAME_COUNTS = {"1": 56, "2": 57, "3": 29, "4": 30, "5": 15}
 
 def write_video(path: Path, num_frames: int, *, codec: str = "mjpeg", size: tuple[int, int] = (32, 24),
                 rate: int = 10) -> Path:
-    """A small video whose frame k is a flat grey of value 10*k (mjpeg: yuvj420p, STACK_NOTES s.4).
+    """A small video whose frame k is a flat grey of value 10*k (mjpeg: yuvj420p, the pixel
+    format FFmpeg's MJPEG encoder takes).
 
     ``num_frames=0`` writes a valid container with a video stream and no frames.
     """

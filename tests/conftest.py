@@ -1,12 +1,41 @@
-"""Shared test settings: a quiet, fast Ray and MLflow, and automatic GPU skips."""
+"""Shared test settings and scaffolding: a quiet, fast Ray and MLflow, automatic GPU skips, and
+the pieces several test files need:
+
+- ``tiny_sweep(tmp, **overrides) -> Path``: writes a tiny sweep YAML (fixture returning the builder);
+- ``local_ray``: a local Ray for the module (``local_ray_settings`` says how big);
+- ``two_node_ray``: two real Ray nodes on 127.0.0.1 for the module (``two_node_settings``);
+- ``stop_processes(target, *, grace_s=2.0) -> list[int]``: stops a ``subprocess.Popen`` (its
+  process group when it leads one) or every process naming a folder, and says what survived;
+- ``short_tmp``: a short folder under /tmp whose processes are stopped and files removed after;
+- ``free_port() -> int``: a TCP port on 127.0.0.1 that nobody listens on;
+- ``kernels``: the C++ kernels of bench/models/native (skips with ``GESTUREBENCH_NATIVE=0``).
+
+A module changes ``local_ray_settings`` / ``two_node_settings`` by defining a fixture of the same
+name. Helper modules (``_helpers_*.py``) are not collected: pytest collects ``test_*.py`` only.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
 import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-# Quiet/fast Ray settings measured in STACK_NOTES section 1; set before any test imports ray.
+# Quiet, fast Ray (no auth, no usage stats, classic output, Tune snapshots every second), as
+# `bench.sweep.run.QUIET_ENV` sets for the driver; set before any test imports ray.
 for _k, _v in {
     "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AIR_NEW_OUTPUT": "0",
     "RAY_DEDUP_LOGS": "0", "TUNE_GLOBAL_CHECKPOINT_S": "1",
@@ -14,6 +43,8 @@ for _k, _v in {
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }.items():
     os.environ.setdefault(_k, _v)
+
+RAY = str(Path(sys.executable).with_name("ray"))
 
 
 def _cuda_available() -> bool:
@@ -34,13 +65,314 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def cpp_kernels():
-    """The C++ kernels of bench/models/csrc. Not building them is a failure (the machine has a
-    C++ compiler); with GESTUREBENCH_NATIVE=0 the tests that need them skip."""
+def kernels():
+    """The C++ kernels of bench/models/native. Not building them is a failure (the test machines
+    have a C++ compiler); with GESTUREBENCH_NATIVE=0 the tests that need them skip."""
     if os.environ.get("GESTUREBENCH_NATIVE") == "0":
         pytest.skip("GESTUREBENCH_NATIVE=0: the C++ kernels are turned off")
-    from bench.models import _native
+    from bench.models import native
 
-    kernels = _native.load()
-    assert kernels is not None, "the C++ kernels did not build (see the warning)"
-    return kernels
+    return native.require()
+
+
+# ---------------------------------------------------------------------------------------------
+# the tiny sweep
+
+
+def _tiny_sweep(tmp: Path, *, name: str = "tiny", cells: str | Sequence[str] = ("a", "convlstm"),
+                modalities: Sequence[str] = ("rgb",), seeds: Sequence[int] = (0,), epochs: int = 3,
+                stages: list[Any] | None = None, root: str | Path | None = None,
+                synthetic: dict[str, Any] | None = None, file: str | None = None, **keys: Any) -> Path:
+    """Write ``tmp/<file or name.yaml>``: a sweep that trains in seconds on a synthetic IsoGD
+    copy generated under ``root`` (default ``tmp/data/syn``), and return its path.
+
+    ``cells`` (a list, or ``"all"`` for the registry's), ``modalities`` and ``seeds`` make the
+    grid; ``epochs`` is the one ``pretrain`` stage's unless ``stages`` is given; ``synthetic``
+    updates the generator's options. Any other keyword sets that top-level key of the file
+    (``train=``, ``resources=``, ``datasets=``, ``search=``, ...) and ``None`` removes it
+    (``storage=None``: the default storage; ``train=None``: no ``train`` block).
+    """
+    gen = {"num_classes": 3, "clips_per_class": 3, "valid_clips_per_class": 1, "size": [48, 32],
+           "length_scale": 0.3, "modalities": ["rgb"], **(synthetic or {})}
+    doc: dict[str, Any] = {
+        "name": name,
+        "storage": str(tmp / "runs"),
+        "experiment": "tests",
+        "datasets": {"syn": {"format": "isogd", "root": str(tmp / "data" / "syn" if root is None else root),
+                             "synthetic": gen}},
+        "stages": stages if stages is not None else [{"name": "pretrain", "epochs": epochs}],
+        "grid": {"cells": cells if isinstance(cells, str) else list(cells), "modalities": list(modalities),
+                 "seeds": list(seeds)},
+        "preset": "small",
+        "clip_len": 4,
+        "image_size": 32,
+        "train": {"batch_size": 3},
+        "max_concurrent_trials": 2,
+    }
+    for key, value in keys.items():
+        if value is None:
+            doc.pop(key, None)
+        else:
+            doc[key] = value
+    path = tmp / (file or f"{name}.yaml")
+    import yaml
+
+    path.write_text(yaml.safe_dump(doc, sort_keys=False, default_flow_style=None))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep() -> Callable[..., Path]:
+    """The tiny-sweep builder: ``tiny_sweep(tmp, **overrides) -> Path`` (see `_tiny_sweep`)."""
+    return _tiny_sweep
+
+
+# ---------------------------------------------------------------------------------------------
+# ports and processes
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def free_port() -> Callable[[], int]:
+    """``free_port() -> int``: a TCP port on 127.0.0.1 that nothing listens on right now."""
+    return _free_port
+
+
+def _stat(pid: int | str) -> list[str] | None:
+    """``/proc/PID/stat`` after the command name: [state, ppid, pgrp, ...]; None if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    st = _stat(pid)
+    return st is not None and st[0] != "Z"
+
+
+def _group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group ``pgid``."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            st = _stat(d.name)
+            if st is not None and st[0] != "Z" and int(st[2]) == pgid:
+                out.append(int(d.name))
+    return out
+
+
+def _pids_naming(tag: str) -> list[int]:
+    """This user's live processes, but this one, whose command line or open files name the
+    path ``tag`` (``/tmp/gb-x`` or below it; not ``/tmp/gb-xy``)."""
+    me, uid, out = os.getpid(), os.getuid(), []
+    names = re.compile(re.escape(tag.rstrip("/")) + r"(?![\w.-])")    # a whole path, or a parent
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == me:
+            continue
+        try:
+            if d.stat().st_uid != uid or not _alive(int(d.name)):
+                continue
+            hit = bool(names.search((d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")))
+            if not hit:
+                for fd in (d / "fd").iterdir():
+                    try:
+                        if names.match(os.readlink(fd)):
+                            hit = True
+                            break
+                    except OSError:
+                        continue
+        except OSError:
+            continue
+        if hit:
+            out.append(int(d.name))
+    return out
+
+
+def _leads_group(p: subprocess.Popen) -> bool:
+    """Whether ``p`` was started as a process-group leader (``start_new_session=True``)."""
+    try:
+        pgid = os.getpgid(p.pid)
+    except ProcessLookupError:          # reaped already: its group lives on while a member does
+        return bool(_group_members(p.pid))
+    return pgid == p.pid and pgid != os.getpgrp()
+
+
+def stop_processes(target: subprocess.Popen | str | os.PathLike, *, grace_s: float = 2.0) -> list[int]:
+    """Stop ``target`` and return the PIDs still alive afterwards (none, normally).
+
+    ``target`` is a `subprocess.Popen` -- its whole process group when it leads one (a server
+    started with ``start_new_session=True`` and the workers it forked), else that process alone
+    (it is reaped) -- or a folder / tag: every process of this user, but this one, whose command
+    line or open files name it (the Ray nodes and agents started with ``--temp-dir`` or
+    ``RAY_TMPDIR`` under it). SIGTERM first, SIGKILL what is left after ``grace_s`` seconds
+    (``grace_s=0``: SIGKILL at once; raylet and gcs have ignored SIGTERM for over 20 s). Never
+    `ray stop` or a match on names: those reach other people's processes on a shared host.
+    """
+    if isinstance(target, subprocess.Popen):
+        p = target
+        group = _leads_group(p)
+
+        def find() -> list[int]:
+            p.poll()                                    # reap it: a zombie is not "left"
+            if group:
+                return _group_members(p.pid)
+            return [p.pid] if p.returncode is None else []
+
+        def send(sig: int) -> None:
+            if group:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, sig)
+            elif p.poll() is None:
+                p.send_signal(sig)
+    else:
+        tag = os.fspath(target)
+
+        def find() -> list[int]:
+            return _pids_naming(tag)
+
+        def send(sig: int) -> None:
+            for pid in find():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+
+    left = find()
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
+        if not left:
+            break
+        if wait_s <= 0 and sig == signal.SIGTERM:
+            continue
+        send(sig)
+        deadline = time.monotonic() + wait_s
+        while True:
+            left = find()
+            if not left or time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+    if isinstance(target, subprocess.Popen):
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            target.wait(timeout=10)
+    return left
+
+
+@pytest.fixture(scope="session", name="stop_processes")
+def stop_processes_fixture() -> Callable[..., list[int]]:
+    """``stop_processes(target, *, grace_s=2.0) -> list[int]`` (see `stop_processes`)."""
+    return stop_processes
+
+
+@contextlib.contextmanager
+def _short_tmp_dir(prefix: str) -> Iterator[Path]:
+    # Ray's unix socket paths must stay under ~107 characters: pytest's tmp_path is too deep;
+    # the unique name is how the teardown finds exactly the processes started under it.
+    d = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    try:
+        yield d
+    finally:
+        left = stop_processes(d)
+        shutil.rmtree(d, ignore_errors=True)
+        assert not left, f"processes started under {d} still alive: {left}"
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A fresh folder ``/tmp/gb-XXXX`` (short enough for Ray's socket paths); afterwards every
+    process naming it is stopped (`stop_processes`) and the folder removed."""
+    with _short_tmp_dir("gb-") as d:
+        yield d
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray
+
+
+@pytest.fixture(scope="module")
+def local_ray_settings() -> dict[str, Any]:
+    """`ray.init` keywords of `local_ray`; a module defines its own fixture to change them."""
+    return {"num_cpus": 2}
+
+
+@pytest.fixture(scope="module")
+def local_ray(local_ray_settings: dict[str, Any]) -> Iterator[None]:
+    """A local Ray in this process for the module: no dashboard, workers' output not shown."""
+    import ray
+
+    if ray.is_initialized():          # a leak from another module would set other resources
+        ray.shutdown()
+    ray.init(include_dashboard=False, log_to_driver=False, logging_level="WARNING", **local_ray_settings)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@dataclasses.dataclass(frozen=True)
+class TwoNodes:
+    address: str                      # 127.0.0.1:PORT, for `bench sweep --address` / ray.init
+    tmp: Path                         # a short scratch folder of the cluster's (Ray's files: tmp/rt)
+    nodes: list[dict[str, Any]]       # ray.nodes() of the two live nodes
+
+    def node_with(self, resource: str) -> str:
+        """The NodeID of the node that holds ``resource``."""
+        return next(n["NodeID"] for n in self.nodes if n["Resources"].get(resource))
+
+
+@pytest.fixture(scope="module")
+def two_node_settings() -> dict[str, dict[str, Any]]:
+    """`ray start` options of `two_node_ray`'s nodes (``num_cpus=1`` -> ``--num-cpus=1``,
+    ``resources`` -> ``--resources=JSON``); a module defines its own fixture to change them.
+    By default one CPU each, told apart by the custom resources ``head_node`` / ``worker_node``."""
+    return {"head": {"num_cpus": 1, "resources": {"head_node": 1}},
+            "worker": {"num_cpus": 1, "resources": {"worker_node": 1}}}
+
+
+def _node_flags(options: dict[str, Any]) -> list[str]:
+    return [f"--resources={json.dumps(v)}" if k == "resources" else f"--{k.replace('_', '-')}={v}"
+            for k, v in options.items()]
+
+
+def _ray_start(*args: str, env: dict[str, str]) -> None:
+    r = subprocess.run([RAY, "start", *args], check=False, capture_output=True, text=True, env=env, timeout=180)
+    if r.returncode != 0:
+        raise RuntimeError(f"ray start {' '.join(args)} failed ({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+
+
+@pytest.fixture(scope="module")
+def two_node_ray(two_node_settings: dict[str, dict[str, Any]]) -> Iterator[TwoNodes]:
+    """A two-node Ray cluster on 127.0.0.1 that this module owns: `ray start --head` and a
+    second `ray start --address` as separate processes, as on a real cluster. Both alive when
+    it is handed over (no driver connected); stopped by PID afterwards -- the processes naming
+    its own temp dir -- never with `ray stop`, which would kill every Ray on the host
+    (and every test of other sessions); a Ray process of it still alive then is an error."""
+    import ray
+
+    if ray.is_initialized():          # a leak from another module would hijack `--address`
+        ray.shutdown()
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)
+    with _short_tmp_dir("gb-2n-") as tmp:
+        port = _free_port()
+        address = f"127.0.0.1:{port}"
+        common = (f"--temp-dir={tmp / 'rt'}", "--disable-usage-stats")
+        _ray_start("--head", f"--port={port}", "--include-dashboard=false",
+                   *_node_flags(two_node_settings["head"]), *common, env=env)
+        _ray_start(f"--address={address}", *_node_flags(two_node_settings["worker"]), *common, env=env)
+        ray.init(address=address, log_to_driver=False, logging_level="WARNING")
+        try:
+            deadline = time.monotonic() + 60
+            while len([n for n in ray.nodes() if n["Alive"]]) < 2 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            nodes = [n for n in ray.nodes() if n["Alive"]]
+        finally:
+            ray.shutdown()            # the code under test connects by itself, through the address
+        assert len(nodes) == 2, f"expected the head and the worker node alive, got {len(nodes)} node(s)"
+        try:
+            yield TwoNodes(address=address, tmp=tmp, nodes=nodes)
+        finally:
+            if ray.is_initialized():
+                ray.shutdown()

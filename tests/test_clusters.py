@@ -389,7 +389,7 @@ def test_raycluster_structure():
 
 
 def test_raycluster_head_serves_mlflow():
-    """The MLflow sidecar runs the brief's server; port 5000 is on the Ray container, from which
+    """The MLflow sidecar runs the team's tracking server; port 5000 is on the Ray container, from which
     KubeRay builds <name>-head-svc; MLflow's own host check admits that service name."""
     from mlflow.server.security_utils import is_allowed_host_header
 

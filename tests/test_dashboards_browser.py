@@ -24,7 +24,7 @@ import pytest
 pytestmark = pytest.mark.slow      # an MLflow server and a browser: ~1-2 min on 2 busy cores
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_report_fixtures import TrialSpec, mask, write_tune_sweep  # noqa: E402
+from _helpers_report import TrialSpec, mask, write_tune_sweep  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -74,10 +74,9 @@ def leaderboard_store(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"uri": uri, "run_id": res.run_id, "experiment_id": res.experiment_id, "best": best, "tmp": tmp}
 
 
-def test_leaderboard_renders_in_mlflow_ui(leaderboard_store: dict, tmp_path: Path) -> None:
+def test_leaderboard_renders_in_mlflow_ui(leaderboard_store: dict, tmp_path: Path, stop_processes) -> None:
     """`bench ui` (the real command, in a subprocess) serves the store; its printed table link
     renders the leaderboard in Chromium; SIGTERM stops the server and everything it started."""
-    import signal
     import time
 
     from bench.report.store import latest_leaderboard
@@ -109,9 +108,8 @@ def test_leaderboard_renders_in_mlflow_ui(leaderboard_store: dict, tmp_path: Pat
         shot = shots / "mlflow_leaderboard.png"
         dom = render(table_url, screenshot=shot)
     finally:
-        ui.send_signal(signal.SIGTERM)
-        rc = ui.wait(timeout=60)
-    assert rc == 0, out.read_text()
+        stop_processes(ui, grace_s=60)       # SIGTERM; SIGKILL only if it is still there after 60 s
+    assert ui.returncode == 0, out.read_text()
     assert not healthy(base, timeout=2), "the MLflow server outlived bench ui"
     assert run_name in dom, "the leaderboard run's name is not on its page"
     best = leaderboard_store["best"]

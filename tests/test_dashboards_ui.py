@@ -27,10 +27,8 @@ def test_port_taken(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert f"port {port} on 127.0.0.1 is taken" in capsys.readouterr().err
 
 
-def test_server_that_does_not_answer(capsys: pytest.CaptureFixture) -> None:
-    with socket.socket() as s:                                      # a free port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def test_server_that_does_not_answer(capsys: pytest.CaptureFixture, free_port) -> None:
+    port = free_port()                                              # a free port nobody listens on
     assert main(["ui", "--tracking-uri", f"http://127.0.0.1:{port}"]) == 2
     assert "no MLflow server answers" in capsys.readouterr().err
 

@@ -11,123 +11,40 @@ What is checked:
   (the process gets ``CUDA_VISIBLE_DEVICES`` but torch sees no CUDA device), so the trials must
   train on the CPU -- the saved weights are CPU tensors, and no trial failed.
 
-The nodes are stopped by PID (the processes whose command line or open files name this test's
-own ``--temp-dir``), never with ``ray stop``, which would kill every Ray on the host
-(STACK_NOTES section 1).
+The nodes are conftest's `two_node_ray`, stopped by PID (the processes whose command line or
+open files name the cluster's own ``--temp-dir``), never with ``ray stop``, which would kill
+every Ray on the host.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.ray
 
-RAY = str(Path(sys.executable).with_name("ray"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _pids_using(tag: str) -> list[int]:
-    """PIDs of this user's processes whose command line or open files mention ``tag``."""
-    me, uid, out = os.getpid(), os.getuid(), []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit() or int(d.name) == me:
-            continue
-        try:
-            if d.stat().st_uid != uid:
-                continue
-            hit = tag in (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            if not hit:
-                for fd in (d / "fd").iterdir():
-                    try:
-                        if tag in os.readlink(fd):
-                            hit = True
-                            break
-                    except OSError:
-                        continue
-        except OSError:
-            continue
-        if hit:
-            out.append(int(d.name))
-    return out
-
-
-def _stop_nodes(tag: str, *, grace_s: float = 2.0) -> list[int]:
-    """SIGTERM, then SIGKILL what is left after ``grace_s`` (raylet and gcs have ignored
-    SIGTERM for over 20 s here). Returns the PIDs still alive at the end (should be none)."""
-    pids = _pids_using(tag)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + (grace_s if sig == signal.SIGTERM else 10.0)
-        while time.monotonic() < deadline:
-            pids = [p for p in pids if Path(f"/proc/{p}").exists() and _alive(p)]
-            if not pids:
-                return []
-            time.sleep(0.2)
-    return pids
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def _ray_start(*args: str) -> None:
-    r = subprocess.run([RAY, "start", *args], capture_output=True, text=True, timeout=180)
-    if r.returncode != 0:
-        raise RuntimeError(f"ray start {' '.join(args)} failed ({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
-
 
 @pytest.fixture(scope="module")
-def two_nodes():
-    """Address, node ids and a GPU-task probe of a two-node cluster this fixture owns."""
+def two_node_settings():
+    """`two_node_ray`'s nodes here: the head with 1 CPU and no GPU, the worker with 2 CPUs and
+    2 simulated GPUs."""
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("simulated GPUs only make sense where torch sees no real one")
+    return {"head": {"num_cpus": 1, "num_gpus": 0, "resources": {"head_node": 1}},
+            "worker": {"num_cpus": 2, "num_gpus": 2, "resources": {"gpu_node": 1}}}
+
+
+@pytest.fixture(scope="module")
+def two_nodes(two_node_ray):
+    """Address, node ids and a GPU-task probe of the two-node cluster."""
     import ray
 
-    if ray.is_initialized():          # a leak from another module would hijack `--address`
-        ray.shutdown()
-    # A short, unique temp dir: Ray's unix socket paths must stay under ~107 characters, and
-    # the unique name is how the finaliser finds exactly this cluster's processes.
-    tmp = tempfile.mkdtemp(prefix="gb-mn-", dir="/tmp")
-    port = _free_port()
-    address = f"127.0.0.1:{port}"
+    ray.init(address=two_node_ray.address, log_to_driver=False)
     try:
-        _ray_start("--head", f"--port={port}", "--num-cpus=1", "--num-gpus=0", "--include-dashboard=false",
-                   f"--temp-dir={tmp}", '--resources={"head_node": 1}', "--disable-usage-stats")
-        _ray_start(f"--address={address}", "--num-cpus=2", "--num-gpus=2", '--resources={"gpu_node": 1}',
-                   f"--temp-dir={tmp}", "--disable-usage-stats")
-        ray.init(address=address, log_to_driver=False)
-        deadline = time.monotonic() + 60
-        while len([n for n in ray.nodes() if n["Alive"]]) < 2 and time.monotonic() < deadline:
-            time.sleep(0.5)
-        nodes = [n for n in ray.nodes() if n["Alive"]]
-        assert len(nodes) == 2, f"expected the head and the worker node alive, got {len(nodes)} node(s)"
-
         def _probe() -> dict:     # local: cloudpickle ships it by value (tests/ is no package)
             import torch
 
@@ -135,16 +52,10 @@ def two_nodes():
                     "cvd": os.environ.get("CUDA_VISIBLE_DEVICES"), "cuda": torch.cuda.is_available()}
 
         probe = ray.get(ray.remote(num_cpus=0.5, num_gpus=0.5)(_probe).remote(), timeout=120)
-        ray.shutdown()                # the sweep connects by itself, through --address
-        yield {"address": address, "nodes": nodes, "probe": probe,
-               "head": next(n["NodeID"] for n in nodes if n["Resources"].get("head_node")),
-               "worker": next(n["NodeID"] for n in nodes if n["Resources"].get("gpu_node"))}
     finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        left = _stop_nodes(tmp)
-        shutil.rmtree(tmp, ignore_errors=True)
-        assert not left, f"Ray processes of this test still alive: {left}"
+        ray.shutdown()                # the sweep connects by itself, through --address
+    return {"address": two_node_ray.address, "nodes": two_node_ray.nodes, "probe": probe,
+            "head": two_node_ray.node_with("head_node"), "worker": two_node_ray.node_with("gpu_node")}
 
 
 def test_gpu_resource_is_not_a_gpu(two_nodes):
@@ -159,32 +70,19 @@ def test_gpu_resource_is_not_a_gpu(two_nodes):
     assert got["cuda"] is False
 
 
-def test_sweep_with_fractional_gpus_runs_on_the_gpu_node_on_cpu(two_nodes, tmp_path, capsys):
+def test_sweep_with_fractional_gpus_runs_on_the_gpu_node_on_cpu(two_nodes, tmp_path, capsys, tiny_sweep):
     import torch
 
     from bench.cli import main
     from bench.sweep.results import read_sweep
 
     address, head_id, worker_id = two_nodes["address"], two_nodes["head"], two_nodes["worker"]
-    sweep = tmp_path / "mn.yaml"
-    sweep.write_text(f"""\
-name: multinode
-storage: {tmp_path / 'runs'}
-datasets:
-  tiny:
-    format: isogd
-    root: {tmp_path / 'data'}
-    synthetic: {{num_classes: 3, clips_per_class: 2, valid_clips_per_class: 1, size: [64, 48],
-                 length_scale: 0.25, modalities: [rgb], seed: 0}}
-stages: [pretrain]
-preset: small
-epochs: 1
-grid: {{cells: [a], modalities: [rgb], seeds: [0, 1]}}
-train: {{batch_size: 2, max_train_batches: 1, max_val_batches: 1}}
-resources: {{cpu: 0.5, gpu: 0.5}}
-max_failures: 0
-reuse_actors: false
-""")
+    sweep = tiny_sweep(tmp_path, name="multinode", experiment=None, clip_len=None, image_size=None,
+                       max_concurrent_trials=None, root=tmp_path / "data",
+                       synthetic={"clips_per_class": 2, "size": [64, 48], "length_scale": 0.25, "seed": 0},
+                       stages=[{"name": "pretrain", "epochs": 1}], cells=["a"], seeds=[0, 1],
+                       train={"batch_size": 2, "max_train_batches": 1, "max_val_batches": 1},
+                       resources={"cpu": 0.5, "gpu": 0.5}, max_failures=0, reuse_actors=False)
     rc = main(["sweep", str(sweep), "--address", address,
                "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"])
     out = capsys.readouterr()

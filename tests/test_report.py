@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_report_fixtures import TrialSpec, mask, write_mlflow_sweep, write_tune_sweep  # noqa: E402
+from _helpers_report import TrialSpec, mask, write_mlflow_sweep, write_tune_sweep  # noqa: E402
 
 from bench.errors import CLIError
 
@@ -175,7 +175,7 @@ def test_leaderboard_run_in_mlflow(reported: dict, monkeypatch: pytest.MonkeyPat
     table = c.load_table(res.experiment_id, "tables/leaderboard.json", run_ids=[res.run_id])
     assert len(table) == 4 and set(table["cell"]) == {"convlstm", "a"}
     assert sorted(table["top1"].round(2)) == sorted(res.report.leaderboard["top1"].round(2).to_list())
-    from bench.report.store import latest_leaderboard
+    from bench.tracking.leaderboard import latest_leaderboard
 
     assert latest_leaderboard(reported["uri"], sweep="demo")[1] == res.run_id
 

@@ -15,7 +15,7 @@ MODALITIES = ("rgb", "depth", "flow")
 
 
 @pytest.fixture(scope="module")
-def real_sweep(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def real_sweep(tmp_path_factory: pytest.TempPathFactory, tiny_sweep) -> dict:
     from bench.data.flow import compute_flow_dataset
     from bench.data.synth import synthesize
     from bench.sweep.run import run_sweep
@@ -25,27 +25,12 @@ def real_sweep(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = synthesize("isogd", tmp / "data" / "isogd", num_classes=3, clips_per_class=2, valid_clips_per_class=3,
                       size=(40, 32), seed=0, length_scale=0.2, modalities=("rgb", "depth"), progress=False)
     compute_flow_dataset("isogd", root, progress=False)
-    (tmp / "tiny.yaml").write_text(f"""\
-name: tiny
-experiment: report-test
-storage: {tmp / 'runs'}
-datasets:
-  isogd: {{format: isogd, root: {root}}}
-stages:
-  - {{name: pretrain, dataset: isogd, epochs: 1, batch_size: 2}}
-grid:
-  cells: all
-  modalities: [rgb, depth, flow]
-  seeds: [0]
-preset: small
-clip_len: 4
-image_size: 32
-train: {{max_train_batches: 1}}
-resources: {{cpu: 1}}
-max_concurrent_trials: 2
-""")
+    sweep = tiny_sweep(tmp, name="tiny", experiment="report-test", cells="all", modalities=MODALITIES,
+                       datasets={"isogd": {"format": "isogd", "root": str(root)}},
+                       stages=[{"name": "pretrain", "dataset": "isogd", "epochs": 1, "batch_size": 2}],
+                       train={"max_train_batches": 1}, resources={"cpu": 1})
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    out = run_sweep(load_spec(tmp / "tiny.yaml"), tracking_uri=uri)
+    out = run_sweep(load_spec(sweep), tracking_uri=uri)
     assert out.errors == 0 and not out.interrupted
     return {"tmp": tmp, "uri": uri, "sweep_dir": out.sweep_dir}
 

@@ -9,25 +9,6 @@ import sys
 
 import pytest
 
-TINY = """\
-name: quick
-experiment: tests
-datasets:
-  syn:
-    format: isogd
-    root: data/syn
-    synthetic: {num_classes: 3, clips_per_class: 3, valid_clips_per_class: 1, size: [48, 32],
-                length_scale: 0.3, modalities: [rgb, depth]}
-stages:
-  - {name: pretrain, epochs: 1}
-grid: {cells: [a], modalities: [rgb, depth], seeds: [0]}
-preset: small
-clip_len: 4
-image_size: 32
-train: {batch_size: 3}
-max_concurrent_trials: 2
-"""
-
 
 def test_run_help_is_fast_and_documents_defaults():
     r = subprocess.run([sys.executable, "-m", "bench", "run", "--help"], capture_output=True, text=True, timeout=60)
@@ -42,8 +23,10 @@ def test_run_help_is_fast_and_documents_defaults():
 @pytest.mark.slow
 @pytest.mark.ray
 @pytest.mark.timeout(300)
-def test_bench_run_generates_data_trains_and_prints_a_leaderboard(tmp_path):
-    (tmp_path / "quick.yaml").write_text(TINY)
+def test_bench_run_generates_data_trains_and_prints_a_leaderboard(tmp_path, tiny_sweep):
+    # relative root and the default storage: `bench run` resolves them in its working directory
+    tiny_sweep(tmp_path, name="quick", storage=None, root="data/syn", synthetic={"modalities": ["rgb", "depth"]},
+               cells=["a"], modalities=["rgb", "depth"], epochs=1)
     env = dict(os.environ)
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("RAY_ADDRESS", None)

@@ -9,43 +9,25 @@ import pytest
 
 pytestmark = [pytest.mark.gpu, pytest.mark.ray]
 
-SWEEP = """\
-name: halfgpu
-storage: {tmp}/runs
-experiment: tests-gpu
-datasets:
-  syn:
-    format: isogd
-    root: {tmp}/data/syn
-    synthetic: {{num_classes: 3, clips_per_class: 4, valid_clips_per_class: 1, size: [64, 48],
-                length_scale: 0.4, modalities: [rgb]}}
-stages:
-  - {{name: pretrain, epochs: 3}}
-grid: {{cells: [a, convlstm], modalities: [rgb], seeds: [0]}}
-preset: small
-clip_len: 8
-image_size: 56
-train: {{batch_size: 4}}
-resources: {{cpu: 1, gpu: 0.5}}
-max_concurrent_trials: 2
-reuse_actors: false
-"""
+
+@pytest.fixture(scope="module")
+def local_ray_settings():
+    """`local_ray` here: one GPU for both trials, CPUs to spare."""
+    return {"num_cpus": 4, "num_gpus": 1}
 
 
 @pytest.mark.timeout(600)
-def test_two_trials_share_one_gpu(tmp_path):
-    import ray
+def test_two_trials_share_one_gpu(tmp_path, tiny_sweep, local_ray):
     import torch
 
     from bench.sweep.run import run_sweep
-    from bench.sweep.spec import parse_spec
+    from bench.sweep.spec import load_spec
 
-    spec = parse_spec(SWEEP.format(tmp=tmp_path))
-    ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
-    try:
-        o = run_sweep(spec, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", stream=io.StringIO())
-    finally:
-        ray.shutdown()
+    spec = load_spec(tiny_sweep(tmp_path, name="halfgpu", experiment="tests-gpu",
+                                synthetic={"clips_per_class": 4, "size": [64, 48], "length_scale": 0.4},
+                                clip_len=8, image_size=56, train={"batch_size": 4},
+                                resources={"cpu": 1, "gpu": 0.5}, reuse_actors=False))
+    o = run_sweep(spec, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", stream=io.StringIO())
     assert o.ok and len(o.trials) == 2
     spans = []
     for t in o.trials:

@@ -6,77 +6,27 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 BENCH = [sys.executable, "-m", "bench"]
-SWEEP = """\
-name: killme
-storage: {tmp}/runs
-experiment: tests
-datasets:
-  syn:
-    format: isogd
-    root: {tmp}/data/syn
-    synthetic: {{num_classes: 3, clips_per_class: 4, valid_clips_per_class: 1, size: [48, 32],
-                length_scale: 0.3, modalities: [rgb]}}
-stages:
-  - {{name: pretrain, epochs: 12}}
-grid: {{cells: [a, convlstm], modalities: [rgb], seeds: [0]}}
-preset: small
-clip_len: 4
-image_size: 32
-train: {{batch_size: 3}}
-max_concurrent_trials: 1
-"""
-
-
-def kill_processes_under(folder: Path) -> list[int]:
-    """SIGKILL the processes holding files under ``folder`` (this test's Ray temp dir): the
-    agents a killed driver leaves behind. Never anything else: no `ray stop`, no names."""
-    mine = []
-    for pid_dir in Path("/proc").iterdir():
-        if not pid_dir.name.isdigit() or int(pid_dir.name) == os.getpid():
-            continue
-        try:
-            if any(str(os.readlink(fd)).startswith(str(folder)) for fd in (pid_dir / "fd").iterdir()):
-                mine.append(int(pid_dir.name))
-        except OSError:
-            continue
-    for pid in mine:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return mine
-
-
-@pytest.fixture
-def short_tmp():
-    # Ray's socket paths must stay under ~107 characters: pytest's tmp_path is too deep.
-    d = Path(tempfile.mkdtemp(prefix="bsr", dir="/tmp"))
-    yield d
-    kill_processes_under(d)
-    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.mark.timeout(400)
-def test_killed_driver_resumes_without_duplicates(short_tmp):
-    tmp = short_tmp
-    (tmp / "s.yaml").write_text(SWEEP.format(tmp=tmp))
+def test_killed_driver_resumes_without_duplicates(short_tmp, tiny_sweep, stop_processes):
+    tmp = short_tmp          # Ray's socket paths (RAY_TMPDIR below) must stay short
+    # one trial at a time, a (first) then convlstm: the kill falls while a is done, convlstm not
+    sweep = tiny_sweep(tmp, name="killme", epochs=12, synthetic={"clips_per_class": 4}, max_concurrent_trials=1)
     uri = f"sqlite:///{tmp}/mlflow.db"
     env = dict(os.environ, RAY_TMPDIR=str(tmp / "rt"))
     (tmp / "rt").mkdir()
-    cmd = [*BENCH, "sweep", str(tmp / "s.yaml"), "--tracking-uri", uri]
+    cmd = [*BENCH, "sweep", str(sweep), "--tracking-uri", uri]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp)
     seen = []
     killed = False
@@ -87,18 +37,18 @@ def test_killed_driver_resumes_without_duplicates(short_tmp):
             # after Tune's 1 s experiment snapshot (TUNE_GLOBAL_CHECKPOINT_S=1) caught up
             if "pretrain-convlstm" in line and "epoch 2/12" in line:
                 time.sleep(2.0)
-                p.send_signal(signal.SIGKILL)
+                stop_processes(p, grace_s=0)            # SIGKILL, no SIGTERM first
                 killed = True
                 break
     finally:
-        p.wait(timeout=60)
+        stop_processes(p, grace_s=0)                    # nothing to do once it has exited
     assert killed, "".join(seen)
     assert p.returncode == -signal.SIGKILL
     assert any("pretrain-a-rgb" in x and "done" in x for x in seen), "".join(seen)
     time.sleep(1)
-    kill_processes_under(tmp / "rt")
+    stop_processes(tmp / "rt", grace_s=0)   # the agents the killed driver left behind (SIGKILL)
 
-    r = subprocess.run([*BENCH, "sweep", str(tmp / "s.yaml"), "--tracking-uri", uri, "--resume"],
+    r = subprocess.run([*BENCH, "sweep", str(sweep), "--tracking-uri", uri, "--resume"],
                        capture_output=True, text=True, env=env, cwd=tmp, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "pretrain: resuming unfinished trials" in r.stdout

@@ -14,53 +14,21 @@ import pytest
 
 pytestmark = pytest.mark.ray
 
-TINY = """\
-name: tiny
-storage: {tmp}/runs
-experiment: tests
-datasets:
-  syn:
-    format: isogd
-    root: {tmp}/data/syn
-    synthetic: {{num_classes: 3, clips_per_class: 3, valid_clips_per_class: 1, size: [48, 32],
-                length_scale: 0.3, modalities: [rgb]}}
-stages:
-  - name: pretrain
-    epochs: 3
-    train: {{fail_once_at_epoch: 2}}
-  - name: finetune
-    epochs: 1
-grid: {{cells: [a, convlstm], modalities: [rgb], seeds: [0]}}
-preset: small
-clip_len: 4
-image_size: 32
-train: {{batch_size: 3, lr: 0.01}}
-resources: {{cpu: 1}}
-max_concurrent_trials: 2
-max_failures: 2
-"""
-
 
 @pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def tiny(local_ray, tmp_path_factory):
+def tiny(local_ray, tiny_sweep, tmp_path_factory):
     from bench.sweep.run import run_sweep
-    from bench.sweep.spec import parse_spec
+    from bench.sweep.spec import load_spec
 
     tmp = tmp_path_factory.mktemp("sweep")
-    spec = parse_spec(TINY.format(tmp=tmp), source=str(tmp / "tiny.yaml"))
+    file = tiny_sweep(tmp, stages=[{"name": "pretrain", "epochs": 3, "train": {"fail_once_at_epoch": 2}},
+                                   {"name": "finetune", "epochs": 1}],
+                      train={"batch_size": 3, "lr": 0.01}, resources={"cpu": 1}, max_failures=2)
+    spec = load_spec(file)
     uri = f"sqlite:///{tmp}/mlflow.db"
     out = io.StringIO()
     outcome = run_sweep(spec, tracking_uri=uri, stream=out, synth_workers=1)
-    return {"spec": spec, "uri": uri, "outcome": outcome, "log": out.getvalue(), "tmp": tmp}
+    return {"spec": spec, "file": file, "uri": uri, "outcome": outcome, "log": out.getvalue(), "tmp": tmp}
 
 
 def test_every_trial_finishes_and_retry_resumes_from_checkpoint(tiny):
@@ -177,17 +145,17 @@ def test_sync_cli_takes_the_sweep_file_or_the_storage_root(tiny, capsys):
     from bench.cli import main
 
     uri3 = f"sqlite:///{tiny['tmp']}/cli.db"
-    (tiny["tmp"] / "tiny.yaml").write_text(tiny["spec"].text)
-    assert main(["sync", str(tiny["tmp"] / "tiny.yaml"), "--tracking-uri", uri3]) == 0
+    assert main(["sync", str(tiny["file"]), "--tracking-uri", uri3]) == 0
     assert "4 runs created, 0 found, 8 epochs and 8 artifacts logged" in capsys.readouterr().out
-    assert main(["sync", str(tiny["spec"].storage), "--tracking-uri", uri3]) == 0
+    assert main(["sync", str(tiny["tmp"] / "runs"), "--tracking-uri", uri3]) == 0
     assert "0 runs created, 4 found, 0 epochs" in capsys.readouterr().out
     assert main(["sync", str(tiny["tmp"] / "nothing-here"), "--tracking-uri", uri3]) == 2
     assert "no sweep found" in capsys.readouterr().err
 
 
 def test_resuming_a_finished_sweep_runs_nothing_and_rerun_is_refused(tiny):
-    from bench.sweep.run import SweepError, run_sweep
+    from bench.errors import SweepError
+    from bench.sweep.run import run_sweep
 
     out = io.StringIO()
     o = run_sweep(tiny["spec"], resume=True, tracking_uri=tiny["uri"], stream=out)
@@ -200,37 +168,18 @@ def test_resuming_a_finished_sweep_runs_nothing_and_rerun_is_refused(tiny):
                              "finetune": {"stage": "finetune", "state": "done", "errors": 0}}
 
 
-OPTUNA = """\
-name: search
-storage: {tmp}/runs
-experiment: tests-search
-datasets:
-  syn: {{format: isogd, root: {root}}}
-stages:
-  - {{name: pretrain, epochs: 2}}
-grid: {{cells: [a], modalities: [rgb], seeds: [3]}}
-preset: small
-clip_len: 4
-image_size: 32
-search:
-  searcher: optuna
-  num_samples: 3
-  seed: 0
-  space:
-    lr: {{loguniform: [1.0e-3, 1.0e-1]}}
-    batch_size: {{choice: [2, 3]}}
-scheduler: {{type: asha, grace_period: 1, reduction_factor: 2}}
-max_concurrent_trials: 2
-"""
-
-
-def test_optuna_search_with_asha(tiny):
+def test_optuna_search_with_asha(tiny, tiny_sweep):
     pytest.importorskip("optuna")
     from bench.sweep.run import run_sweep
-    from bench.sweep.spec import parse_spec
+    from bench.sweep.spec import load_spec
 
     tmp = tiny["tmp"]
-    spec = parse_spec(OPTUNA.format(tmp=tmp, root=tiny["spec"].datasets["syn"].root))
+    spec = load_spec(tiny_sweep(
+        tmp, name="search", experiment="tests-search", epochs=2, cells=["a"], seeds=[3], train=None,
+        datasets={"syn": {"format": "isogd", "root": str(tmp / "data" / "syn")}},   # the tiny sweep's data
+        search={"searcher": "optuna", "num_samples": 3, "seed": 0,
+                "space": {"lr": {"loguniform": [1.0e-3, 1.0e-1]}, "batch_size": {"choice": [2, 3]}}},
+        scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2}))
     out = io.StringIO()
     o = run_sweep(spec, tracking_uri=tiny["uri"], stream=out)
     assert o.ok, out.getvalue()

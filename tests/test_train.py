@@ -11,8 +11,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +64,39 @@ def _no_timing(m: dict) -> dict:
     return {k: v for k, v in m.items() if k not in TIMING_KEYS}
 
 
+# ----------------------------------------------------------------------------- the loop's parts
+
+def test_train_one_epoch_and_evaluate_on_a_fixed_loader():
+    """The loop's named parts: counts over the batches, padding left out of the scores, the
+    learning rate of the last step, and train_step is what trains."""
+    from bench.train.loop import evaluate, train_one_epoch, train_step
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 2 * 4 * 4, 3))
+    x = torch.randn(6, 3, 2, 4, 4)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    batches = [{"clip": x[:4], "label": y[:4], "padded": torch.tensor([False] * 4)},
+               {"clip": x[4:], "label": y[4:], "padded": torch.tensor([False, True]), "sample_id": ["e", "f"]}]
+    batches[0]["sample_id"] = ["a", "b", "c", "d"]
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 ** step)
+    sums, last_lr = train_one_epoch(net, batches, opt, sched, device=torch.device("cpu"), steps=2,
+                                    channels_last=False)
+    loss_sum, correct, clips, real = sums.tolist()
+    assert (clips, real) == (6.0, 5.0) and 0 <= correct <= 6 and loss_sum > 0
+    assert last_lr == pytest.approx(0.05) and opt.param_groups[0]["lr"] == pytest.approx(0.025)
+    va, (ids, labels, preds, probs) = evaluate(net, batches, device=torch.device("cpu"), num_classes=3,
+                                               channels_last=False)
+    assert ids == ["a", "b", "c", "d", "e"] and labels.tolist() == [0, 1, 2, 0, 1]
+    assert va[3].item() == 5 and probs.shape == (5, 3)
+    assert va[1].item() == float((preds == labels).sum())
+    assert np.allclose(probs.sum(1), 1, atol=1e-6)
+    before = [p.detach().clone() for p in net.parameters()]
+    loss, logits = train_step(net, x, y, opt)
+    assert not loss.requires_grad and logits.shape == (6, 3)
+    assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
+
+
 # ----------------------------------------------------------------------------- config
 
 @pytest.mark.parametrize("field,value", [
@@ -88,8 +119,28 @@ def test_config_cross_field_rules():
         TrainConfig.from_dict({**base, "stage": "finetune"})
     with pytest.raises(ValueError, match=r"TrainConfig\.fail_marker=None"):
         TrainConfig.from_dict({**base, "fail_once_at_epoch": 2})
-    with pytest.raises(ValueError, match=r"TrainConfig\.batch_size=6: .*num_workers=4"):
+    with pytest.raises(ValueError, match=r"TrainConfig\.batch_size=6: .*divisible by the 4 workers"):
         TrainConfig.from_dict({**base, "batch_size": 6, "num_workers": 4})
+    with pytest.raises(ValueError, match=r"TrainConfig\.lr_end=0.5: must be in \[0, lr=0.01\]"):
+        TrainConfig.from_dict({**base, "lr": 0.01, "lr_end": 0.5})
+    with pytest.raises(ValueError, match=r"TrainConfig\.fail_once_at_epoch=5: must be <= epochs="):
+        TrainConfig.from_dict({**base, "fail_once_at_epoch": 5, "fail_marker": "/tmp/m"})
+    with pytest.raises(ValueError, match=r"TrainConfig\.lr=inf: must be a finite number"):
+        TrainConfig.from_dict({**base, "lr": float("inf")})
+
+
+def test_config_error_carries_the_field():
+    """The sweep loader maps the failing field to its line: the error says which field."""
+    from bench.errors import ConfigError
+    from bench.train.config import ConfigFieldError
+
+    with pytest.raises(ConfigFieldError) as e:
+        TrainConfig.from_dict({**_config(Path("/data/isogd")), "lr": 0.01, "lr_end": 0.5})
+    assert (e.value.field, e.value.value) == ("lr_end", 0.5) and isinstance(e.value, ConfigError)
+    import pickle
+
+    again = pickle.loads(pickle.dumps(e.value))          # crosses Ray's process boundary intact
+    assert (again.field, str(again)) == ("lr_end", str(e.value))
 
 
 def test_config_from_dict_round_trip_and_unknown_keys():
@@ -294,42 +345,17 @@ def test_cuda_bf16_channels_last(datasets, tmp_path):
 
 # ----------------------------------------------------------------------------- Ray
 
-RAY_ENV = {
-    "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AIR_NEW_OUTPUT": "0",
-    "RAY_DEDUP_LOGS": "0", "TUNE_GLOBAL_CHECKPOINT_S": "1",
-    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
-    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
-}
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    old = {k: os.environ.get(k) for k in RAY_ENV}
-    os.environ.update(RAY_ENV)
-    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")   # short: Ray's socket paths must fit
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def _tune(config: dict, storage: Path, name: str, *, max_failures: int):
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
+    from bench.train.config import DriverConfig, TrainConfig, split_config
     from bench.train.trainable import trial_fn, trial_resources
 
+    train, driver = split_config(config)
+    cfg, drv = TrainConfig.from_dict(train), DriverConfig.from_dict(driver)
     tuner = tune.Tuner(
-        tune.with_resources(trial_fn, trial_resources(config)),
+        tune.with_resources(trial_fn, trial_resources(workers=cfg.num_workers, use_gpu=cfg.use_gpu, driver=drv)),
         param_space=config,
         tune_config=tune.TuneConfig(metric="val_top1", mode="max"),
         # explicit loggers: metrics_dataframe must not depend on TUNE_DISABLE_AUTO_CALLBACK_LOGGERS,
@@ -423,13 +449,15 @@ def test_cli_train_and_resume(datasets, tmp_path, capsys):
 
 
 def test_trial_resources():
-    from ray import tune
-
+    from bench.train.config import DriverConfig
     from bench.train.trainable import trial_resources
 
-    space = {**_config(Path("/d")), "cell": tune.grid_search(["a", "b"])}   # search spaces are fine
-    assert trial_resources(space) == {"cpu": 1.0}
-    assert trial_resources({**space, "use_gpu": True, "cpus_per_worker": 4}) == {"cpu": 4.0, "gpu": 1.0}
-    assert trial_resources({**space, "num_workers": 2}) == {"cpu": 0.01}   # the workers hold theirs
-    with pytest.raises(ValueError, match=r"TrainConfig\.num_workers="):
-        trial_resources({**space, "num_workers": tune.grid_search([1, 2])})
+    one = DriverConfig()
+    assert trial_resources(workers=1, use_gpu=False, driver=one) == {"cpu": 1.0}
+    assert trial_resources(workers=1, use_gpu=True, driver=DriverConfig(cpus_per_worker=4)) == \
+        {"cpu": 4.0, "gpu": 1.0}
+    assert trial_resources(workers=1, use_gpu=True, driver=DriverConfig(gpus_per_worker=0.5)) == \
+        {"cpu": 1.0, "gpu": 0.5}
+    assert trial_resources(workers=2, use_gpu=True, driver=one) == {"cpu": 0.01}   # the workers hold theirs
+    with pytest.raises(ValueError, match=r"DriverConfig\.cpus_per_worker=0: must be a number > 0"):
+        DriverConfig(cpus_per_worker=0)

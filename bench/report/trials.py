@@ -12,8 +12,8 @@ several trials for one (dataset, stage, cell, modality, seed), the one with the 
 (`bench.sweep.leaderboard`). The final epoch, not the best one: picking epochs on the
 validation split would select on this benchmark's test data.
 
-The MLflow side lives in `bench.report.store` (the only module here that imports mlflow);
-this module reads the Tune storage through `bench.sweep.results`.
+MLflow records are read, and typed, by `bench.tracking.reader` (`bench.report.store` turns them
+into rows); this module reads the Tune storage through `bench.sweep.results`.
 """
 
 from __future__ import annotations
@@ -90,21 +90,23 @@ def _is_synthetic(root: str | None) -> bool | None:
     return (Path(root) / "SYNTHETIC.json").is_file()
 
 
-def row_from_record(*, config: Mapping[str, Any], tags: Mapping[str, str], final: Mapping[str, Any],
+def _first(*values: Any) -> Any:
+    """The first value that is there: None and "" are not."""
+    return next((v for v in values if v is not None and v != ""), None)
+
+
+def row_from_record(*, config: Mapping[str, Any], tags: Mapping[str, Any], final: Mapping[str, Any],
                     history: Mapping[str, list[Any]], status: str, run_id: str = "",
                     trial_name: str = "", scores_path: str | Path | None = None,
                     num_classes: int | None = None) -> dict[str, Any]:
     """One trial row from whichever source: its config (TrainConfig fields + ``sweep`` dict),
-    tags (MLflow's; may be empty), final-epoch metrics and per-epoch ``history``."""
+    tags (MLflow's; may be empty), final-epoch metrics and per-epoch ``history``.
+
+    Values come typed: from MLflow through `bench.tracking.reader` (params by TrainConfig's
+    field types, None for what was missing; tags likewise), from Tune as its JSON holds them.
+    A tag, when the run has it, wins over the config value it was copied from."""
     sweep = config.get("sweep") if isinstance(config.get("sweep"), Mapping) else {}
-
-    def pick(name: str, *fallbacks: Any) -> Any:
-        for v in (tags.get(name), *fallbacks):
-            if v not in (None, "", "None"):
-                return v
-        return None
-
-    root = pick("root", config.get("root"))
+    root = _first(config.get("root"))
     synthetic = _bool(tags.get("synthetic"))
     if synthetic is None:
         synthetic = _is_synthetic(root)
@@ -113,20 +115,20 @@ def row_from_record(*, config: Mapping[str, Any], tags: Mapping[str, str], final
     st = str(status or "UNKNOWN").upper()
     finished = st in FINISHED or (st == "UNKNOWN" and epochs is not None and last is not None and last >= epochs)
     row: dict[str, Any] = {
-        "sweep": pick("sweep", sweep.get("name")),
+        "sweep": _first(tags.get("sweep"), sweep.get("name")),
         "run_id": run_id,
-        "trial_name": trial_name or pick("trial_name") or "",
-        "unit": pick("unit", sweep.get("unit")),
-        "dataset": pick("dataset", sweep.get("dataset"), config.get("dataset")),
-        "dataset_format": pick("dataset_format", config.get("dataset")),
+        "trial_name": trial_name or _first(tags.get("trial_name")) or "",
+        "unit": _first(tags.get("unit"), sweep.get("unit")),
+        "dataset": _first(tags.get("dataset"), sweep.get("dataset"), config.get("dataset")),
+        "dataset_format": _first(tags.get("dataset_format"), config.get("dataset")),
         "root": root,
         "synthetic": synthetic,
-        "split": pick("val_split", config.get("val_split")) or "valid",
-        "stage": pick("stage", config.get("stage")),
-        "preset": pick("preset", config.get("preset")),
-        "cell": pick("cell", config.get("cell")),
-        "modality": pick("modality", config.get("modality")),
-        "seed": _int(pick("seed", config.get("seed"))),
+        "split": _first(config.get("val_split")) or "valid",
+        "stage": _first(tags.get("stage"), config.get("stage")),
+        "preset": _first(tags.get("preset"), config.get("preset")),
+        "cell": _first(tags.get("cell"), config.get("cell")),
+        "modality": _first(tags.get("modality"), config.get("modality")),
+        "seed": _int(_first(tags.get("seed"), config.get("seed"))),
         "status": st,
         "finished": bool(finished),
         "epochs": epochs,

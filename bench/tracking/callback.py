@@ -1,7 +1,7 @@
 """The Ray Tune callback that records every trial of a sweep in MLflow, from the driver.
 
 Why our own callback rather than ``ray.air.integrations.mlflow.MLflowLoggerCallback``: that
-one opens a new run for every restored trial (STACK_NOTES section 2), logs re-executed epochs
+one opens a new run for every restored trial, logs re-executed epochs
 twice, and dies with the tracking server. This one
 
 - finds a trial's run by its tags (``sweep_id`` + ``trial_name``) before creating one, so a

@@ -1,7 +1,7 @@
 """What produced a run: the source commit and the versions of the stack (tags on every run).
 
 A benchmark number without the code and library versions behind it cannot be reproduced
-(Ray, MLflow and DALI change behaviour between minors; see STACK_NOTES)."""
+(Ray, MLflow and DALI change behaviour between minor versions)."""
 
 from __future__ import annotations
 

@@ -1,13 +1,34 @@
-"""What a sweep or a trial looks like in MLflow: tags, params, run names, artifacts.
+"""What a sweep or a trial looks like in MLflow: tags, params, run names, artifacts -- written
+and read back.
 
 Shared by the live Tune callback and by `bench sync`, so that a run written by either one is
-found and continued by the other. A trial's config carries a ``sweep`` sub-dict (ignored by
-the training code, see `bench.train.config.split_config`) with the sweep's name, id, stage
-unit and dataset name; everything a tag needs is therefore in Tune's own ``params.json``.
+found and continued by the other, and by `bench.tracking.reader`, so that the reader decodes
+exactly what the writers encode: one definition of the tag names, the run kinds and the
+flattening of params, not a copy of it in the report. A trial's config carries a ``sweep``
+sub-dict (ignored by the training code, see `bench.train.config.split_config`) with the
+sweep's name, id, stage unit and dataset name; everything a tag needs is therefore in Tune's
+own ``params.json``.
+
+Run layout (the names below; changing any of them makes existing stores unreadable):
+
+- parent run, one per sweep: tags ``bench.kind=sweep``, ``sweep``, ``sweep_id``, ``stages``,
+  provenance;
+- trial runs: tags ``mlflow.parentRunId``, ``bench.kind=trial``, ``sweep``, ``sweep_id``,
+  ``trial_name``, the trial's identity (`TRIAL_CONFIG_TAGS`), provenance; params = the whole
+  config flattened (``sweep.name``, ...) as strings (`param_strings`); metrics per epoch with
+  ``step=epoch``; artifacts the final epoch's ``val_scores.parquet`` and ``metrics.json``;
+- leaderboard runs (`bench report`): tags ``leaderboard=true``, ``bench.kind=leaderboard``,
+  ``sweep``, ``sweep_id``, ``source``; the report under ``report/``, tables under ``tables/``.
+
+Reading back (`parse_trial_params`, `parse_trial_tags`) undoes the string conversion once, by
+the types of `bench.train.config.TrainConfig`, so no reader re-parses ``"None"`` or ``"1e-05"``.
 """
 
 from __future__ import annotations
 
+import functools
+import types
+import typing
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -15,17 +36,38 @@ from bench.tracking.meta import provenance_tags
 from bench.train.layout import METRICS_FILE as METRICS
 from bench.train.layout import VAL_SCORES_FILE as VAL_SCORES
 
-# The keys that find a run again.
-SWEEP_KEY = "sweep_id"
+# Tag names.
+KIND_TAG = "bench.kind"            # which kind of run: one of the KIND_* values
+SWEEP_TAG = "sweep"                # the sweep's name, on every run of a sweep
+SWEEP_KEY = "sweep_id"             # one execution of a sweep (a name run twice has two)
 TRIAL_KEY = "trial_name"
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: nests a trial under its sweep in the UI
+LEADERBOARD_TAG = "leaderboard"    # "true" on a leaderboard run
+NOTE_TAG = "mlflow.note.content"   # MLflow's own: the run's description in the UI
+KIND_SWEEP, KIND_TRIAL, KIND_LEADERBOARD = "sweep", "trial", "leaderboard"
 
+# The trial tags copied from its config (`trial_tags`), read back by `parse_trial_tags`.
+TRIAL_CONFIG_TAGS = ("sweep", "unit", "cell", "modality", "seed", "dataset", "dataset_format", "stage",
+                     "preset", "synthetic")
+_TAG_TYPES: dict[str, type] = {"seed": int, "synthetic": bool}
+
+EPOCH_METRIC = "epoch"             # its step is the epoch; its presence marks an epoch as logged
+MAX_PARAM_LEN = 6000               # MLflow's limit on a param value
+SEP = "."                          # nested config keys: ``sweep.name``
+
+# Where a leaderboard run keeps the report's files and its tables (``bench ui`` links to them).
+REPORT_DIR = "report"
+TABLES_DIR = "tables"
+
+
+# ----------------------------------------------------------------------------- keys and tags
 
 def parent_key(sweep_id: str) -> dict[str, str]:
-    return {SWEEP_KEY: sweep_id, "bench.kind": "sweep"}
+    return {SWEEP_KEY: sweep_id, KIND_TAG: KIND_SWEEP}
 
 
 def parent_tags(*, name: str, stages: list[str], spec_file: str | None = None) -> dict[str, str]:
-    tags = {"sweep": name, "stages": ",".join(stages), **provenance_tags()}
+    tags = {SWEEP_TAG: name, "stages": ",".join(stages), **provenance_tags()}
     if spec_file:
         tags["sweep_file"] = spec_file
     return tags
@@ -33,7 +75,7 @@ def parent_tags(*, name: str, stages: list[str], spec_file: str | None = None) -
 
 def trial_key(config: Mapping[str, Any], trial_name: str) -> dict[str, str]:
     sweep = config.get("sweep") or {}
-    return {SWEEP_KEY: str(sweep.get("id", "")), TRIAL_KEY: trial_name, "bench.kind": "trial"}
+    return {SWEEP_KEY: str(sweep.get("id", "")), TRIAL_KEY: trial_name, KIND_TAG: KIND_TRIAL}
 
 
 def is_synthetic(root: str | None) -> bool:
@@ -44,7 +86,7 @@ def trial_tags(config: Mapping[str, Any], *, trial_id: str, parent_run_id: str |
     sweep = config.get("sweep") or {}
     tags = {
         "trial_id": trial_id,
-        "sweep": str(sweep.get("name", "")),
+        SWEEP_TAG: str(sweep.get("name", "")),
         "unit": str(sweep.get("unit", "")),
         "cell": str(config.get("cell")),
         "modality": str(config.get("modality")),
@@ -57,14 +99,152 @@ def trial_tags(config: Mapping[str, Any], *, trial_id: str, parent_run_id: str |
         **provenance_tags(),
     }
     if parent_run_id:
-        tags["mlflow.parentRunId"] = parent_run_id
+        tags[PARENT_TAG] = parent_run_id
     return tags
 
+
+def leaderboard_tags(*, sweep: str, sweep_id: str, source: str, summary_md: str = "") -> dict[str, str]:
+    tags = {LEADERBOARD_TAG: "true", SWEEP_TAG: sweep, SWEEP_KEY: sweep_id, KIND_TAG: KIND_LEADERBOARD,
+            "source": source[:5000], **provenance_tags()}
+    if summary_md:
+        tags[NOTE_TAG] = summary_md[:60000]
+    return tags
+
+
+def leaderboard_run_name(sweep: str, stamp: str) -> str:
+    """``leaderboard-<sweep>-<YYYYmmdd-HHMMSS>``: a new run per report (see `bench.tracking.leaderboard`)."""
+    return f"leaderboard-{sweep}-{stamp}"
+
+
+def is_leaderboard(tags: Mapping[str, str]) -> bool:
+    return tags.get(LEADERBOARD_TAG) == "true"
+
+
+def is_trial(tags: Mapping[str, str]) -> bool:
+    """A trial run; also one from before ``bench.kind`` (it had ``cell`` and ``modality``)."""
+    kind = tags.get(KIND_TAG)
+    return (kind == KIND_TRIAL or ("cell" in tags and "modality" in tags)) and \
+        not is_leaderboard(tags) and kind != KIND_SWEEP
+
+
+def is_parent(tags: Mapping[str, str]) -> bool:
+    """A sweep's parent run; also one from before ``bench.kind`` (a ``sweep`` tag, no trial's)."""
+    return tags.get(KIND_TAG) == KIND_SWEEP or (SWEEP_TAG in tags and not is_trial(tags) and not is_leaderboard(tags))
+
+
+# ----------------------------------------------------------------------------- params
 
 def trial_params(config: Mapping[str, Any]) -> dict[str, Any]:
     """Every config field (hyperparameters, data, network, execution), ``sweep.*`` included."""
     return dict(config)
 
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as dotted keys (``{"sweep": {"name": x}}`` -> ``{"sweep.name": x}``)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + SEP))
+        else:
+            out[key] = v
+    return out
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """`flatten` undone. A key that cannot nest (``a`` is a value and ``a.b`` exists) stays flat."""
+    out: dict[str, Any] = {}
+    for key in sorted(flat, key=lambda k: k.count(SEP)):     # shallow keys first: ``a`` before ``a.b``
+        *parents, leaf = key.split(SEP)
+        node: Any = out
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                break
+        if isinstance(node, dict):
+            node[leaf] = flat[key]
+        else:
+            out[key] = flat[key]
+    return out
+
+
+def param_strings(params: Mapping[str, Any]) -> dict[str, str]:
+    """What MLflow stores for ``params``: flattened, every value ``str()`` (None -> ``"None"``),
+    cut at `MAX_PARAM_LEN`."""
+    return {k: ("None" if v is None else str(v))[:MAX_PARAM_LEN] for k, v in flatten(params).items()}
+
+
+@functools.cache
+def _train_field_types() -> dict[str, Any]:
+    from bench.train.config import TrainConfig
+
+    return typing.get_type_hints(TrainConfig)      # the module's annotations are strings
+
+
+def _as_bool(s: str) -> bool | None:
+    low = s.strip().lower()
+    return low == "true" if low in ("true", "false") else None
+
+
+def _as_int(s: str) -> int | None:
+    try:
+        return int(s)
+    except ValueError:
+        f = _as_float(s)
+        return int(f) if f is not None and f.is_integer() else None
+
+
+def _as_float(s: str) -> float | None:
+    try:
+        return float(s)
+    except ValueError:
+        return None
+
+
+# Tried in this order when a field allows several types; any other type keeps the string.
+_PARSERS: dict[Any, Any] = {bool: _as_bool, int: _as_int, float: _as_float}
+
+
+def _parse_as(value: str, hint: Any) -> Any:
+    """``value`` (as `param_strings` wrote it) as type ``hint``; unparseable -> the string."""
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    options = typing.get_args(hint) if union else (hint,)
+    kinds = [t for t in options if t is not type(None)]
+    if value == "None" and (type(None) in options or str not in kinds):
+        return None                     # str(None): only a plain `str` field can mean the text
+    for t in sorted((t for t in kinds if t in _PARSERS), key=list(_PARSERS).index):
+        parsed = _PARSERS[t](value)
+        if parsed is not None:
+            return parsed
+    return value
+
+
+def parse_trial_params(params: Mapping[str, str]) -> dict[str, Any]:
+    """A trial run's params (MLflow's flat strings) back as the config dict the trial had.
+
+    Fields of `TrainConfig` by their annotated type (``"None"`` -> None where None is allowed,
+    ``"1e-05"`` -> float, ``"True"`` -> bool); nested keys (``sweep.*``) as dicts again; any
+    other key -- driver keys (``storage_path``, ...), the ``sweep`` dict's values, fields of an
+    older or newer `TrainConfig` -- stays the string MLflow holds."""
+    hints = _train_field_types()
+    typed = {k: _parse_as(v, hints[k]) if k in hints and isinstance(v, str) else v for k, v in params.items()}
+    return unflatten(typed)
+
+
+def parse_trial_tags(tags: Mapping[str, str]) -> dict[str, Any]:
+    """A trial run's tags with those copied from its config (`TRIAL_CONFIG_TAGS`) typed: a value
+    written from a missing field (``"None"``, ``""``) -> None, ``seed`` int, ``synthetic`` bool.
+    Every other tag stays a string."""
+    out: dict[str, Any] = dict(tags)
+    for k in TRIAL_CONFIG_TAGS:
+        if k not in tags:
+            continue
+        v = tags[k]
+        out[k] = None if v in ("", "None") else _parse_as(v, _TAG_TYPES.get(k, str))
+    return out
+
+
+# ----------------------------------------------------------------------------- artifacts
 
 def final_files(checkpoint_dir: str | Path | None) -> list[Path]:
     if not checkpoint_dir:

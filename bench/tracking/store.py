@@ -2,19 +2,13 @@
 
 Why keyed by tags rather than remembered run ids: a sweep's driver may be killed and resumed,
 a trial retried, or the whole record replayed by `bench sync` into another store. Each of
-them finds "its" run again by the tags ``sweep_id`` + ``trial_name`` (STACK_NOTES section 2:
-Ray's MLflowLoggerCallback opens a fresh run on restore), and logs an epoch's metrics only
+them finds "its" run again by the tags ``sweep_id`` + ``trial_name`` (Ray's
+MLflowLoggerCallback opens a fresh run on restore), and logs an epoch's metrics only
 when that epoch (the ``epoch`` metric's step) is not there yet, so no epoch is lost or
 logged twice whatever was interrupted where.
 
-Run layout:
-- parent run (one per sweep): tags ``bench.kind=sweep``, ``sweep``, ``sweep_id``, ``stages``,
-  provenance (``git_commit``, ``version.*``);
-- nested trial runs: tags ``mlflow.parentRunId``, ``bench.kind=trial``, ``sweep``,
-  ``sweep_id``, ``trial_name``, ``trial_id``, ``cell``, ``modality``, ``seed``, ``dataset``,
-  ``stage``, ``preset``, ``synthetic``, provenance; params = the trial's whole config;
-  metrics = what the trial reports each epoch, ``step=epoch``; artifacts = the final epoch's
-  ``val_scores.parquet`` and ``metrics.json``.
+The run layout (tag names, kinds, how params are flattened) is `bench.tracking.records`'s;
+this module only writes it.
 """
 
 from __future__ import annotations
@@ -24,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from bench.tracking.records import EPOCH_METRIC, param_strings
 from bench.tracking.uri import sqlite_path
 
 # Tune's own bookkeeping in a result dict: not metrics of the model.
@@ -32,23 +27,13 @@ TUNE_KEYS = frozenset({
     "time_this_iter_s", "time_total_s", "done", "should_checkpoint", "trial_id", "date",
     "hostname", "node_ip", "config", "checkpoint_dir_name", "experiment_tag",
 })
-EPOCH_KEY = "epoch"
+EPOCH_KEY = EPOCH_METRIC
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
 
 
-def _quote(v: str) -> str:
+def quote(v: str) -> str:
+    """``v`` as a string literal of MLflow's search filter syntax."""
     return "'" + str(v).replace("'", "\\'") + "'"
-
-
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def epoch_metrics(result: Mapping[str, Any]) -> dict[str, float]:
@@ -112,7 +97,7 @@ class Tracker:
         return self._exp_id
 
     def find_runs(self, **tags: str) -> list[Any]:
-        flt = " and ".join(f"tags.{k} = {_quote(v)}" for k, v in tags.items())
+        flt = " and ".join(f"tags.{k} = {quote(v)}" for k, v in tags.items())
         return self.client.search_runs([self.experiment_id], flt, max_results=1000,
                                        order_by=["attributes.start_time ASC"])
 
@@ -147,9 +132,9 @@ class Tracker:
         from mlflow.entities import Param
 
         existing = self.client.get_run(run_id).data.params
-        flat = {k: ("None" if v is None else str(v)) for k, v in flatten(params).items()}
-        new = [Param(k, v[:6000]) for k, v in flat.items() if k not in existing]
-        conflicts = [k for k, v in flat.items() if k in existing and existing[k] != v[:6000]]
+        flat = param_strings(params)
+        new = [Param(k, v) for k, v in flat.items() if k not in existing]
+        conflicts = [k for k, v in flat.items() if k in existing and existing[k] != v]
         for i in range(0, len(new), 100):
             self.client.log_batch(run_id, params=new[i:i + 100])
         return conflicts

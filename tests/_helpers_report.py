@@ -139,7 +139,7 @@ def write_mlflow_sweep(tracking_uri: str, tmp: Path, specs: list[TrialSpec], *, 
     from mlflow.tracking import MlflowClient
 
     from bench.tracking import records
-    from bench.tracking.store import Tracker, flatten
+    from bench.tracking.store import Tracker
 
     root = dataset_root(tmp, synthetic=synthetic)
     sweep_id = f"{sweep}-0001"
@@ -153,7 +153,7 @@ def write_mlflow_sweep(tracking_uri: str, tmp: Path, specs: list[TrialSpec], *, 
         tags = {**records.trial_tags(cfg, trial_id=spec.name, parent_run_id=pid), **records.trial_key(cfg, spec.name)}
         run = client.create_run(exp_id, run_name=spec.name, tags=tags)
         rid = run.info.run_id
-        params = [Param(k, "None" if v is None else str(v)) for k, v in flatten(records.trial_params(cfg)).items()]
+        params = [Param(k, v) for k, v in records.param_strings(records.trial_params(cfg)).items()]
         metrics = [Metric(k, float(v), 0, int(r["epoch"])) for r in results_of(spec)
                    for k, v in r.items() if k not in ("trial_id", "training_iteration")]
         client.log_batch(rid, metrics=metrics, params=params, tags=[])
