@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,6 +12,7 @@ from torch import nn
 from bench.models import create_cell, list_cells, register_cell, second_layer_cell
 from bench.models.complexity import count_params, formula_params
 from bench.models.convlstm import RecurrentCell
+from bench.models.native import RECURRENT_IMPLS, RESOLVED_IMPLS, implementation
 from bench.models.recurrent import ConvRecurrentLayer
 
 CELLS = list_cells()
@@ -190,3 +193,39 @@ def test_a_layer_over_time_equals_stepping_the_cell(name: str) -> None:
         h, state = layer.cell(x[:, :, t], state)
         ref.append(h)
     torch.testing.assert_close(layer(x), torch.stack(ref, dim=2))
+
+
+# --- the implementations: one function, whichever runs it ---------------------------------
+
+@pytest.mark.parametrize("impl", RECURRENT_IMPLS)
+@pytest.mark.parametrize("name", CELLS)
+def test_every_recurrent_impl_agrees_with_the_step_loop(name: str, impl: str) -> None:
+    """Same weights, float64: outputs, input gradient and every weight gradient of each
+    ``recurrent_impl`` equal the per-step autograd loop's to float rounding, in training and in
+    inference."""
+    if impl == "native" and os.environ.get("GESTUREBENCH_NATIVE") == "0":
+        pytest.skip("GESTUREBENCH_NATIVE=0: the C++ kernels are turned off")
+    ref = ConvRecurrentLayer(name, in_channels=C_IN, out_channels=C_OUT, recurrent_impl="steploop").double()
+    _random_init(ref)
+    layer = ConvRecurrentLayer(name, in_channels=C_IN, out_channels=C_OUT, recurrent_impl=impl).double()
+    layer.load_state_dict(ref.state_dict())
+    assert implementation(layer) in RESOLVED_IMPLS and implementation(ref) == "steploop"
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(B, C_IN, 4, H, W, generator=g, dtype=torch.float64)
+    grad = torch.randn(B, C_OUT, 4, H, W, generator=g, dtype=torch.float64)
+    results = []
+    for m in (layer, ref):
+        xg = x.clone().requires_grad_(True)
+        y = m(xg)
+        y.backward(grad)
+        with torch.no_grad():
+            inferred = m(x)
+        results.append([y.detach(), inferred, xg.grad] + [p.grad for p in m.parameters()])
+    names = ["output", "inference output", "input gradient"] + [n for n, _ in ref.named_parameters()]
+    for what, a, b in zip(names, *results):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=f"{name}, {impl}: {what} differs")
+
+
+def test_an_unknown_recurrent_impl_is_refused_with_the_allowed_values() -> None:
+    with pytest.raises(ValueError, match=r"recurrent_impl='fast': must be one of auto, native, aten, steploop"):
+        ConvRecurrentLayer("a", in_channels=2, out_channels=2, recurrent_impl="fast")

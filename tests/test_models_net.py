@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from bench.models import NetConfig, build_network, list_cells, small_network
 from bench.models.complexity import count_params
+from bench.models.native import RECURRENT_IMPLS, implementation
 
 CELLS = list_cells()
 
@@ -96,3 +99,27 @@ def test_config_errors_name_the_field() -> None:
         NetConfig.preset("small", cell="z")
     with pytest.raises(ValueError, match="frames must be an even number"):
         NetConfig(frames=9)
+    with pytest.raises(ValueError, match=r"NetConfig.recurrent_impl='fused': must be one of "
+                                         r"auto, native, aten, steploop"):
+        NetConfig.preset("small", cell="a", recurrent_impl="fused")
+
+
+@pytest.mark.parametrize("impl", RECURRENT_IMPLS)
+def test_the_network_builds_its_recurrent_layers_with_the_configured_impl(impl: str) -> None:
+    if impl == "native" and os.environ.get("GESTUREBENCH_NATIVE") == "0":
+        pytest.skip("GESTUREBENCH_NATIVE=0: the C++ kernels are turned off")
+    cfg = NetConfig.preset("small", cell="c", num_classes=5, recurrent_impl=impl)
+    assert cfg.recurrent_impl == impl and NetConfig().recurrent_impl == "auto"
+    net = build_network(cfg)
+    assert net.rnn1.recurrence.setting == net.rnn2.recurrence.setting == impl
+    # on CPU where the kernels build: (c)'s layer and the (a) layer above it
+    expected = {"auto": "native", "native": "native", "aten": "aten", "steploop": "steploop"}[impl]
+    if os.environ.get("GESTUREBENCH_NATIVE") == "0" and impl == "auto":
+        expected = "aten"
+    assert implementation(net) == implementation(cfg) == expected
+    assert implementation(cfg, device="cuda") == "steploop"       # the fused layer and the kernels are CPU's
+    x = torch.randn(1, 3, 4, 32, 32)
+    ref = small_network(cell="c", num_classes=5, recurrent_impl="steploop")
+    ref.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), ref(x), rtol=1e-4, atol=1e-5)

@@ -1,27 +1,40 @@
-"""The C++ kernels of variant (a)'s fused layer (bench/models/csrc): their build and cache, what
-happens without them, and each kernel against the ATen op it replaces."""
+"""The C++ kernels of the recurrent layers (bench/models/native): their build and cache, the
+switch that chooses them (``recurrent_impl``, ``GESTUREBENCH_NATIVE=0``), what happens without
+them, and each kernel against the ATen op it replaces."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.models import _native
+from bench.models import native
+from bench.models.native import implementation, loader
+from bench.models.recurrent import ConvRecurrentLayer
 
 
 @pytest.fixture
-def kernels(cpp_kernels):
-    return cpp_kernels
+def no_compiler(monkeypatch):
+    """Builds fail as they do where no C++ compiler is installed (the outcome is not cached past
+    the test)."""
+    def broken(*a, **k):
+        raise RuntimeError("no C++ compiler (c++, g++ or clang++ on PATH, or $CXX)")
+    monkeypatch.setattr(loader, "build", broken)
+    monkeypatch.delenv("GESTUREBENCH_NATIVE", raising=False)
+    loader.clear_cache()
+    yield
+    loader.clear_cache()
 
 
 def test_build_is_cached_by_source_and_compiler(tmp_path):
-    first = _native.build(directory=tmp_path)
+    first = loader.build(directory=tmp_path)
     assert first.parent == tmp_path and first.suffix == ".so"
     stamp = first.stat().st_mtime_ns
-    assert _native.build(directory=tmp_path) == first            # found, not rebuilt
+    assert loader.build(directory=tmp_path) == first             # found, not rebuilt
     assert first.stat().st_mtime_ns == stamp
     assert [p.name for p in tmp_path.iterdir()] == [first.name]    # no temporary left behind
 
@@ -31,44 +44,73 @@ def test_a_failing_compiler_is_named_in_the_error(tmp_path):
     fake.write_text("#!/bin/sh\necho 'fake-c++: error: no such target' >&2\nexit 1\n")
     fake.chmod(0o755)
     with pytest.raises(RuntimeError, match=r"(?s)fake-c\+\+ failed on .*variant_a\.cpp.*no such target"):
-        _native.build(compiler=str(fake), directory=tmp_path / "cache")
+        loader.build(compiler=str(fake), directory=tmp_path / "cache")
     assert not any((tmp_path / "cache").iterdir())                 # nothing half-written
 
 
-def test_load_falls_back_with_a_warning_when_the_build_fails(monkeypatch):
-    def broken(*a, **k):
-        raise RuntimeError("no C++ compiler (c++, g++ or clang++ on PATH, or $CXX)")
-    monkeypatch.setattr(_native, "build", broken)
-    _native.load.cache_clear()
-    try:
-        with pytest.warns(RuntimeWarning, match="using ATen ops: no C\\+\\+ compiler"):
-            assert _native.load() is None
-        _native.load.cache_clear()
-        monkeypatch.setenv("GESTUREBENCH_NATIVE", "0")
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")                        # turned off: no warning
-            assert _native.load() is None
-    finally:
-        _native.load.cache_clear()
+def test_load_falls_back_with_a_warning_when_the_build_fails(no_compiler, monkeypatch):
+    with pytest.warns(RuntimeWarning, match="using ATen ops: no C\\+\\+ compiler"):
+        assert native.load() is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                            # once a process
+        assert native.load() is None
+    with pytest.raises(RuntimeError, match="did not build: no C\\+\\+ compiler"):
+        native.require()
+    monkeypatch.setenv("GESTUREBENCH_NATIVE", "0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                            # turned off: no warning
+        assert native.load() is None
 
 
-def test_training_without_the_kernels_still_runs_the_fused_layer(monkeypatch):
-    from bench.models.recurrent import ConvRecurrentLayer
+def test_native_refuses_to_build_without_the_kernels_and_says_why(no_compiler, monkeypatch):
+    with pytest.raises(RuntimeError, match="did not build: no C\\+\\+ compiler"):
+        ConvRecurrentLayer("a", in_channels=4, out_channels=4, recurrent_impl="native")
+    layer = ConvRecurrentLayer("a", in_channels=4, out_channels=4, recurrent_impl="auto")
+    with pytest.warns(RuntimeWarning, match="using ATen ops"):    # "auto" falls back instead
+        assert implementation(layer) == "aten"
+    monkeypatch.setenv("GESTUREBENCH_NATIVE", "0")
+    with pytest.raises(RuntimeError, match="GESTUREBENCH_NATIVE=0"):
+        ConvRecurrentLayer("b", in_channels=4, out_channels=4, recurrent_impl="native")
 
-    monkeypatch.setattr(_native, "load", lambda: None)
+
+def test_gesturebench_native_0_makes_auto_run_the_fused_layer_on_aten_ops(monkeypatch):
+    """The environment override: "auto" resolves to ATen, and training still takes the fused
+    layer, with the step loop's gradients."""
+    from bench.models import small_network
+
+    monkeypatch.setenv("GESTUREBENCH_NATIVE", "0")
+    calls = []
+    for name in ("fwd_step", "bwd_step", "depthwise", "depthwise_wgrad"):
+        monkeypatch.setattr(loader.NativeKernels, name, lambda *a, _n=name, **k: calls.append(_n))
     torch.manual_seed(0)
     layer = ConvRecurrentLayer("a", in_channels=4, out_channels=4).double()
+    assert implementation(layer) == "aten"
+    assert implementation(small_network(cell="b")) == "aten"     # (b)'s step loop, then (a)'s fused layer
+    assert implementation(small_network(cell="convlstm")) == "steploop"
+    loop = ConvRecurrentLayer("a", in_channels=4, out_channels=4, recurrent_impl="steploop").double()
+    loop.load_state_dict(layer.state_dict())
     x = torch.randn(1, 4, 3, 5, 5, dtype=torch.float64)
     grads = []
-    for fused in (True, False):
-        layer.cell.fused_layer = fused
+    for m, fused in ((layer, True), (loop, False)):
         xg = x.clone().requires_grad_(True)
-        y = layer(xg)
+        y = m(xg)
         assert (type(y.grad_fn).__name__ == "PermuteBackward0"
                 and type(y.grad_fn.next_functions[0][0]).__name__ == "VariantALayerFunctionBackward") == fused
         y.sum().backward()
         grads.append(xg.grad)
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-10, atol=1e-12)
+    assert not calls                                              # no kernel ran
+
+
+def test_the_switch_imports_without_torch():
+    """Configuration code validates ``recurrent_impl`` against RECURRENT_IMPLS without paying for
+    torch."""
+    code = ("import sys; from bench.models.native import RECURRENT_IMPLS, check_recurrent_impl; "
+            "from bench.models import RECURRENT_IMPLS as again; "
+            "assert again is RECURRENT_IMPLS and check_recurrent_impl('aten') == 'aten'; "
+            "print(RECURRENT_IMPLS, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["('auto',", "'native',", "'aten',", "'steploop')", "False"]
 
 
 def test_rational_tanh_is_within_float32_rounding_of_tanh(kernels):
@@ -144,7 +186,7 @@ def test_kernels_refuse_other_dtypes_and_strided_tensors(kernels):
 
 
 def test_depthwise_function_passes_gradcheck(kernels):
-    from bench.models.fused import DepthwiseConvFunction
+    from bench.models.native import DepthwiseConvFunction
 
     torch.manual_seed(0)
     x = torch.randn(2, 3, 4, 5, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
@@ -153,37 +195,47 @@ def test_depthwise_function_passes_gradcheck(kernels):
     assert torch.autograd.gradcheck(lambda a, b: DepthwiseConvFunction.apply(a, b, kernels), (x, w))
 
 
-@pytest.mark.parametrize("cell", ["b", "c", "d"])
-def test_cells_separable_convolutions_give_the_same_gradients_through_the_kernels(kernels, cell, monkeypatch):
-    from bench.models.recurrent import ConvRecurrentLayer
+def _step_loop_cells_with_depthwise_convolutions() -> list[str]:
+    """The registered cells without a fused layer whose depthwise convolutions the kernels run."""
+    from bench.models import create_cell, list_cells
 
+    out = []
+    for name in list_cells():
+        cell = create_cell(name, in_channels=4, out_channels=6)
+        if type(cell) not in native.FUSED_LAYERS and any(native.DepthwiseConv2d.fits(m) for m in cell.modules()):
+            out.append(name)
+    return out
+
+
+@pytest.mark.parametrize("cell", _step_loop_cells_with_depthwise_convolutions())
+def test_cells_separable_convolutions_give_the_same_gradients_through_the_kernels(kernels, cell, monkeypatch):
     calls = []
-    orig = _native.NativeKernels.depthwise
-    monkeypatch.setattr(_native.NativeKernels, "depthwise",
+    orig = loader.NativeKernels.depthwise
+    monkeypatch.setattr(loader.NativeKernels, "depthwise",
                         lambda self, *a, **kw: (calls.append(1), orig(self, *a, **kw))[1])
     torch.manual_seed(0)
-    layer = ConvRecurrentLayer(cell, in_channels=4, out_channels=6).double()
+    layer = ConvRecurrentLayer(cell, in_channels=4, out_channels=6, recurrent_impl="native").double()
+    loop = ConvRecurrentLayer(cell, in_channels=4, out_channels=6, recurrent_impl="steploop").double()
+    loop.load_state_dict(layer.state_dict())
+    assert implementation(layer) == "native" and implementation(loop) == "steploop"
     x = torch.randn(2, 4, 3, 5, 5, dtype=torch.float64)
     grad = torch.randn(2, 6, 3, 5, 5, dtype=torch.float64)
     results = []
-    for native in (True, False):
-        for m in layer.modules():
-            if hasattr(m, "native_kernels"):
-                m.native_kernels = native
-        layer.zero_grad(set_to_none=True)
+    for m in (layer, loop):
         xg = x.clone().requires_grad_(True)
-        y = layer(xg)
+        y = m(xg)
         y.backward(grad)
-        results.append([y.detach(), xg.grad] + [p.grad for p in layer.parameters()])
-        if native:
+        results.append([y.detach(), xg.grad] + [p.grad for p in m.parameters()])
+        if m is layer:
             assert calls, "the separable convolutions did not go through the kernels"
+            calls.clear()
+    assert not calls
     for a, ref in zip(*results):
         torch.testing.assert_close(a, ref, rtol=1e-10, atol=1e-12)
 
 
 def test_mac_counting_sees_the_depthwise_convolutions_the_kernels_would_hide(kernels):
     from bench.models import count_macs
-    from bench.models.recurrent import ConvRecurrentLayer
 
     layer = ConvRecurrentLayer("c", in_channels=4, out_channels=4)
     x = torch.randn(1, 4, 2, 5, 5)

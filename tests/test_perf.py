@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -13,6 +14,11 @@ from bench.models import count_macs, create_cell
 from bench.models.recurrent import ConvRecurrentLayer
 from bench.perf import cells as perf_cells
 from bench.perf import network as perf_net
+
+#: What variant (a) runs by default: its fused layer with the C++ kernels, unless they are off.
+KERNELS = os.environ.get("GESTUREBENCH_NATIVE") != "0"
+DEFAULT_A = "native" if KERNELS else "aten"
+needs_kernels = pytest.mark.skipif(not KERNELS, reason="GESTUREBENCH_NATIVE=0: the C++ kernels are turned off")
 
 
 # ------------------------------------------------------------------------------------ cells
@@ -62,14 +68,18 @@ def test_cells_rows_put_time_ratios_beside_mac_ratios():
     assert all(r["fwd_ms"] > 0 and r["fwd_bwd_ms"] > 0 for r in rows)
 
 
-def test_cells_step_loop_rows_time_the_same_layer_through_autograd_per_step():
+@needs_kernels
+def test_cells_step_loop_rows_time_the_same_layer_built_with_the_other_impls():
     rows = perf_cells.measure(batch=1, steps=2, channels=8, size=6, repeats=1, warmup=0, cells=["a", "b"],
                               step_loop=True, input_layout="contiguous")
-    by = {r["cell"]: r for r in rows}
-    # only (a) trains through a fused layer, so only (a) gets a step-loop row; (a) and (b) have C++
-    # kernels (fused steps, depthwise convolutions), ConvLSTM none
-    assert list(by) == ["reference-convlstm", "convlstm", "a", "b", "a+steploop", "a+aten", "b+aten"]
-    assert by["a+steploop"]["macs"] == by["a"]["macs"] == by["a+aten"]["macs"]
+    by = {r["cell"]: r["impl"] for r in rows}
+    # (a) has a fused layer and C++ kernels: three ways to run it; (b) has C++ depthwise
+    # convolutions and no fused layer, so its "aten" layer is its "steploop" one; ConvLSTM runs
+    # the step loop whatever the setting
+    assert by == {"reference-convlstm": "steploop", "convlstm": "steploop", "a": "native", "b": "native",
+                  "a+steploop": "steploop", "a+aten": "aten", "b+steploop": "steploop"}
+    macs = {r["cell"]: r["macs"] for r in rows}
+    assert macs["a+steploop"] == macs["a"] == macs["a+aten"] and macs["b+steploop"] == macs["b"]
 
 
 def test_cells_cli_refuses_an_unknown_cell(tmp_path, capsys):
@@ -83,11 +93,13 @@ def test_cells_cli_writes_markdown_and_json(tmp_path, capsys):
                "--repeats", "1", "--warmup", "0", "--out", str(tmp_path)])
     assert rc == 0
     doc = json.loads((tmp_path / "cells.json").read_text())
-    assert [r["cell"] for r in doc["rows"]] == ["reference-convlstm", "convlstm", "d"]
+    d = "native" if KERNELS else "steploop"      # a (d) layer alone: no fused layer
+    assert [(r["cell"], r["impl"]) for r in doc["rows"]] == [
+        ("reference-convlstm", "steploop"), ("convlstm", "steploop"), ("d", d)]
     assert doc["command"].startswith("bench perf cells") and "--cells d" in doc["command"]
     md = (tmp_path / "cells.md").read_text()
     assert "input channels_last_3d" in md
-    assert "| d |" in md and "speedup_over_mac_ratio" in md
+    assert "| cell | impl |" in md and f"| d | {d} |" in md and "speedup_over_mac_ratio" in md
 
 
 # ------------------------------------------------------------------------------------ network
@@ -122,8 +134,8 @@ def test_peak_step_bytes_does_not_count_what_an_earlier_measured_step_kept():
 def test_network_rows_small_preset():
     rows = perf_net.measure(presets=["small"], cells=["convlstm", "a"], batch=1, classes=5, repeats=1,
                             warmup=0)
-    assert [(r["preset"], r["cell"], r["batch"], r["clip"]) for r in rows] == [
-        ("small", "convlstm", 1, "8x56"), ("small", "a", 1, "8x56")]
+    assert [(r["preset"], r["cell"], r["impl"], r["batch"], r["clip"]) for r in rows] == [
+        ("small", "convlstm", "steploop", 1, "8x56"), ("small", "a", DEFAULT_A, 1, "8x56")]
     for r in rows:
         assert r["steps_per_s"] == pytest.approx(1e3 / r["step_ms"])
         assert r["train_clips_per_s"] == pytest.approx(r["batch"] * r["steps_per_s"])
@@ -134,12 +146,15 @@ def test_network_rows_small_preset():
     assert rows[0]["model_state_mib"] > rows[1]["model_state_mib"]
 
 
-def test_network_step_loop_rows_train_a_copy_through_the_per_step_loop():
+@needs_kernels
+def test_network_step_loop_rows_train_networks_built_with_the_other_impls():
     rows = perf_net.measure(presets=["small"], cells=["a", "d"], batch=1, classes=5, repeats=1, warmup=0,
                             memory=False, step_loop=True)
     by = {r["cell"]: r for r in rows}
     # (d)'s second layer is (a): both networks have a fused layer to compare against
-    assert list(by) == ["a", "a+steploop", "a+aten", "d", "d+steploop", "d+aten"]
+    assert {k: r["impl"] for k, r in by.items()} == {
+        "a": "native", "a+steploop": "steploop", "a+aten": "aten",
+        "d": "native", "d+steploop": "steploop", "d+aten": "aten"}
     assert by["a+steploop"]["gmacs_per_clip"] == by["a"]["gmacs_per_clip"] == by["a+aten"]["gmacs_per_clip"]
     assert by["a+steploop"]["model_state_mib"] == by["a"]["model_state_mib"] == by["a+aten"]["model_state_mib"]
 
@@ -217,22 +232,20 @@ def test_sweep_cli_refuses_bad_arguments(tmp_path, capsys):
     assert "--work" in capsys.readouterr().err
 
 
-def test_fused_ablations_switch_one_thing_each_on_copies_with_the_same_weights():
+@needs_kernels
+def test_impl_rows_build_the_other_impls_with_the_same_weights():
+    from bench.models.native import implementation
     from bench.models.net import small_network
-    from bench.perf._common import fused_ablations
+    from bench.perf._common import impl_rows
 
+    torch.manual_seed(0)
     net = small_network(cell="c", num_classes=5)
-    copies = fused_ablations(net)
-    assert list(copies) == ["steploop", "aten"]
-
-    def flags(m):
-        return ([x.fused_layer for x in m.modules() if hasattr(x, "fused_layer")],
-                [x.native_kernels for x in m.modules() if hasattr(x, "native_kernels")])
-    fused, native = flags(net)
-    assert fused == [True] and sum(native) > 2           # (c)'s second layer is (a); the original untouched
-    assert flags(copies["steploop"]) == ([False], native)
-    assert flags(copies["aten"]) == ([True], [False] * len(native))
-    for dup in copies.values():
-        for (n, p), (_, q) in zip(net.named_parameters(), dup.named_parameters()):
+    rows = impl_rows(net, lambda impl: small_network(cell="c", num_classes=5, recurrent_impl=impl))
+    assert {k: implementation(m) for k, m in rows.items()} == {"steploop": "steploop", "aten": "aten"}
+    assert implementation(net) == "native"                             # the original untouched
+    for other in rows.values():
+        for (n, p), (_, q) in zip(net.named_parameters(), other.named_parameters()):
             assert torch.equal(p, q) and p.data_ptr() != q.data_ptr(), n
-    assert fused_ablations(small_network(cell="convlstm", num_classes=5)) == {}
+    convlstm = small_network(cell="convlstm", num_classes=5)
+    assert impl_rows(convlstm, lambda impl: small_network(cell="convlstm", num_classes=5,
+                                                          recurrent_impl=impl)) == {}

@@ -1,20 +1,27 @@
 """The recurrent-cell registry: every cell is created, listed and tested by name.
 
 As timm's ``_block_registry`` and torchvision's ``register_model``: one dict, a decorator that
-refuses duplicate names, and a factory with one keyword-only signature for every cell.
+refuses duplicate names, and a factory with one keyword-only signature for every cell. The
+built-in cells (``convlstm.py``, ``variants.py``) register when those modules are imported,
+which every lookup below makes sure of first.
 """
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+import importlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
 _CELLS: dict[str, type[nn.Module]] = {}
 # The second recurrent layer of each network: attention cells (b, c, d) are followed by (a).
 _SECOND_LAYER: dict[str, str] = {}
+# Registered in this order: convlstm, then a, b, c, d.
+_BUILTIN_MODULES = ("bench.models.convlstm", "bench.models.variants")
 
-T = TypeVar("T", bound=type[nn.Module])
+T = TypeVar("T", bound="type[nn.Module]")
 
 
 def register_cell(name: str, *, second_layer: str | None = None) -> Callable[[T], T]:
@@ -32,12 +39,20 @@ def register_cell(name: str, *, second_layer: str | None = None) -> Callable[[T]
     return wrap
 
 
+def load_builtin_cells() -> None:
+    """Import the modules of the built-in cells (registering them), if not done yet."""
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
 def list_cells() -> list[str]:
     """Registered cell names, in registration order (convlstm, a, b, c, d)."""
+    load_builtin_cells()
     return list(_CELLS)
 
 
 def get_cell_class(name: str) -> type[nn.Module]:
+    load_builtin_cells()
     try:
         return _CELLS[name]
     except KeyError:

@@ -28,7 +28,7 @@ PAPER_TABLE1: dict[str, tuple[float, float]] = {
 def count_params(module: nn.Module, *, bias: bool = True) -> int:
     """Parameters of ``module``; ``bias=False`` leaves out every bias, as the paper's formulas do."""
     return sum(p.numel() for name, p in module.named_parameters()
-               if bias or not name.rsplit(".", 1)[-1] == "bias")
+               if bias or name.rsplit(".", 1)[-1] != "bias")
 
 
 def count_macs(module: nn.Module, *inputs: object) -> int:

@@ -104,8 +104,9 @@ class ConvLSTMCell(RecurrentCell):
     common single-convolution form.
     """
 
-    # oneDNN's dense 3x3 convolution backward is ~10% slower in NHWC than in NCHW on CPU
-    # (256 -> 1024 channels, 28 x 28, batch 1 and 8), and nothing else in this cell gains from it.
+    # oneDNN's dense 3x3 convolution backward is slower in NHWC than in NCHW on CPU (256 -> 1024
+    # channels, 28 x 28, batch 1 and 8; docs/BENCHMARKS.md), and nothing else in this cell gains
+    # from NHWC.
     channels_last = False
 
     def __init__(self, *, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:

@@ -12,13 +12,7 @@ class SeparableConv2d(nn.Module):
 
     Parameters (no bias): K*K*C_in + C_in*C_out, the form the paper's formulas count.
     The depthwise stage has no bias; the pointwise stage carries the layer's bias.
-
-    ``native_kernels`` (set by the recurrent cells): on CPU, for a channels_last float input at
-    stride 1 and odd K, the depthwise stage runs through ``DepthwiseConvFunction`` (the C++
-    kernels of bench/models/csrc) where they built; anywhere else, ``nn.Conv2d``.
     """
-
-    native_kernels: bool = False
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, *,
                  stride: int = 1, bias: bool = True) -> None:
@@ -27,27 +21,13 @@ class SeparableConv2d(nn.Module):
                                    padding=kernel_size // 2, groups=in_channels, bias=False)
         self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=bias)
 
-    def _native_depthwise(self, x: torch.Tensor):
-        conv = self.depthwise
-        if not (self.native_kernels and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
-                and x.stride(1) == 1 and x.shape[1] > 1 and conv.stride == (1, 1) and conv.kernel_size[0] % 2
-                and conv.kernel_size[0] == conv.kernel_size[1] and not torch.is_autocast_enabled("cpu")):
-            return None
-        from bench.models import _native
-        from bench.models.fused import DepthwiseConvFunction
-
-        native = None if _native.visible_to_dispatch() else _native.load()
-        return None if native is None else DepthwiseConvFunction.apply(x, conv.weight, native)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self._native_depthwise(x)
-        if y is None:
-            y = self.depthwise(x)
+        y = self.depthwise(x)
         if y.stride(1) == 1 and y.shape[1] > 1:
             # channels_last: the 1 x 1 convolution is a GEMM over the (N*H*W, C) view, as a
-            # linear layer, with no copies; on CPU (MKL sgemm) forward+backward runs 1.1-1.4x
-            # faster than oneDNN's 1 x 1 convolution at the recurrent layers' shapes (B = 1-8,
-            # 256 channels, 28 x 28). Same parameters, same result, in any layout.
+            # linear layer, with no copies; on CPU (MKL sgemm) forward+backward runs faster than
+            # oneDNN's 1 x 1 convolution at the recurrent layers' shapes (B = 1-8, 256 channels,
+            # 28 x 28; docs/BENCHMARKS.md). Same parameters, same result, in any layout.
             return F.linear(y.permute(0, 2, 3, 1), self.pointwise.weight.flatten(1),
                             self.pointwise.bias).permute(0, 3, 1, 2)
         return self.pointwise(y)

@@ -9,7 +9,9 @@
       -> fully connected                      (B, classes)
 
 One typed config describes it; ``NetConfig.preset("paper" | "small", ...)`` keeps the
-paper-exact network and the CPU smoke configuration one call apart.
+paper-exact network and the CPU smoke configuration one call apart. ``recurrent_impl`` chooses
+how the recurrent layers run (C++ kernels, a fused layer on ATen ops, or the per-step loop;
+``bench.models.native``): the same function and weights, results equal to float rounding.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from torch import nn
 
 from bench.models._registry import get_cell_class, second_layer_cell
 from bench.models.mobilenet import PAPER_BLOCKS, MobileNetTop
+from bench.models.native._impls import check_recurrent_impl
 from bench.models.recurrent import ConvRecurrentLayer
 from bench.models.res3d import Res3D
 
@@ -36,9 +39,13 @@ class NetConfig:
     mobilenet_blocks: tuple[tuple[int, int], ...] = PAPER_BLOCKS
     frames: int = 16            # the preset's default clip length (any even length runs)
     image_size: int = 112       # the preset's default clip size
+    #: how the recurrent layers run: one of bench.models.native.RECURRENT_IMPLS ("auto": the C++
+    #: kernels on CPU where they build, ATen ops elsewhere)
+    recurrent_impl: str = "auto"
 
     def __post_init__(self) -> None:
         get_cell_class(self.cell)  # raises with the known names
+        check_recurrent_impl(self.recurrent_impl)
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
         if self.frames < 2 or self.frames % 2:
@@ -47,7 +54,7 @@ class NetConfig:
             raise ValueError(f"res3d_channels needs 4 values (blocks 1-4), got {self.res3d_channels}")
 
     @classmethod
-    def preset(cls, name: str, **overrides: object) -> "NetConfig":
+    def preset(cls, name: str, **overrides: object) -> NetConfig:
         """``paper`` (the default sizes) or ``small`` (a CPU smoke configuration), with overrides."""
         try:
             base = PRESETS[name]
@@ -77,9 +84,9 @@ class GestureNet(nn.Module):
         self.res3d = Res3D(in_channels=cfg.in_channels, channels=cfg.res3d_channels)
         c = cfg.recurrent_channels
         self.rnn1 = ConvRecurrentLayer(cfg.cell, in_channels=self.res3d.out_channels, out_channels=c,
-                                       kernel_size=cfg.kernel_size)
+                                       kernel_size=cfg.kernel_size, recurrent_impl=cfg.recurrent_impl)
         self.rnn2 = ConvRecurrentLayer(second_layer_cell(cfg.cell), in_channels=c, out_channels=c,
-                                       kernel_size=cfg.kernel_size)
+                                       kernel_size=cfg.kernel_size, recurrent_impl=cfg.recurrent_impl)
         self.top = MobileNetTop(in_channels=c, blocks=cfg.mobilenet_blocks)
         self.classifier = nn.Linear(self.top.out_channels, cfg.num_classes)
 
@@ -103,11 +110,15 @@ def build_network(cfg: NetConfig) -> GestureNet:
     return GestureNet(cfg)
 
 
-def paper_network(*, cell: str = "a", num_classes: int = 249, in_channels: int = 3) -> GestureNet:
+def paper_network(*, cell: str = "a", num_classes: int = 249, in_channels: int = 3,
+                  recurrent_impl: str = "auto") -> GestureNet:
     """Res3D + two recurrent layers + MobileNet at the paper's sizes."""
-    return build_network(NetConfig.preset("paper", cell=cell, num_classes=num_classes, in_channels=in_channels))
+    return build_network(NetConfig.preset("paper", cell=cell, num_classes=num_classes, in_channels=in_channels,
+                                          recurrent_impl=recurrent_impl))
 
 
-def small_network(*, cell: str = "a", num_classes: int = 10, in_channels: int = 3) -> GestureNet:
+def small_network(*, cell: str = "a", num_classes: int = 10, in_channels: int = 3,
+                  recurrent_impl: str = "auto") -> GestureNet:
     """The same architecture at CPU smoke-test sizes."""
-    return build_network(NetConfig.preset("small", cell=cell, num_classes=num_classes, in_channels=in_channels))
+    return build_network(NetConfig.preset("small", cell=cell, num_classes=num_classes, in_channels=in_channels,
+                                          recurrent_impl=recurrent_impl))

@@ -6,30 +6,37 @@ import torch
 from torch import nn
 
 from bench.models._registry import create_cell
+from bench.models.native import recurrence
 
 
 class ConvRecurrentLayer(nn.Module):
-    """(B, C_in, T, H, W) -> (B, C_out, T, H, W); the loop over time is the only loop."""
+    """(B, C_in, T, H, W) -> (B, C_out, T, H, W); the loop over time is the only loop.
 
-    def __init__(self, cell: str, *, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
+    ``recurrent_impl`` (one of ``bench.models.native.RECURRENT_IMPLS``, default "auto") picks
+    the strategy (``self.recurrence``) that adapts the cell when it is built and may run the
+    whole recurrence at once; where it does not, the layer loops over the cell's steps.
+    """
+
+    def __init__(self, cell: str, *, in_channels: int, out_channels: int, kernel_size: int = 3,
+                 recurrent_impl: str = "auto") -> None:
         super().__init__()
-        self.cell = create_cell(cell, in_channels=in_channels, out_channels=out_channels,
-                                kernel_size=kernel_size)
+        self.recurrence = recurrence(recurrent_impl)
+        self.cell = self.recurrence.adapt(create_cell(cell, in_channels=in_channels, out_channels=out_channels,
+                                                      kernel_size=kernel_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, t, h, w = x.shape
         steps = x.permute(2, 0, 1, 3, 4).reshape(t * b, c, h, w)       # (B, C, T, H, W) -> (T*B, C, H, W)
         self.cell.check_input(steps)
-        # The cell's layout: depthwise and 1x1 convolutions run several times faster in NHWC
-        # on CPU (oneDNN); ConvLSTM's dense K x K convolutions train ~10% faster in NCHW.
+        # The cell's layout: on CPU the depthwise and 1x1 convolutions run faster in NHWC, and
+        # ConvLSTM's dense K x K convolutions train faster in NCHW (docs/BENCHMARKS.md).
         fmt = torch.channels_last if self.cell.channels_last else torch.contiguous_format
         steps = steps.contiguous(memory_format=fmt)
         # The input-only terms of every step in one batched call; the loop does the rest.
         xp = self.cell.project_input(steps)
-        run_layer = getattr(self.cell, "run_layer", None)
-        fused = run_layer(xp, t, b) if run_layer is not None else None
-        if fused is not None:                                          # (T, B, H, W, C_out)
-            return fused.permute(1, 4, 0, 2, 3)
+        whole = self.recurrence.run_layer(self.cell, xp, t, b)
+        if whole is not None:                                          # (T, B, H, W, C_out)
+            return whole.permute(1, 4, 0, 2, 3)
         # unbind, not xs[i]: one backward node for the sequence instead of a full-size zero
         # gradient per indexed step.
         per_step = [None if v is None else v.unflatten(0, (t, b)).unbind(0) for v in _fields(xp)]

@@ -28,10 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.models import _native
 from bench.models._registry import register_cell
 from bench.models.convlstm import Gates, RecurrentCell
-from bench.models.fused import VariantALayerFunction, variant_a_inference
 from bench.models.layers import SeparableConv2d, global_avg_pool
 
 
@@ -85,9 +83,6 @@ class GatedConvLSTMCell(RecurrentCell):
             self.att_score: nn.Module = nn.Conv2d(out_channels, 1, k, padding=k // 2, bias=False)
         if self.attention_gate:         # (c), (d): W_i, depthwise-separable
             self.att_score = SeparableConv2d(out_channels, out_channels, k, bias=False)
-        for m in self.modules():        # their depthwise stages in C++ on CPU (DepthwiseConvFunction)
-            if isinstance(m, SeparableConv2d):
-                m.native_kernels = True
 
     def project_input(self, x: torch.Tensor) -> InputProjection:
         att = self.att_x(x) if (self.spatial_attention or self.attention_gate) else None
@@ -120,35 +115,12 @@ class GatedConvLSTMCell(RecurrentCell):
 
 @register_cell("a")
 class VariantA(GatedConvLSTMCell):
-    """(a): fully connected gates on GAP'd input and hidden state; separable candidate."""
+    """(a): fully connected gates on GAP'd input and hidden state; separable candidate.
 
-    #: train through ``VariantALayerFunction`` (hand-written backward) on CPU
-    fused_layer: bool = True
-    #: ... with its element-wise steps in C++ (csrc/variant_a.cpp) where they build
-    native_kernels: bool = True
-
-    def run_layer(self, xp: InputProjection, steps: int, batch: int) -> torch.Tensor | None:
-        """The whole recurrence at once, (T, B, H, W, C), or None to loop over ``step``.
-
-        On CPU without autocast: in training through ``VariantALayerFunction`` (hand-written
-        backward), and in inference through the same forward with its C++ steps, keeping only
-        the previous step (when those did not build, inference keeps the step loop). CUDA and
-        autocast keep the step loop (not measured: no GPU was at hand). Measured in
-        docs/BENCHMARKS.md (``bench perf cells --step-loop``).
-        """
-        g = xp.g
-        if not (self.fused_layer and g.device.type == "cpu" and not torch.is_autocast_enabled("cpu")):
-            return None
-        native = (_native.load() if self.native_kernels and g.dtype in (torch.float32, torch.float64)
-                  and not _native.visible_to_dispatch() else None)
-        training = torch.is_grad_enabled()
-        if not training and native is None:
-            return None
-        _, c, h, w = g.shape
-        xg = g.permute(0, 2, 3, 1).reshape(steps, batch, h, w, c)   # a view: g is channels_last
-        args = (xg.contiguous(), xp.fc.reshape(steps, batch, -1).contiguous(), self.cand_h.depthwise.weight,
-                self.cand_h.pointwise.weight.flatten(1), self.gate_h.weight, native)
-        return VariantALayerFunction.apply(*args) if training else variant_a_inference(*args)
+    A recurrent layer of (a) can also run as one fused layer with a hand-written backward
+    (``bench.models.native``, chosen by ``NetConfig.recurrent_impl``); this class is the step
+    it computes.
+    """
 
 
 @register_cell("b", second_layer="a")

@@ -39,28 +39,34 @@ def time_interleaved(fns: dict[str, Callable[[], object]], *, warmup: int, repea
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-#: The rows ``--step-loop`` adds, as the suffix and the attributes set on a copy's modules that
-#: have them: the per-step autograd loop instead of the fused variant-(a) layer, and ATen ops
-#: instead of the C++ kernels (the fused layer's steps, the cells' depthwise convolutions).
-FUSED_ABLATIONS = {"steploop": {"fused_layer": False}, "aten": {"native_kernels": False}}
+#: The ``recurrent_impl`` values ``--step-loop`` builds rows with, beside the default ("auto"):
+#: rows ``<cell>+steploop`` (autograd's per-step loop on ATen ops) and ``<cell>+aten`` (the fused
+#: layer on ATen ops, no C++ kernels).
+STEP_LOOP_IMPLS = ("steploop", "aten")
+
+#: The tables' note on their ``impl`` column.
+IMPL_NOTE = ("impl: what the recurrent layers ran (native: C++ kernels; aten: variant (a)'s fused layer "
+             "on ATen ops, the step loop elsewhere; steploop: autograd's per-step loop on ATen ops).")
 
 
-def fused_ablations(module) -> dict[str, object]:
-    """``{suffix: copy}`` of ``module``, same weights, for each of ``FUSED_ABLATIONS`` that changes
-    something in it: the ``+steploop`` and ``+aten`` rows of ``bench perf``."""
-    import copy
+def impl_rows(base, build) -> dict[str, object]:
+    """``{recurrent_impl: module}`` for each of `STEP_LOOP_IMPLS`: ``build(recurrent_impl)``,
+    with ``base``'s weights, kept where it runs something (``bench.models.native.implementation``)
+    that neither ``base`` nor an earlier row runs. (Cells (b)-(d) have no fused layer, so their
+    "aten" layer is their "steploop" one; on CUDA every value runs the step loop.)"""
+    from bench.models.native import implementation
 
-    copies = {}
-    for suffix, attrs in FUSED_ABLATIONS.items():
-        if not any(hasattr(m, k) and getattr(m, k) != v for m in module.modules() for k, v in attrs.items()):
+    seen = {implementation(base)}
+    rows = {}
+    for impl in STEP_LOOP_IMPLS:
+        module = build(impl)
+        resolved = implementation(module)
+        if resolved in seen:
             continue
-        dup = copy.deepcopy(module)
-        for m in dup.modules():
-            for k, v in attrs.items():
-                if hasattr(m, k):
-                    setattr(m, k, v)
-        copies[suffix] = dup
-    return copies
+        module.load_state_dict(base.state_dict())
+        seen.add(resolved)
+        rows[impl] = module
+    return rows
 
 
 def command_line(args: object) -> str:

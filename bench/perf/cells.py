@@ -1,7 +1,8 @@
 """``bench perf cells``: forward and forward+backward time of each recurrent cell at the paper's
 shapes (C_in = C_out = 256, 28 x 28, the T/2 = 8 recurrent steps of a 16-frame clip), beside a
 reference ConvLSTM in the form most open-source PyTorch implementations use, with the time
-ratio to ConvLSTM next to the ratio of measured multiply-adds."""
+ratio to ConvLSTM next to the ratio of measured multiply-adds. Column ``impl`` names what each
+row ran (``bench.models.native.implementation``: native, aten or steploop)."""
 
 from __future__ import annotations
 
@@ -27,9 +28,9 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
                         "hands the first recurrent layer in training (default); contiguous is NCDHW")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd layers")
     p.add_argument("--step-loop", action="store_true",
-                   help="also time cells that train through a fused layer (variant a on CPU) through "
-                        "the per-step autograd loop instead (rows '<cell>+steploop'), and through the fused "
-                        "layer with ATen element-wise ops instead of its C++ steps (rows '<cell>+aten')")
+                   help="also time each cell's layer built with recurrent_impl 'steploop' (the per-step "
+                        "autograd loop on ATen ops; rows '<cell>+steploop') and 'aten' (the fused layer on "
+                        "ATen ops; rows '<cell>+aten'), where that runs something the default does not")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=Path("docs/perf"))
     p.set_defaults(func=_run)
@@ -77,8 +78,9 @@ def measure(*, batch: int = 1, steps: int = 8, channels: int = 256, size: int = 
     import torch
 
     from bench.models import count_macs, list_cells
+    from bench.models.native import implementation
     from bench.models.recurrent import ConvRecurrentLayer
-    from bench.perf._common import fused_ablations, time_interleaved
+    from bench.perf._common import impl_rows, time_interleaved
 
     torch.manual_seed(0)
     x = torch.randn(batch, channels, steps, size, size, device=device)
@@ -99,16 +101,22 @@ def measure(*, batch: int = 1, steps: int = 8, channels: int = 256, size: int = 
         return run
 
     names = list_cells() if cells is None else ["convlstm"] + [c for c in check_cells(cells) if c != "convlstm"]
+    def layer(name: str, recurrent_impl: str = "auto"):
+        return ConvRecurrentLayer(name, in_channels=channels, out_channels=channels,
+                                  recurrent_impl=recurrent_impl).to(device)
+
     layers: dict[str, object] = {"reference-convlstm": ref_layer()}
     for name in names:
-        layers[name] = ConvRecurrentLayer(name, in_channels=channels, out_channels=channels).to(device)
+        layers[name] = layer(name)
     if step_loop:
         for name in names:
-            for suffix, dup in fused_ablations(layers[name]).items():
-                layers[f"{name}+{suffix}"] = dup
+            for impl, other in impl_rows(layers[name], lambda impl, name=name: layer(name, impl)).items():
+                layers[f"{name}+{impl}"] = other
     if compile:
         for name in names:
             layers[f"{name}+compile"] = torch.compile(layers[name])
+    # the reference is a Python loop over ATen ops
+    impls = {k: "steploop" if k == "reference-convlstm" else implementation(v) for k, v in layers.items()}
 
     def fwd(layer):
         def f():
@@ -152,7 +160,7 @@ def measure(*, batch: int = 1, steps: int = 8, channels: int = 256, size: int = 
         m = macs(name)
         mac_ratio = base_macs / m
         speedup = base_fb / t_fb[name]
-        rows.append({"cell": name, "fwd_ms": t_fwd[name] * 1e3, "fwd_bwd_ms": t_fb[name] * 1e3,
+        rows.append({"cell": name, "impl": impls[name], "fwd_ms": t_fwd[name] * 1e3, "fwd_bwd_ms": t_fb[name] * 1e3,
                      "macs": m, "mac_ratio_vs_convlstm": mac_ratio,
                      "fwd_speedup_vs_convlstm": base_f / t_fwd[name], "fwd_bwd_speedup_vs_convlstm": speedup,
                      "speedup_over_mac_ratio": speedup / mac_ratio,
@@ -160,14 +168,14 @@ def measure(*, batch: int = 1, steps: int = 8, channels: int = 256, size: int = 
     return rows
 
 
-COLUMNS = ["cell", "fwd_ms", "fwd_bwd_ms", "macs", "mac_ratio_vs_convlstm", "fwd_speedup_vs_convlstm",
+COLUMNS = ["cell", "impl", "fwd_ms", "fwd_bwd_ms", "macs", "mac_ratio_vs_convlstm", "fwd_speedup_vs_convlstm",
            "fwd_bwd_speedup_vs_convlstm", "speedup_over_mac_ratio", "vs_reference_fwd_bwd"]
 
 
 def _run(args: argparse.Namespace) -> int:
     import torch
 
-    from bench.perf._common import command_line, write_outputs
+    from bench.perf._common import IMPL_NOTE, command_line, write_outputs
 
     cells = [c.strip() for c in args.cells.split(",") if c.strip()] if args.cells else None
     try:
@@ -185,8 +193,9 @@ def _run(args: argparse.Namespace) -> int:
         f"B={args.batch}, C={args.channels}, {args.size}x{args.size}, {device}, input {args.input_layout}",
         command=command_line(args),
         notes=["Medians over repeats after warm-up, all cells timed round-robin in one run.",
-               "speedup_over_mac_ratio: the fraction of the multiply-add saving that shows up as time "
-               "(1.0 = time falls as fast as multiply-adds).",
+               IMPL_NOTE,
+               ("speedup_over_mac_ratio: the fraction of the multiply-add saving that shows up as time "
+                "(1.0 = time falls as fast as multiply-adds)."),
                "vs_reference_fwd_bwd > 1: faster than the reference single-convolution ConvLSTM."])
     print(text)
     return 0

@@ -2,9 +2,10 @@
 training step of the whole network, for every cell, at the small preset and at the paper's
 size; and whether the data pipeline keeps up with a training step.
 
-A training step is what ``bench train`` runs per batch: forward, cross-entropy, backward,
-SGD with momentum, in the layouts training uses (channels_last_3d into Res3D on every device,
-bf16 autocast on CUDA). The cells of one preset are timed round-robin within each repeat, so
+A training step is what ``bench train`` runs per batch, its own ``bench.train.loop.train_step``:
+forward, cross-entropy, backward, SGD with momentum, in the layouts training uses
+(channels_last_3d into Res3D on every device, bf16 autocast on CUDA). Column ``impl`` names
+what each row's recurrent layers ran (``bench.models.native.implementation``). The cells of one preset are timed round-robin within each repeat, so
 that load from other processes falls on all of them alike; medians after warm-up.
 
 Peak memory per step is the most memory the step holds beyond what was allocated before it
@@ -29,12 +30,13 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from bench.errors import CLIError
 
-COLUMNS = ["preset", "cell", "batch", "clip", "step_ms", "steps_per_s", "train_clips_per_s",
+COLUMNS = ["preset", "cell", "impl", "batch", "clip", "step_ms", "steps_per_s", "train_clips_per_s",
            "infer_clips_per_s", "gmacs_per_clip", "train_gmac_per_s", "peak_step_mib", "model_state_mib",
            "step_vs_convlstm"]
 DATA_COLUMNS = ["preset", "codec", "source", "batch", "clip", "backend", "batch_ms", "clips_per_s",
@@ -55,9 +57,9 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd networks")
     p.add_argument("--step-loop", action="store_true",
-                   help="also time networks with a fused recurrent layer (variant a, CPU) through the "
-                        "per-step autograd loop instead (rows '<cell>+steploop'), and with ATen element-wise "
-                        "ops instead of the fused layer's C++ steps (rows '<cell>+aten')")
+                   help="also time each network built with recurrent_impl 'steploop' (the per-step "
+                        "autograd loop on ATen ops; rows '<cell>+steploop') and 'aten' (variant (a)'s fused "
+                        "layer on ATen ops; rows '<cell>+aten'), where that runs something the default does not")
     p.add_argument("--data", choices=("auto", "on", "off"), default="auto",
                    help="time the loader against the step (auto: for the small preset)")
     p.add_argument("--data-clips", type=int, default=16, help="generated videos per codec for --data")
@@ -69,17 +71,6 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------------------------- one step
 def _mib(n: float) -> float:
     return round(n / 2**20, 1)
-
-
-def _train_step(net, opt, x, y, *, autocast):
-    import torch.nn.functional as F
-
-    opt.zero_grad(set_to_none=True)
-    with autocast():
-        loss = F.cross_entropy(net(x).float(), y)
-    loss.backward()
-    opt.step()
-    return loss
 
 
 @contextlib.contextmanager
@@ -141,8 +132,10 @@ def measure(*, presets: list[str], cells: list[str], batch: int | None = None, c
     import torch
 
     from bench.models import count_macs
+    from bench.models.native import implementation
     from bench.models.net import NetConfig, build_network
-    from bench.perf._common import fused_ablations, sync
+    from bench.perf._common import impl_rows, sync
+    from bench.train.loop import train_step
 
     on_cuda = device.startswith("cuda")
     autocast = ((lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_cuda
@@ -156,30 +149,38 @@ def measure(*, presets: list[str], cells: list[str], batch: int | None = None, c
             shape = (b, 3, cfg.frames, cfg.image_size, cfg.image_size)
             with torch.device("meta"):
                 macs = count_macs(build_network(cfg).eval(), torch.empty(1, *shape[1:]))
+
+            def network(recurrent_impl: str, cfg=cfg):
+                net = build_network(replace(cfg, recurrent_impl=recurrent_impl)).to(device)
+                for m in net.modules():    # as training: 5-D kernels in channels_last_3d
+                    if isinstance(m, torch.nn.Conv3d):
+                        m.to(memory_format=torch.channels_last_3d)
+                return net
+
+            def sgd(net):                  # tiny lr: weights stay sane
+                return torch.optim.SGD(net.parameters(), lr=1e-6, momentum=0.9)
+
             torch.manual_seed(0)
-            net = build_network(cfg).to(device)
-            for m in net.modules():        # as training: 5-D kernels in channels_last_3d
-                if isinstance(m, torch.nn.Conv3d):
-                    m.to(memory_format=torch.channels_last_3d)
-            opt = torch.optim.SGD(net.parameters(), lr=1e-6, momentum=0.9)   # tiny lr: weights stay sane
+            net = network(cfg.recurrent_impl)
+            opt = sgd(net)
             x = torch.randn(shape, device=device).contiguous(memory_format=torch.channels_last_3d)
             y = torch.randint(0, classes, (b,), device=device)
             variants = {cell: (net, net, opt)}
             if compile:
                 variants[f"{cell}+compile"] = (net, torch.compile(net), opt)
-            for suffix, dup in (fused_ablations(net) if step_loop else {}).items():
-                dup_opt = torch.optim.SGD(dup.parameters(), lr=1e-6, momentum=0.9)
-                variants[f"{cell}+{suffix}"] = (dup, dup, dup_opt)
+            for impl, other in (impl_rows(net, network) if step_loop else {}).items():
+                variants[f"{cell}+{impl}"] = (other, other, sgd(other))
             for name, (owner, model, optim) in variants.items():
                 t0 = time.perf_counter()
-                _train_step(model, optim, x, y, autocast=autocast)   # first call (compiles if asked)
+                train_step(model, x, y, optim, autocast=autocast)   # first call (compiles if asked)
                 sync(device)
                 first_s = time.perf_counter() - t0
                 runs[name] = {"net": owner, "model": model, "opt": optim, "x": x, "y": y, "macs": macs,
+                              "impl": implementation(model),
                               "first_s": first_s, "train": [], "infer": [], "clip": f"{cfg.frames}x{cfg.image_size}"}
 
         def train(r):
-            return lambda: _train_step(r["model"], r["opt"], r["x"], r["y"], autocast=autocast)
+            return lambda: train_step(r["model"], r["x"], r["y"], r["opt"], autocast=autocast)
 
         def infer(r):
             def f():
@@ -208,7 +209,7 @@ def measure(*, presets: list[str], cells: list[str], batch: int | None = None, c
             state = sum(p.numel() * p.element_size() for p in r["net"].parameters())
             state += sum(v.numel() * v.element_size() for s in r["opt"].state.values()
                          for v in s.values() if torch.is_tensor(v))
-            row = {"preset": preset, "cell": name, "batch": b, "clip": r["clip"], "device": device,
+            row = {"preset": preset, "cell": name, "impl": r["impl"], "batch": b, "clip": r["clip"], "device": device,
                    "step_ms": step * 1e3, "steps_per_s": 1 / step, "train_clips_per_s": b / step,
                    "infer_clips_per_s": b / infer_s, "gmacs_per_clip": r["macs"] / 1e9,
                    # forward + backward = 3x the forward multiply-adds
@@ -277,7 +278,7 @@ def _cli(args: argparse.Namespace) -> int:
 
     from bench.models import list_cells
     from bench.models.net import PRESETS
-    from bench.perf._common import command_line, write_outputs
+    from bench.perf._common import IMPL_NOTE, command_line, write_outputs
 
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     cells = [c.strip() for c in args.cells.split(",")] if args.cells else list_cells()
@@ -301,11 +302,13 @@ def _cli(args: argparse.Namespace) -> int:
             data_rows += data_vs_step(rows, preset=preset, batch=b, clips=args.data_clips,
                                       repeats=max(1, min(args.repeats, 3)))
     command = command_line(args)
-    notes = ["step: forward + cross-entropy + backward + SGD step, medians over repeats after warm-up, "
-             "cells of a preset timed round-robin in one run; step_vs_convlstm > 1: faster than ConvLSTM.",
+    notes = [("step: bench.train.loop.train_step (forward, cross-entropy, backward, SGD step), medians over "
+              "repeats after warm-up, cells of a preset timed round-robin in one run; step_vs_convlstm > 1: "
+              "faster than ConvLSTM."),
+             IMPL_NOTE,
              "train_gmac_per_s counts 3x the forward multiply-adds per clip (forward + backward).",
-             "peak_step_mib: the most memory held during one step beyond what was allocated before it; "
-             "model_state_mib: weights + momentum."]
+             ("peak_step_mib: the most memory held during one step beyond what was allocated before it; "
+              "model_state_mib: weights + momentum.")]
     if data_rows:
         notes.append("Data: the training loader (backend auto, no worker threads) on generated 320x240 "
                      "videos; data_over_step < 1: a batch is decoded and preprocessed faster than the "

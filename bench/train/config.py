@@ -29,6 +29,7 @@ from typing import Any, Mapping
 from bench.data.formats import FORMATS
 from bench.data.index import MODALITIES
 from bench.errors import ConfigError
+from bench.models.native import RECURRENT_IMPLS
 from pipelines.routing import BACKENDS
 
 STAGES = ("pretrain", "finetune")
@@ -63,7 +64,7 @@ class TrainConfig:
     # network
     cell: str = "a"                 # one of bench.models.list_cells()
     preset: str = "paper"           # a bench.models.net.PRESETS name
-    recurrent_impl: str = "auto"    # how the recurrent layers run (bench.models.native)
+    recurrent_impl: str = "auto"    # how the recurrent layers run: bench.models.native.RECURRENT_IMPLS
     num_classes: int | None = None  # None -> the training index's class count
     clip_len: int | None = None     # None -> the preset's default; must be even (Res3D halves T)
     image_size: int | None = None   # None -> the preset's default
@@ -162,15 +163,10 @@ class TrainConfig:
             _bad(self, "fail_once_at_epoch", f"must be <= epochs={self.epochs} (it would never fire)")
         if self.backend == "dali-gpu" and not self.use_gpu and self.num_workers > 1:
             _bad(self, "backend", "'dali-gpu' decodes on the workers' GPUs: needs use_gpu (resources.gpu > 0)")
-        # The cell registry, the presets and the recurrent implementations live with the
-        # network (it imports torch): checked last, lazily, so that every cheap error above is
-        # reported without paying for the import.
+        # The cell registry and the presets live with the network (it imports torch): checked
+        # last, lazily, so that every cheap error above is reported without paying for it.
         from bench.models import list_cells
         from bench.models.net import PRESETS
-        try:  # TEMP until bench.models.native lands
-            from bench.models.native import RECURRENT_IMPLS
-        except ImportError:
-            RECURRENT_IMPLS = ("auto",)
 
         _choice(self, "cell", tuple(list_cells()))
         _choice(self, "preset", tuple(PRESETS))

@@ -98,13 +98,9 @@ def make_scheduler(optimizer: torch.optim.Optimizer, *, total_steps: int, lr: fl
 
 def build_model(cfg: TrainConfig, *, num_classes: int) -> tuple[nn.Module, Any, int, int]:
     """``(network, NetConfig, clip_len, image_size)``, the clip shape from the preset when unset."""
-    base = NetConfig.preset(cfg.preset, cell=cfg.cell, num_classes=num_classes)
-    clip_len = cfg.clip_len or base.frames
-    size = cfg.image_size or base.image_size
-    if clip_len % 2:
-        raise ValueError(f"TrainConfig.clip_len: the preset's default {clip_len} is odd")
-    net_cfg = NetConfig.preset(cfg.preset, cell=cfg.cell, num_classes=num_classes,
-                               frames=clip_len, image_size=size)
+    clip_len, size = cfg.resolved_clip_len, cfg.resolved_image_size
+    net_cfg = NetConfig.preset(cfg.preset, cell=cfg.cell, num_classes=num_classes, frames=clip_len,
+                               image_size=size, recurrent_impl=cfg.recurrent_impl)
     return build_network(net_cfg), net_cfg, clip_len, size
 
 

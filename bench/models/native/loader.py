@@ -1,17 +1,17 @@
-"""Build and load ``csrc/variant_a.cpp``: variant (a)'s fused element-wise steps and the cells'
-depthwise convolution (CPU).
+"""Build and load ``csrc/variant_a.cpp``, the C++ kernels of the recurrent layers on CPU:
+variant (a)'s fused element-wise steps and the depthwise convolution.
 
 The kernels are plain C functions over float pointers, so they build with the system C++
 compiler in about a second, with no PyTorch headers, and load through ``ctypes``: no
-``torch.utils.cpp_extension`` (its headers take a minute to compile on two cores, in every
-fresh environment). The shared object is cached under ``$GESTUREBENCH_NATIVE_CACHE`` (default
+``torch.utils.cpp_extension``, whose PyTorch headers take far longer to compile, in every fresh
+environment. The shared object is cached under ``$GESTUREBENCH_NATIVE_CACHE`` (default
 ``~/.cache/gesturebench/native``), keyed by the source, the compiler, its flags and the CPU's
 vector capability, and written atomically, so concurrent Ray workers share one build.
 
-Where no compiler is found or the build fails, ``load()`` returns None with a warning that
-says why, and ``bench/models/fused.py`` runs the same step with ATen ops (the same results to
-float rounding, measured slower: docs/BENCHMARKS.md). ``GESTUREBENCH_NATIVE=0`` turns the
-kernels off.
+``load()`` returns None where no compiler is found or the build fails (with a warning that says
+why, once a process) and where ``GESTUREBENCH_NATIVE=0`` turns the kernels off (silently);
+``require()`` raises with the reason instead. Which of the two a network calls follows its
+``recurrent_impl`` (``"auto"``, ``"native"``: see ``_impls.py``).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class NativeKernels:
             return "f32"
         if x.dtype == torch.float64:
             return "f64"
-        raise TypeError(f"native variant (a) kernels take float32 or float64, not {x.dtype}")
+        raise TypeError(f"the C++ kernels take float32 or float64, not {x.dtype}")
 
     def fwd_step(self, g, z, c_prev, ct, h, s) -> None:
         """One step's element-wise forward; all NHWC contiguous, ``g`` overwritten by tanh(g).
@@ -87,7 +87,7 @@ class NativeKernels:
         self._fwd[self._suffix(g)](n, hw, c, *ptrs)
 
     def bwd_step(self, dh_out, dh_rec, r, ct, g, c_prev, z, has_next: bool, dc, dg, dz) -> None:
-        """One step's element-wise backward; see ``bwd_step`` in csrc/variant_a.cpp."""
+        """One step's element-wise backward; see ``bwd_step`` in ``csrc/variant_a.cpp``."""
         n, c = g.shape[0], g.shape[-1]
         hw = g.numel() // (n * c)
         full = n * hw * c
@@ -138,16 +138,6 @@ def _ptrs(like, tensors) -> list[int | None]:
     return out
 
 
-def visible_to_dispatch() -> bool:
-    """Whether something needs to see the ATen ops: a TorchDispatchMode (``FlopCounterMode``,
-    ``count_macs``) or ``torch.compile`` tracing. Neither can look into these kernels (dynamo
-    would break the graph at every call), so callers take their ATen path instead."""
-    import torch
-    from torch.utils._python_dispatch import _get_current_dispatch_mode
-
-    return torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None
-
-
 def cache_dir() -> Path:
     env = os.environ.get("GESTUREBENCH_NATIVE_CACHE")
     if env:
@@ -174,7 +164,7 @@ def build(compiler: str | None = None, directory: Path | None = None) -> Path:
         raise RuntimeError("no C++ compiler (c++, g++ or clang++ on PATH, or $CXX)")
     capability = torch.backends.cpu.get_cpu_capability()
     flags = _FLAGS + _ISA_FLAGS.get(capability, []) + _OPENMP
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False).stdout
     key = hashlib.sha256("\0".join([SOURCE.read_text(), compiler, version, *flags]).encode()).hexdigest()[:16]
     directory = directory or cache_dir()
     target = directory / f"variant_a-{capability.lower()}-{key}.so"
@@ -184,10 +174,12 @@ def build(compiler: str | None = None, directory: Path | None = None) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=directory)
     os.close(fd)
     try:
-        proc = subprocess.run([compiler, *flags, str(SOURCE), "-o", tmp], capture_output=True, text=True)
+        proc = subprocess.run([compiler, *flags, str(SOURCE), "-o", tmp], capture_output=True, text=True,
+                              check=False)
         if proc.returncode != 0:         # no OpenMP with this compiler: one thread
             flags = [f for f in flags if f not in _OPENMP]
-            proc = subprocess.run([compiler, *flags, str(SOURCE), "-o", tmp], capture_output=True, text=True)
+            proc = subprocess.run([compiler, *flags, str(SOURCE), "-o", tmp], capture_output=True, text=True,
+                              check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"{compiler} failed on {SOURCE} ({proc.returncode}):\n{proc.stderr.strip()}")
         os.replace(tmp, target)          # atomic: a concurrent build writes the same bytes
@@ -197,15 +189,48 @@ def build(compiler: str | None = None, directory: Path | None = None) -> Path:
     return target
 
 
+def disabled() -> bool:
+    """Whether ``GESTUREBENCH_NATIVE=0`` turns the kernels off (read at every call)."""
+    return os.environ.get("GESTUREBENCH_NATIVE", "1") == "0"
+
+
 @functools.cache
-def load() -> NativeKernels | None:
-    """The kernels, built on first use; None (with a warning) where they cannot be built."""
-    if os.environ.get("GESTUREBENCH_NATIVE", "1") == "0":
-        return None
+def _attempt() -> tuple[NativeKernels | None, str | None]:
+    """The kernels, built on first use, or None and the reason they are not there."""
     try:
         path = build()
-        return NativeKernels(ctypes.CDLL(str(path)), path)
+        return NativeKernels(ctypes.CDLL(str(path)), path), None
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:
-        warnings.warn(f"variant (a)'s native kernels are unavailable, using ATen ops: {e}",
-                      RuntimeWarning, stacklevel=2)
-        return None
+        return None, str(e)
+
+
+@functools.cache
+def _load_or_warn() -> NativeKernels | None:
+    kernels, reason = _attempt()
+    if kernels is None:
+        warnings.warn(f"the C++ kernels of the recurrent layers are unavailable, using ATen ops: {reason}",
+                      RuntimeWarning, stacklevel=3)
+    return kernels
+
+
+def load() -> NativeKernels | None:
+    """The kernels, built on first use; None where ``GESTUREBENCH_NATIVE=0`` turns them off, and
+    None with a warning (once a process) where they cannot be built."""
+    return None if disabled() else _load_or_warn()
+
+
+def require() -> NativeKernels:
+    """The kernels, or a RuntimeError that says why they are not available."""
+    if disabled():
+        raise RuntimeError("the C++ kernels are turned off (GESTUREBENCH_NATIVE=0)")
+    kernels, reason = _attempt()
+    if kernels is None:
+        raise RuntimeError(f"the C++ kernels did not build: {reason}")
+    return kernels
+
+
+def clear_cache() -> None:
+    """Forget the outcome of the last build attempt (and its warning): the next ``load()`` or
+    ``require()`` builds or finds the kernels again."""
+    _attempt.cache_clear()
+    _load_or_warn.cache_clear()

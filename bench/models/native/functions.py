@@ -1,29 +1,32 @@
-"""Variant (a)'s recurrence over a whole layer with a hand-written backward (CPU training and
-inference), and the depthwise convolution of the cells through the C++ kernels.
+"""The autograd functions behind the C++ kernels: variant (a)'s recurrence over a whole layer
+with a hand-written backward (CPU training and inference), and the depthwise convolution of
+the cells' depthwise-separable convolutions.
 
 Variant (a) does 35x fewer multiply-adds than ConvLSTM, so what surrounds them weighs on its
 time: autograd records ~55 nodes a step and ATen makes a full pass over a (B, H, W, C) tensor per
-element-wise op. PyTorch has no fused ConvLSTM op, so this function writes the recurrence out
-once, as cuDNN's LSTM does for its cell:
+element-wise op. PyTorch has no fused ConvLSTM op, so `VariantALayerFunction` writes the
+recurrence out once, as cuDNN's LSTM does for its cell:
 
 - forward and backward loop over time only, with no autograd graph inside; the GEMMs (the 1 x 1
   convolutions, the gates' FC) stay MKL's;
-- with the C++ kernels (``_native``, ``csrc/variant_a.cpp``): a step's element-wise forward
-  (tanh, C_t, tanh(C_t), H_t and GAP(H_t)) is one pass, its backward (through H_t and C_t, the
-  three gate sums over H x W) another, and the depthwise K x K convolution and its gradients
-  are C++ too; tanh(C_t) is recomputed in the backward from C_t, which the step before has just
-  read (C_t stays in cache, tanh(C_t) would come from memory);
-- without them, ATen ops with ``out=``/in-place, ``tanh_backward``/``sigmoid_backward``, tanh as
-  2 sigmoid(2x) - 1 and the gate sums as one GEMV (``fast_tanh``, ``_hw_sum``);
+- with the C++ kernels (``loader.NativeKernels``, ``csrc/variant_a.cpp``): a step's element-wise
+  forward (tanh, C_t, tanh(C_t), H_t and GAP(H_t)) is one pass, its backward (through H_t and
+  C_t, the three gate sums over H x W) another, and the depthwise K x K convolution and its
+  gradients are C++ too; tanh(C_t) is recomputed in the backward from C_t, which the step
+  before has just read (C_t stays in cache, tanh(C_t) would come from memory);
+- without them (``native=None``), ATen ops with ``out=``/in-place, ``tanh_backward``/
+  ``sigmoid_backward``, tanh as 2 sigmoid(2x) - 1 and the gate sums as one GEMV (``fast_tanh``,
+  ``_hw_sum``);
 - step 0 skips the hidden terms (H_{-1} = 0 and no bias: exactly zero), forward and backward;
 - the input terms' gradients land in one (T, B, H, W, C) buffer directly, with no stack.
 
-Measured side by side (``bench perf cells --step-loop``, docs/BENCHMARKS.md): rows ``a``,
-``a+aten`` (this function on ATen ops) and ``a+steploop`` (autograd's per-step loop).
+``bench perf cells --step-loop`` times the three ways side by side (rows ``a``, ``a+aten``,
+``a+steploop``; docs/BENCHMARKS.md). Which one a layer runs is its ``recurrent_impl``
+(``strategy.py``).
 
-Layout: NHWC per step, ``(T, B, H, W, C)`` for a sequence, as the step loop in
+Layout: NHWC per step, ``(T, B, H, W, C)`` for a sequence, as the step loop of
 ``ConvRecurrentLayer`` runs it. ``tests/test_fused.py`` checks it against that loop (values
-and every gradient, float64, both kernel paths) and with ``gradcheck``.
+and every gradient, float64, with and without the kernels) and with ``gradcheck``.
 """
 
 from __future__ import annotations
@@ -36,9 +39,9 @@ from torch.autograd.function import once_differentiable
 def fast_tanh(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """tanh(x) = 2 sigmoid(2x) - 1, written to ``out``.
 
-    ATen's CPU tanh (SLEEF's 1-ulp tanhf) takes 2.2x the time of these four passes on this
-    machine (430 vs 190 us on a (1, 28, 28, 256) tensor); the result is within 2e-7 of it
-    (absolute), far below bf16/fp32 training noise. On other devices: ``torch.tanh``.
+    On CPU these four passes take less time than ATen's tanh (SLEEF's 1-ulp tanhf); the result
+    is within 2e-7 of it (absolute), far below bf16/fp32 training noise. On other devices:
+    ``torch.tanh``.
     """
     if x.device.type != "cpu":
         return torch.tanh(x, out=out)
@@ -50,8 +53,8 @@ def fast_tanh(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
 def _hw_sum(weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """(B, HW, N) -> (B, N): the sum over H x W, weighted by the row ``weights`` (1, HW).
 
-    A GEMV, not ``x.sum(1)``: ATen's reduction over a strided middle dim runs 2x slower than
-    MKL's GEMV on these shapes (60 vs 110 us for 784 x 256)."""
+    A GEMV, not ``x.sum(1)``: on CPU ATen's reduction over a strided middle dim is slower than
+    MKL's GEMV at the recurrent layers' shapes."""
     if x.shape[0] == 1:
         return torch.mm(weights, x[0])
     return torch.matmul(weights, x).squeeze(1)
@@ -66,7 +69,7 @@ class VariantALayerFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, xg, xfc, dw, pw, wgh, native=None):  # noqa: D102 -- see the class docstring
+    def forward(ctx, xg, xfc, dw, pw, wgh, native=None):
         ctx.native = native
         hs, zs, ss, taps, ds, gs, cs, tcs = VariantALayerFunction.run(xg, xfc, dw, pw, wgh, native, keep=True)
         ctx.save_for_backward(hs, zs, ss, dw, taps, pw, wgh, *ds, *gs, *cs, *tcs)
@@ -136,7 +139,7 @@ class VariantALayerFunction(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable          # the backward is written by hand: no double backward
-    def backward(ctx, d_hs):  # noqa: D102
+    def backward(ctx, d_hs):
         hs, zs, ss, dw, taps, pw, wgh, *saved = ctx.saved_tensors
         steps, b, height, width, c = hs.shape
         ds, gs, cs, tcs = (saved[k * steps:(k + 1) * steps] for k in range(4))  # tcs: ATen steps only
@@ -203,17 +206,15 @@ class VariantALayerFunction(torch.autograd.Function):
 
 class DepthwiseConvFunction(torch.autograd.Function):
     """Depthwise K x K convolution (stride 1, zero padding K // 2, odd K) of a channels_last
-    (B, C, H, W) tensor, forward and backward through the C++ kernels (``_native``).
+    (B, C, H, W) tensor, forward and backward through the C++ kernels.
 
-    The recurrent cells' separable convolutions take it on CPU (``SeparableConv2d.native_kernels``).
-    Inside the (a) layer (instrumented per call, one process each), oneDNN's depthwise convolution
-    of a 256 x 28 x 28 step took ~410 us forward and ~720 us backward against ~220 and ~420 for
-    these kernels; standalone the two are close (156 / 311 vs 129 / 255 us). In the step loops of
-    (b)-(d) no gain was measurable (docs/BENCHMARKS.md).
+    ``strategy.DepthwiseConv2d`` (the depthwise stage of the cells' depthwise-separable
+    convolutions under ``recurrent_impl`` "native" or "auto") calls it on CPU; docs/BENCHMARKS.md
+    has what it buys inside the (a) layer and in the step loops of (b)-(d).
     """
 
     @staticmethod
-    def forward(ctx, x, weight, native):  # noqa: D102
+    def forward(ctx, x, weight, native):
         xn = x.permute(0, 2, 3, 1).contiguous()          # a view when x is channels_last
         taps = weight[:, 0].permute(1, 2, 0).contiguous()
         # outputs are channels_last tensors, not permuted views: autograd then sums the
@@ -226,7 +227,7 @@ class DepthwiseConvFunction(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, d_out):  # noqa: D102
+    def backward(ctx, d_out):
         xn, taps = ctx.saved_tensors
         g = d_out.permute(0, 2, 3, 1).contiguous()
         d_x = d_w = None

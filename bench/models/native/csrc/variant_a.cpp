@@ -1,10 +1,13 @@
-// Variant (a)'s element-wise work of one recurrent step, forward and backward, in one pass each.
+// The C++ kernels of the recurrent layers on CPU: variant (a)'s element-wise work of one recurrent
+// step, forward and backward, in one pass each, and the depthwise K x K convolution (forward, input
+// gradient, weight gradient) that variant (a)'s fused layer and the cells' depthwise-separable
+// convolutions run through (bench/models/native/functions.py).
 //
-// The per-step GEMMs and the depthwise convolution stay with MKL and oneDNN (bench/models/fused.py
-// calls them); what this file replaces is the ~10 ATen element-wise passes of a step, each a full
-// read and write of an (N, H*W, C) tensor that does not fit this machine's L2, plus the GAP
-// reductions (GEMVs there). Plain C ABI, no PyTorch headers: it builds in about a second with the
-// system compiler and is loaded with ctypes (bench/models/_native.py).
+// What stays outside: the per-step GEMMs (the 1 x 1 convolutions, the gates' fully connected
+// layers) are MKL's. The step kernels replace the ~10 ATen element-wise passes of a step, each a
+// full read and write of an (N, H*W, C) tensor, plus the GAP reductions. Plain C ABI, no PyTorch
+// headers: it builds in about a second with the system compiler and is loaded with ctypes
+// (bench/models/native/loader.py).
 //
 // Layout: NHWC, a step's tensors are (N, HW, C) contiguous; the gates z are (N, 3C) in the order
 // i, f, o, already through the sigmoid. float32 uses a rational tanh (the minimax 13/6
