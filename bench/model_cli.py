@@ -20,8 +20,11 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 
 
 def complexity_report(*, frames: list[int], image_size: int = 112, num_classes: int = 249) -> dict:
-    from bench.models import list_cells
-    from bench.models.complexity import cell_complexity, network_complexity
+    from bench.models import list_cells  # heavy: torch
+    from bench.models.complexity import (  # heavy: torch
+        cell_complexity,
+        network_complexity,
+    )
 
     for t in frames:
         if t < 2 or t % 2:

@@ -526,7 +526,7 @@ def test_fit_check_names_file_and_node_types(clusters, tmp_path):
     from bench.sweep.spec import load_spec
 
     base = ("name: big\ndatasets: {d: {format: isogd, root: data/x}}\nstages: [pretrain]\n"
-            "epochs: 1\ngrid: {cells: [a]}\n")
+            "epochs: 1\ngrid: {cells: [a]}\ntrain: {batch_size: 16}\n")   # 16 splits over 1-16 workers
     f = tmp_path / "too-big.yaml"
     f.write_text(base + "resources: {cpu: 4, gpu: 16}\n")
     with pytest.raises(AssertionError) as e:

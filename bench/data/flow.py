@@ -52,7 +52,18 @@ from typing import Sequence
 
 import numpy as np
 
-from bench.errors import CLIError
+from bench.data.formats import (
+    ISOGD_LISTS,
+    ISOGD_PREFIX,
+    JESTER_CSVS,
+    JESTER_DIRS,
+    SPLITS,
+    load_index,
+    normalize_split,
+)
+from bench.data.probe import list_frame_files
+from bench.data.synth import CODECS, write_jpg_folder, write_video
+from bench.errors import CLIError, DataError
 
 METHODS = ("dis", "farneback", "tvl1", "dali")
 FLOW_BOUND = 20.0            # px per frame that saturates the 8-bit code
@@ -90,7 +101,7 @@ class FlowEstimator:
     """Dense flow between consecutive grayscale frames with one method; reusable per video."""
 
     def __init__(self, method: str = "dis") -> None:
-        import cv2
+        import cv2  # heavy
 
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -110,7 +121,7 @@ class FlowEstimator:
 
     def pair(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
         """(H, W) uint8 x 2 -> (H, W, 2) float32: where each pixel of ``prev`` went in ``nxt``."""
-        import cv2
+        import cv2  # heavy
 
         if self.method == "farneback":
             return cv2.calcOpticalFlowFarneback(prev, nxt, None, 0.5, 3, 15, 3, 5, 1.2, 0)
@@ -122,7 +133,7 @@ class FlowEstimator:
     def sequence(self, frames: np.ndarray) -> np.ndarray:
         """(N, H, W) gray or (N, H, W, 3) RGB uint8 -> (N, H, W, 3) uint8 encoded flow,
         frame 0 all 128 (zero motion), frame t the motion from t-1 to t."""
-        import cv2
+        import cv2  # heavy
 
         frames = np.asarray(frames)
         if frames.ndim not in (3, 4) or len(frames) == 0 or frames.dtype != np.uint8:
@@ -150,7 +161,7 @@ def gpu_flow_available() -> bool:
     """Whether DALI's optical-flow operator can run: a CUDA GPU is visible (it still needs
     the optical-flow engine of Turing or newer; DALI reports otherwise when it is built)."""
     try:
-        import torch
+        import torch  # heavy
     except ImportError:
         return False
     return bool(torch.cuda.is_available())
@@ -163,7 +174,7 @@ class _DaliFlow:
         if not gpu_flow_available():
             raise ValueError("method 'dali' needs a CUDA GPU (DALI's optical_flow is GPU only); "
                              "none is visible -- use 'dis' or 'farneback'")
-        from nvidia.dali import fn, pipeline_def
+        from nvidia.dali import fn, pipeline_def  # heavy
 
         self.grid = output_grid
 
@@ -177,7 +188,7 @@ class _DaliFlow:
 
     def sequence(self, rgb: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 -> (N-1, H, W, 2) float32 px at full resolution."""
-        import cv2
+        import cv2  # heavy
 
         self._pipe.feed_input("seq", [np.ascontiguousarray(rgb)])
         (out,) = self._pipe.run()
@@ -194,9 +205,8 @@ class _DaliFlow:
 def read_video_gray(path: str | Path) -> tuple[np.ndarray, str, int]:
     """All frames of a video as (N, H, W) uint8 luma, its codec (FFmpeg decoder name) and
     its integer frame rate."""
-    import av
+    import av  # heavy
 
-    from bench.errors import DataError
 
     try:
         with av.open(str(path)) as container:
@@ -227,10 +237,8 @@ def _luma(frame) -> np.ndarray:
 
 def read_jpg_folder_gray(folder: str | Path) -> np.ndarray:
     """Frames of a Jester-style folder as (N, H, W) uint8 luma, in frame-number order."""
-    import cv2
+    import cv2  # heavy
 
-    from bench.data.probe import list_frame_files
-    from bench.errors import DataError
 
     frames = []
     for f in list_frame_files(folder):
@@ -270,7 +278,7 @@ _WORKER: dict = {}
 
 
 def _init_worker(method: str, codec: str | None, threads: int | None) -> None:
-    import cv2
+    import cv2  # heavy
 
     if threads is not None:
         cv2.setNumThreads(threads)  # one process per core: no oversubscription
@@ -279,8 +287,6 @@ def _init_worker(method: str, codec: str | None, threads: int | None) -> None:
 
 def _flow_one(task: _FlowTask) -> int:
     """Compute and write one sample's flow; returns the number of pairs computed."""
-    from bench.data.synth import write_jpg_folder, write_video
-
     if _WORKER["estimator"] is None:
         _WORKER["estimator"] = FlowEstimator(_WORKER["method"])
     est: FlowEstimator = _WORKER["estimator"]
@@ -306,9 +312,6 @@ def _is_done(task: _FlowTask) -> bool:
 
 
 def _flow_tasks(fmt: str, root: Path, split: str) -> list[_FlowTask]:
-    from bench.data.formats import ISOGD_PREFIX, JESTER_DIRS, load_index
-    from bench.errors import DataError
-
     index = load_index(fmt, root, split, modalities=("rgb",), use_cache=False)
     tasks = []
     if fmt == "isogd":
@@ -331,8 +334,6 @@ def _flow_tasks(fmt: str, root: Path, split: str) -> list[_FlowTask]:
 
 
 def _available_splits(fmt: str, root: Path) -> list[str]:
-    from bench.data.formats import ISOGD_LISTS, JESTER_CSVS, SPLITS
-
     files = ISOGD_LISTS if fmt == "isogd" else JESTER_CSVS
     return [s for s in SPLITS if (root / files[s]).is_file()]
 
@@ -342,11 +343,8 @@ def compute_flow_dataset(fmt: str, root: str | Path, *, workers: int = 1, method
                          codec: str | None = None) -> FlowSummary:
     """Compute the flow modality of every sample of ``splits`` (default: every split whose
     list exists) of the ``fmt`` dataset at ``root``; skips outputs that already exist."""
-    from tqdm import tqdm
+    from tqdm import tqdm  # heavy
 
-    from bench.data.formats import JESTER_DIRS, normalize_split
-    from bench.data.synth import CODECS
-    from bench.errors import DataError
 
     if fmt not in ("isogd", "jester"):
         raise ValueError(f"format must be 'isogd' or 'jester', got {fmt!r}")

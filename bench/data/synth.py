@@ -264,7 +264,7 @@ def _pt(x: float, y: float) -> tuple[int, int]:
 
 
 def _make_scene(size: tuple[int, int], rng: np.random.Generator) -> _Scene:
-    import cv2
+    import cv2  # heavy
 
     w, h = size
     # background: smooth random colour field (texture) + a darker "floor" gradient
@@ -346,7 +346,7 @@ def _hand_shapes(cx: float, cy: float, angle: float, r: float, spread: float, fi
 
 
 def _draw(img: np.ndarray, shapes: list[tuple[str, tuple]], value) -> None:
-    import cv2
+    import cv2  # heavy
 
     for kind, geo in shapes:
         if kind == "ellipse":
@@ -432,7 +432,7 @@ def write_video(path: str | Path, frames: np.ndarray, *, codec: str = "mjpeg", f
     """Encode (N, H, W, 3) RGB or (N, H, W) gray uint8 frames into ``path`` (single-threaded,
     so the bytes depend only on the frames), writing to a temporary name and renaming so an
     interrupted run never leaves a truncated file under the final name."""
-    import av
+    import av  # heavy
 
     if codec not in CODECS:
         raise ValueError(f"codec must be one of {sorted(CODECS)}, got {codec!r}")
@@ -463,7 +463,7 @@ def write_video(path: str | Path, frames: np.ndarray, *, codec: str = "mjpeg", f
 def write_jpg_folder(folder: str | Path, frames: np.ndarray, *, quality: int = 90) -> None:
     """Write frames as ``00001.jpg, 00002.jpg, ...`` (Jester's naming); RGB or gray.
     The folder appears under its final name only when complete."""
-    import cv2
+    import cv2  # heavy
 
     folder = Path(folder)
     tmp = folder.with_name(f".{folder.name}.tmp")
@@ -587,7 +587,7 @@ _WORKER: dict = {}
 def _init_worker(opts: SynthOptions, out: str, counts: dict[str, np.ndarray],
                  threads: int | None = None) -> None:
     if threads is not None:
-        import cv2
+        import cv2  # heavy
 
         cv2.setNumThreads(threads)  # one process per core: no oversubscription
     _WORKER.update(opts=opts, out=Path(out), counts=counts)
@@ -681,7 +681,7 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
 
 def _run(tasks: list[_ClipTask], opts: SynthOptions, out: Path, counts: dict[str, np.ndarray], *,
          workers: int, progress: bool) -> list[_ClipResult]:
-    from tqdm import tqdm
+    from tqdm import tqdm  # heavy
 
     bar = tqdm(total=len(tasks), desc=f"synth {opts.format}", unit="clip",
                disable=None if progress else True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 def sync(device: str) -> None:
     if device.startswith("cuda"):
-        import torch
+        import torch  # heavy
 
         torch.cuda.synchronize()
 
@@ -54,7 +54,7 @@ def impl_rows(base, build) -> dict[str, object]:
     with ``base``'s weights, kept where it runs something (``bench.models.native.implementation``)
     that neither ``base`` nor an earlier row runs. (Cells (b)-(d) have no fused layer, so their
     "aten" layer is their "steploop" one; on CUDA every value runs the step loop.)"""
-    from bench.models.native import implementation
+    from bench.models.native import implementation  # heavy: torch
 
     seen = {implementation(base)}
     rows = {}
@@ -77,7 +77,7 @@ def command_line(args: object) -> str:
 
 
 def environment() -> dict[str, object]:
-    import torch
+    import torch  # heavy
 
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or platform.machine()
     return {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": dev,

@@ -10,6 +10,13 @@ import argparse
 from pathlib import Path
 
 from bench.errors import CLIError
+from bench.perf._common import (
+    IMPL_NOTE,
+    command_line,
+    impl_rows,
+    time_interleaved,
+    write_outputs,
+)
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
@@ -40,8 +47,8 @@ def reference_convlstm_cell(in_channels: int, out_channels: int, kernel_size: in
     """The ConvLSTM cell as the most widely used open-source PyTorch implementation writes it
     (one convolution over the concatenation, split into four gates); our own re-statement of
     that public design, kept here as the speed baseline."""
-    import torch
-    from torch import nn
+    import torch  # heavy
+    from torch import nn  # heavy
 
     class ReferenceConvLSTMCell(nn.Module):
         def __init__(self) -> None:
@@ -63,7 +70,7 @@ def reference_convlstm_cell(in_channels: int, out_channels: int, kernel_size: in
 
 
 def check_cells(cells: list[str]) -> list[str]:
-    from bench.models import list_cells
+    from bench.models import list_cells  # heavy: torch
 
     unknown = [c for c in cells if c not in list_cells()]
     if unknown:
@@ -75,12 +82,11 @@ def measure(*, batch: int = 1, steps: int = 8, channels: int = 256, size: int = 
             warmup: int = 2, device: str = "cpu", compile: bool = False,
             cells: list[str] | None = None, input_layout: str = "channels_last_3d",
             step_loop: bool = False) -> list[dict[str, object]]:
-    import torch
+    import torch  # heavy
 
-    from bench.models import count_macs, list_cells
-    from bench.models.native import implementation
-    from bench.models.recurrent import ConvRecurrentLayer
-    from bench.perf._common import impl_rows, time_interleaved
+    from bench.models import count_macs, list_cells  # heavy: torch
+    from bench.models.native import implementation  # heavy: torch
+    from bench.models.recurrent import ConvRecurrentLayer  # heavy: torch
 
     torch.manual_seed(0)
     x = torch.randn(batch, channels, steps, size, size, device=device)
@@ -173,9 +179,8 @@ COLUMNS = ["cell", "impl", "fwd_ms", "fwd_bwd_ms", "macs", "mac_ratio_vs_convlst
 
 
 def _run(args: argparse.Namespace) -> int:
-    import torch
+    import torch  # heavy
 
-    from bench.perf._common import IMPL_NOTE, command_line, write_outputs
 
     cells = [c.strip() for c in args.cells.split(",") if c.strip()] if args.cells else None
     try:

@@ -35,10 +35,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.data.formats import FORMATS
-from bench.data.index import MODALITIES
+from bench.data.formats import FORMATS, load_index
+from bench.data.index import MODALITIES, DatasetIndex, Sample
 from bench.errors import CLIError
-from pipelines.routing import BACKENDS, DALI_BACKENDS, FALLBACK_BACKENDS
+from bench.perf._common import command_line
+from pipelines import make_loader
+from pipelines._media import MediaResolver
+from pipelines.dali import CPU_VIDEO_CODECS, GPU_VIDEO_CODECS, IMAGE_CODECS, gpu_visible
+from pipelines.routing import BACKENDS, DALI_BACKENDS, FALLBACK_BACKENDS, dali_installed
 
 log = logging.getLogger("bench.perf.data")
 
@@ -90,7 +94,6 @@ def _cli(args: argparse.Namespace) -> int:
                batch_size=args.batch_size, num_workers=args.num_workers, repeats=args.repeats,
                backends=[b.strip() for b in args.backends.split(",") if b.strip()],
                index_clips=args.index_clips)
-    from bench.perf._common import command_line
 
     command = command_line(args)
     md = write(rows, args.out, command=command)
@@ -116,7 +119,7 @@ def _frames(n: int, w: int, h: int, seed: int):
 
 
 def _write_video(path: Path, codec: str, n: int, w: int, h: int, seed: int) -> None:
-    import av
+    import av  # heavy
 
     enc = {"mjpeg": "mjpeg", "vp9": "libvpx-vp9", "h264": "libx264", "mpeg4": "mpeg4"}[codec]
     with av.open(str(path), "w") as c:
@@ -136,15 +139,13 @@ def _write_video(path: Path, codec: str, n: int, w: int, h: int, seed: int) -> N
 
 
 def _index(name: str, root: Path, paths: list[Path], counts: list[int | None]):
-    from bench.data.index import DatasetIndex, Sample
-
     samples = [Sample(f"{name}/{p.stem}", i % 2, {"rgb": p}, n, "") for i, (p, n) in
                enumerate(zip(paths, counts))]
     return DatasetIndex("isogd", root, "valid", ["0", "1"], samples)
 
 
 def generated_cases(tmp: Path, *, clips: int) -> list[Case]:
-    import cv2
+    import cv2  # heavy
 
     cases: list[Case] = []
     specs = [("mjpeg", 40, ".avi"), ("vp9", 40, ".webm"), ("h264", 40, ".mp4"), ("mpeg4", 40, ".avi"),
@@ -176,7 +177,6 @@ def real_cases() -> list[Case]:
     """The real footage in tests/data (VP9 webm, H.264 mp4, Jester-style JPG folders)."""
     if not REAL_FOOTAGE.is_dir():
         return []
-    from pipelines._media import MediaResolver
 
     res = MediaResolver(need_codec=True, verify_count=False)
     out = []
@@ -189,7 +189,7 @@ def real_cases() -> list[Case]:
         media = [res.resolve(p, None) for p in paths]
         first = media[0]
         if first.kind == "frames":
-            import cv2
+            import cv2  # heavy
 
             h, w = cv2.imread(str(first.frames[0])).shape[:2]
         else:
@@ -205,8 +205,6 @@ def real_cases() -> list[Case]:
 def root_case(root: Path, fmt: str, split: str, modality: str, max_clips: int) -> Case:
     import numpy as np
 
-    from bench.data.formats import load_index
-    from pipelines._media import MediaResolver
 
     index = load_index(fmt, root, split, modalities=[modality])
     if len(index) > max_clips:
@@ -221,8 +219,6 @@ def root_case(root: Path, fmt: str, split: str, modality: str, max_clips: int) -
 
 # ---------------------------------------------------------------------------------- timing
 def _supported(backend: str, codec: str) -> bool:
-    from pipelines.dali import CPU_VIDEO_CODECS, GPU_VIDEO_CODECS, IMAGE_CODECS
-
     if backend == "dali-cpu":
         return all(c in CPU_VIDEO_CODECS | IMAGE_CODECS for c in codec.split("+"))
     if backend == "dali-gpu":
@@ -231,9 +227,6 @@ def _supported(backend: str, codec: str) -> bool:
 
 
 def available_backends(wanted: list[str]) -> tuple[list[str], dict[str, str]]:
-    from pipelines.dali import gpu_visible
-    from pipelines.routing import dali_installed
-
     ok, why = [], {}
     for b in wanted:
         if b.startswith("dali") and not dali_installed():
@@ -257,8 +250,6 @@ def _epoch(loader, epoch: int, *, raw: bool) -> tuple[float, int]:
 def time_case(case: Case, backends: list[str], *, clip_len: int, batch_size: int, num_workers: int,
               repeats: int) -> list[dict[str, Any]]:
     """Decode-only (uint8 frames) and full-loader clips/s of each backend on ``case``."""
-    from pipelines import make_loader
-
     usable = [b for b in backends if _supported(b, case.codec)]
     loaders, first = {}, {}
     for b in usable:
@@ -297,8 +288,6 @@ def time_case(case: Case, backends: list[str], *, clip_len: int, batch_size: int
 
 def time_dali_import() -> float | None:
     """Seconds for ``import nvidia.dali`` in a fresh interpreter: what every process pays."""
-    from pipelines.routing import dali_installed
-
     if not dali_installed():
         return None
     t0 = time.perf_counter()
@@ -347,7 +336,7 @@ def time_index(n_clips: int, repeats: int) -> list[dict[str, Any]]:
 def run(*, root: Path | None, fmt: str | None, split: str, modality: str, max_clips: int, clips: int,
         clip_len: int, batch_size: int, num_workers: int, repeats: int, backends: list[str],
         index_clips: int) -> list[dict[str, Any]]:
-    from tqdm import tqdm
+    from tqdm import tqdm  # heavy
 
     usable, missing = available_backends(backends)
     for b, why in missing.items():

@@ -35,6 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import CLIError
+from bench.perf._common import IMPL_NOTE, command_line, impl_rows, sync, write_outputs
+from bench.perf.data import _index, _write_video
+from pipelines import make_loader
 
 COLUMNS = ["preset", "cell", "impl", "batch", "clip", "step_ms", "steps_per_s", "train_clips_per_s",
            "infer_clips_per_s", "gmacs_per_clip", "train_gmac_per_s", "peak_step_mib", "model_state_mib",
@@ -95,7 +98,7 @@ def peak_step_bytes(step, *, device: str) -> int:
     (the profiler never saw its size), so release it first: the network benchmark drops the
     previous step's gradients before measuring, on either device.
     """
-    import torch
+    import torch  # heavy
 
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -106,7 +109,7 @@ def peak_step_bytes(step, *, device: str) -> int:
         return int(torch.cuda.max_memory_allocated() - base)
     # torch has no CPU allocator statistics; the profiler's memory events carry the running
     # total of CPU tensor allocations made inside the profiled region.
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity, profile  # heavy
 
     with tempfile.TemporaryDirectory(prefix="bench-perf-mem-") as tmp:
         with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
@@ -129,13 +132,12 @@ def peak_step_bytes(step, *, device: str) -> int:
 def measure(*, presets: list[str], cells: list[str], batch: int | None = None, classes: int = 249,
             repeats: int = 5, warmup: int = 1, device: str = "cpu", compile: bool = False,
             memory: bool = True, step_loop: bool = False) -> list[dict[str, Any]]:
-    import torch
+    import torch  # heavy
 
-    from bench.models import count_macs
-    from bench.models.native import implementation
-    from bench.models.net import NetConfig, build_network
-    from bench.perf._common import impl_rows, sync
-    from bench.train.loop import train_step
+    from bench.models import count_macs  # heavy: torch
+    from bench.models.native import implementation  # heavy: torch
+    from bench.models.net import NetConfig, build_network  # heavy: torch
+    from bench.train.loop import train_step  # heavy: torch
 
     on_cuda = device.startswith("cuda")
     autocast = ((lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_cuda
@@ -232,9 +234,7 @@ def data_vs_step(rows: list[dict[str, Any]], *, preset: str, batch: int, clips: 
                  repeats: int) -> list[dict[str, Any]]:
     """Seconds per batch of the training loader on generated IsoGD-like videos, beside the
     fastest cell's training step of ``preset`` from ``rows``."""
-    from bench.models.net import NetConfig
-    from bench.perf.data import _index, _write_video
-    from pipelines import make_loader
+    from bench.models.net import NetConfig  # heavy: torch
 
     steps = [r["step_ms"] for r in rows if r["preset"] == preset and "+" not in r["cell"]]
     fastest = min(steps) if steps else None
@@ -274,11 +274,10 @@ def data_vs_step(rows: list[dict[str, Any]], *, preset: str, batch: int, clips: 
 
 # ---------------------------------------------------------------------------------- CLI
 def _cli(args: argparse.Namespace) -> int:
-    import torch
+    import torch  # heavy
 
-    from bench.models import list_cells
-    from bench.models.net import PRESETS
-    from bench.perf._common import IMPL_NOTE, command_line, write_outputs
+    from bench.models import list_cells  # heavy: torch
+    from bench.models.net import PRESETS  # heavy: torch
 
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     cells = [c.strip() for c in args.cells.split(",")] if args.cells else list_cells()

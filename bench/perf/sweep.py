@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import CLIError
+from bench.perf._common import command_line, write_outputs
+from bench.sweep.run import METRIC, apply_quiet_env, run_config, start_ray, tune_config
 
 COLUMNS = ["config", "trials", "concurrency", "epochs", "work_s", "wall_s", "ideal_s",
            "overhead_per_trial_s", "trials_per_min", "vs_reuse_actors"]
@@ -47,9 +49,8 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 
 
 def trivial_trial(config: dict[str, Any]) -> None:
-    from ray import tune
+    from ray import tune  # heavy
 
-    from bench.sweep.run import METRIC
 
     for epoch in range(1, int(config["epochs"]) + 1):
         if config["work_s"]:
@@ -59,9 +60,8 @@ def trivial_trial(config: dict[str, Any]) -> None:
 
 def run_once(config: str, *, trials: int, concurrency: int, epochs: int, work: float, storage: Path) -> float:
     """Wall seconds of ``Tuner.fit`` for one sweep of trivial trials."""
-    from ray import tune
+    from ray import tune  # heavy
 
-    from bench.sweep.run import run_config, tune_config
 
     callbacks: list[Any] = []
     name = f"{config}-{time.monotonic_ns()}"
@@ -91,9 +91,8 @@ def measure(*, configs: list[str], trials: int, concurrency: int, epochs: int, w
             address: str | None = None, storage: Path | None = None) -> list[dict[str, Any]]:
     """Rows of the table; the sweeps (and ``+mlflow``'s SQLite store) go to ``storage``, or to
     a temporary folder removed afterwards."""
-    import ray
+    import ray  # heavy
 
-    from bench.sweep.run import apply_quiet_env, start_ray
 
     apply_quiet_env()
     t0 = time.perf_counter()
@@ -131,8 +130,6 @@ def measure(*, configs: list[str], trials: int, concurrency: int, epochs: int, w
 
 
 def _cli(args: argparse.Namespace) -> int:
-    from bench.perf._common import command_line, write_outputs
-
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     bad = [c for c in configs if c not in CONFIGS]
     if bad or not configs:

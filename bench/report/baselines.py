@@ -19,6 +19,8 @@ import importlib.resources
 
 import polars as pl
 
+from bench.errors import DataError
+
 RESOURCE = "resources/baselines.csv"
 COLUMNS = ("source", "citation", "table", "dataset", "split", "modality", "architecture", "cell",
            "metric", "value", "params_m", "mult_adds_m", "note")
@@ -26,8 +28,6 @@ COLUMNS = ("source", "citation", "table", "dataset", "split", "modality", "archi
 
 def load_baselines() -> pl.DataFrame:
     """The published results table; fails loudly on a malformed file (names the column)."""
-    from bench.errors import DataError
-
     path = importlib.resources.files("bench") / RESOURCE
     with importlib.resources.as_file(path) as p:
         df = pl.read_csv(p, schema_overrides={"cell": pl.String, "note": pl.String, "value": pl.Float64,

@@ -30,6 +30,7 @@ import polars as pl
 
 from bench.data.index import MODALITIES
 from bench.report import fusion as fz
+from bench.report.baselines import load_baselines
 from bench.report.stats import ALPHA, mcnemar_exact, mean_ci, paired_test
 from bench.report.trials import KEY, select_trials
 
@@ -310,7 +311,7 @@ def comparison_table(leaderboard: pl.DataFrame, fusion: pl.DataFrame, baselines:
 def confusion_matrices(selected: pl.DataFrame, leaderboard: pl.DataFrame, fusion: pl.DataFrame,
                        scores: _Scores, fused_preds: dict[tuple, dict[str, Any]]) -> list[Confusion]:
     """Best cell per dataset/stage/modality (and its best fitted fusion), summed over seeds."""
-    from sklearn.metrics import confusion_matrix
+    from sklearn.metrics import confusion_matrix  # heavy
 
     out: list[Confusion] = []
     if leaderboard.is_empty():
@@ -353,8 +354,6 @@ def confusion_matrices(selected: pl.DataFrame, leaderboard: pl.DataFrame, fusion
 def build_report(trials: pl.DataFrame, *, sweep: str, source: str, baselines: pl.DataFrame | None = None,
                  n_boot: int = 2000, seed: int = 0) -> Report:
     """Every table of the report from the trials table (`bench.report.trials.TRIAL_COLUMNS`)."""
-    from bench.report.baselines import load_baselines
-
     if baselines is None:
         baselines = load_baselines()
     annotated = select_trials(trials)

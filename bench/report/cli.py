@@ -14,7 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.data.formats import FORMATS
-from bench.errors import CLIError
+from bench.errors import CLIError, DataError
+from bench.report.ui import serve
+from bench.report.viz import render_fig3
+from bench.tracking.uri import (
+    TrackingUnavailable,
+    apply_http_env,
+    check_tracking,
+    resolve_tracking_uri,
+    sqlite_path,
+)
 
 DEFAULT_STORAGE = Path("runs")      # bench.sweep.spec's default `storage:`
 DEFAULT_OUT = Path("reports")
@@ -88,16 +97,9 @@ def report_sweep(*, sweep: str | None = None, experiment: str | None = None, tra
     """The whole of ``bench report`` as a function (``bench run`` and tests call it).
 
     Raises `bench.cli.CLIError` for a user error (no such sweep, store unreachable)."""
-    from bench.report.build import build_report
-    from bench.report.render import summary_markdown, write_report
-    from bench.report.trials import load_trials_tune
-    from bench.tracking.uri import (
-        TrackingUnavailable,
-        apply_http_env,
-        check_tracking,
-        resolve_tracking_uri,
-        sqlite_path,
-    )
+    from bench.report.build import build_report  # heavy: polars
+    from bench.report.render import summary_markdown, write_report  # heavy: polars
+    from bench.report.trials import load_trials_tune  # heavy: polars
 
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))  # noqa: E731
     apply_http_env()
@@ -172,8 +174,7 @@ def report_sweep(*, sweep: str | None = None, experiment: str | None = None, tra
 
 
 def _report_cmd(args: argparse.Namespace) -> int:
-    from bench.errors import DataError
-    from bench.report.render import LEADERBOARD_COLS, markdown_table
+    from bench.report.render import LEADERBOARD_COLS, markdown_table  # heavy: polars
 
     if args.bootstrap < 1:
         raise CLIError(f"--bootstrap {args.bootstrap}: needs at least one resample")
@@ -194,8 +195,6 @@ def _report_cmd(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- bench ui
 
 def _ui_cmd(args: argparse.Namespace) -> int:
-    from bench.report.ui import serve
-
     return serve(tracking_uri=args.tracking_uri, host=args.host, port=args.port,
                  artifact_root=args.artifact_root, timeout=args.timeout)
 
@@ -203,8 +202,6 @@ def _ui_cmd(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- bench viz
 
 def _viz_cmd(args: argparse.Namespace) -> int:
-    from bench.report.viz import render_fig3
-
     if (args.video is None) == (args.dataset is None):
         raise CLIError("give either --video PATH or --dataset FORMAT --root DIR [--sample ID]")
     if args.dataset is not None and args.root is None:

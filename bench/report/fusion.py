@@ -43,6 +43,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from bench.data.index import MODALITIES
+from bench.errors import DataError
 
 RULES = ("mean", "product", "fitted")
 EPS = 1e-12                      # floor before log: a probability of exactly 0 would give -inf
@@ -99,10 +100,9 @@ def read_scores(path: str | Path) -> tuple[list[str], np.ndarray, np.ndarray]:
 
     The ``probs`` list column is read through its flat Arrow buffer, not row by row: a real
     IsoGD table holds 5,784 x 249 values."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    import pyarrow as pa  # heavy
+    import pyarrow.parquet as pq  # heavy
 
-    from bench.errors import DataError
 
     p = Path(path)
     try:
@@ -214,7 +214,7 @@ def fit_weights(logps: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
     ``logps``: (M, N, C) log-probabilities of the fitting samples; starts from w = 1 (the
     product rule), so the fit can only move away from the product rule when the data say so."""
-    from scipy.optimize import minimize
+    from scipy.optimize import minimize  # heavy
 
     m = logps.shape[0]
     lp = np.ascontiguousarray(logps, dtype=np.float32)

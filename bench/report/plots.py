@@ -18,10 +18,10 @@ MARKERS = {"rgb": "o", "depth": "s", "flow": "^"}
 
 
 def _plt() -> Any:
-    import matplotlib
+    import matplotlib  # heavy
 
     matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy
 
     return plt
 

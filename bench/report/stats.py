@@ -36,7 +36,7 @@ class MeanCI:
 
 def mean_ci(values: Sequence[float] | np.ndarray, *, confidence: float = 0.95) -> MeanCI:
     """Mean +- t_{(1+confidence)/2, n-1} * std / sqrt(n); NaN values are an error, not skipped."""
-    from scipy import stats
+    from scipy import stats  # heavy
 
     x = np.asarray(values, dtype=np.float64)
     if x.ndim != 1:
@@ -80,7 +80,7 @@ class PairedTest:
 
 def mcnemar_exact(b: int, c: int) -> float:
     """Exact two-sided McNemar p-value from the discordant counts (1.0 when b + c = 0)."""
-    from scipy.stats import binomtest
+    from scipy.stats import binomtest  # heavy
 
     if b < 0 or c < 0:
         raise ValueError(f"mcnemar_exact: counts must be >= 0, got b={b}, c={c}")

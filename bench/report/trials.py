@@ -25,6 +25,8 @@ from typing import Any, Iterable, Mapping
 
 import polars as pl
 
+from bench.sweep.results import read_sweep
+
 # name -> polars dtype: the contract between the loaders and the report.
 TRIAL_COLUMNS: dict[str, Any] = {
     "sweep": pl.String, "run_id": pl.String, "trial_name": pl.String, "unit": pl.String,
@@ -150,7 +152,7 @@ def scores_num_classes(path: str | Path | None) -> int | None:
     """Class count from a score table's ``probs`` width (when the config left it to the data)."""
     if not path:
         return None
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # heavy
 
     t = pq.read_table(path, columns=["probs"])
     if t.num_rows == 0:
@@ -163,8 +165,6 @@ def load_trials_tune(sweep_dir: str | Path) -> tuple[pl.DataFrame, dict[str, Any
 
     Uses `bench.sweep.results.read_sweep` (the sweep's own reader); a trial's scores are the
     ``val_scores.parquet`` of its newest checkpoint, i.e. of its last epoch."""
-    from bench.sweep.results import read_sweep
-
     sweep_dir = Path(sweep_dir)
     meta, records = read_sweep(sweep_dir)
     rows = []

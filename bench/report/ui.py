@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import CLIError
+from bench.tracking.uri import resolve_tracking_uri, sqlite_path
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -98,8 +99,6 @@ def start_server(tracking_uri: str, *, host: str = "127.0.0.1", port: int = 0, a
 
     ``port=0`` picks a free port. Raises RuntimeError (with the server's log tail) when it
     exits or does not become healthy within ``timeout`` seconds."""
-    from bench.tracking.uri import sqlite_path
-
     db = sqlite_path(tracking_uri)
     if db is None:
         raise ValueError(f"start_server: serves a local sqlite:/// store, got {tracking_uri!r}")
@@ -149,8 +148,7 @@ def run_url(base: str, experiment_id: str, run_id: str, artifact: str | None = N
 def serve(*, tracking_uri: str | None, host: str = "127.0.0.1", port: int = 5000,
           artifact_root: Path | None = None, timeout: float = 120.0) -> int:
     """``bench ui``: start (or point at) the UI, print where things are, serve until Ctrl-C."""
-    from bench.report.store import latest_leaderboard
-    from bench.tracking.uri import resolve_tracking_uri, sqlite_path
+    from bench.report.store import latest_leaderboard  # heavy: polars
 
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith(("http://", "https://")):

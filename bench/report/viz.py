@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from bench.data.formats import FORMATS
+from bench.data.index import DatasetIndex, Sample
+from pipelines import make_loader
 
 
 @dataclass
@@ -40,9 +42,9 @@ class Fig3:
 def load_checkpoint(path: str | Path) -> tuple[Any, dict[str, Any]]:
     """``(network in eval mode, state)`` from a checkpoint folder or ``state.pt`` written by the
     training loop (``{"model", "config", "num_classes", "clip_len", "image_size", ...}``)."""
-    import torch
+    import torch  # heavy
 
-    from bench.models import NetConfig, build_network
+    from bench.models import NetConfig, build_network  # heavy: torch
 
     p = Path(path)
     f = p / "state.pt" if p.is_dir() else p
@@ -67,9 +69,7 @@ def load_checkpoint(path: str | Path) -> tuple[Any, dict[str, Any]]:
 def _clip(*, state: dict[str, Any], net: Any, video: Path | None, dataset: str | None, root: Path | None,
           split: str, sample: str | None, modality: str) -> tuple[Any, np.ndarray, str]:
     """``(clip (1, 3, T, S, S) float32, display frames (T, S, S, 3) uint8, sample_id)``."""
-    from bench.data.index import DatasetIndex, Sample
-    from bench.data.sampling import modality_mean
-    from pipelines import make_loader
+    from bench.data.sampling import modality_mean  # heavy: torch
 
     cfg = state["config"]
     fmt = cfg.get("dataset", "isogd")
@@ -101,7 +101,7 @@ def _clip(*, state: dict[str, Any], net: Any, video: Path | None, dataset: str |
 def strongest_maps(net: Any, clip: Any) -> tuple[np.ndarray, list[int]]:
     """The first recurrent layer's output for ``clip``; per step, the channel with the largest
     activation sum and its (h, w) map. Returns ``(maps (S, h, w), channels)``."""
-    import torch
+    import torch  # heavy
 
     captured: dict[str, torch.Tensor] = {}
     hook = net.rnn1.register_forward_hook(lambda m, i, o: captured.__setitem__("out", o.detach()))
@@ -119,10 +119,10 @@ def strongest_maps(net: Any, clip: Any) -> tuple[np.ndarray, list[int]]:
 
 def draw(frames: np.ndarray, maps: np.ndarray, channels: list[int], *, title: str) -> Any:
     """Two rows, one column per step: the frame that starts the step, the strongest map."""
-    import matplotlib
+    import matplotlib  # heavy
 
     matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy
 
     s = maps.shape[0]
     cols = min(s, 16)
@@ -163,7 +163,7 @@ def render_fig3(*, checkpoint: str | Path, video: str | Path | None = None, data
     fig = draw(step_frames, maps, channels, title=title)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy
 
     fig.savefig(out, dpi=110)
     plt.close(fig)

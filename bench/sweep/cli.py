@@ -11,7 +11,16 @@ import importlib.resources
 import sys
 from pathlib import Path
 
-from bench.errors import CLIError
+from bench.errors import CLIError, DataError
+from bench.sweep.run import SweepError, run_sweep
+from bench.sweep.spec import ConfigError, load_spec
+from bench.tracking.sync import find_sweep_dirs, sync_sweep
+from bench.tracking.uri import (
+    TrackingUnavailable,
+    apply_http_env,
+    check_tracking,
+    resolve_tracking_uri,
+)
 
 DEFAULT_CONFIG = "configs/default.yaml"
 
@@ -58,7 +67,6 @@ def _tracking_arg(p: argparse.ArgumentParser) -> None:
 def _load(path: Path, storage: Path | None = None, name: str | None = None):
     import dataclasses
 
-    from bench.sweep.spec import ConfigError, load_spec
 
     try:
         spec = load_spec(path)
@@ -72,9 +80,6 @@ def _load(path: Path, storage: Path | None = None, name: str | None = None):
 
 
 def _execute(spec, args: argparse.Namespace) -> int:
-    from bench.errors import DataError
-    from bench.sweep.run import SweepError, run_sweep
-
     try:
         out = run_sweep(spec, address=args.address, resume=args.resume, tracking_uri=args.tracking_uri)
     except (SweepError, DataError) as e:
@@ -114,14 +119,6 @@ def _run_cmd(args: argparse.Namespace) -> int:
 
 
 def _sync_cmd(args: argparse.Namespace) -> int:
-    from bench.tracking.sync import find_sweep_dirs, sync_sweep
-    from bench.tracking.uri import (
-        TrackingUnavailable,
-        apply_http_env,
-        check_tracking,
-        resolve_tracking_uri,
-    )
-
     target = Path(args.target)
     if target.is_file():
         target = _load(target).sweep_dir

@@ -121,7 +121,7 @@ def _statuses(unit_dir: Path) -> dict[str, str]:
     if not any(unit_dir.glob("experiment_state-*.json")):
         return {}
     try:
-        from ray.tune import ExperimentAnalysis
+        from ray.tune import ExperimentAnalysis  # heavy
 
         analysis = ExperimentAnalysis(str(unit_dir.resolve()))
         return {t.trial_id: str(t.status) for t in analysis.trials}

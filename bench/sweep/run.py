@@ -36,17 +36,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from bench.data.formats import load_index
+from bench.data.synth import synthesize
 from bench.errors import SweepError
+from bench.sweep.leaderboard import format_table, leaderboard, to_csv
 from bench.sweep.results import (
     SWEEP_YAML,
     TrialRecord,
     final_checkpoints,
     read_meta,
+    read_sweep,
     read_unit,
     write_meta,
 )
 from bench.sweep.spec import PER_TRIAL, StageSpec, SweepIdentity, SweepSpec
+from bench.sweep.trainable import run_trial
+from bench.tracking import records
+from bench.tracking.store import Tracker
+from bench.tracking.uri import (
+    TrackingUnavailable,
+    apply_http_env,
+    check_tracking,
+    resolve_tracking_uri,
+)
 from bench.train.config import DriverConfig, TrainConfig
+from bench.train.trainable import trial_resources as reserve
 
 # Quiet, fast Ray: no auth prompt, no usage stats, the classic progress output, Tune's
 # experiment snapshot every second (restore granularity), no tfevents loggers. Set before the
@@ -145,8 +159,6 @@ class FailMarker:
 
 def trial_resources(spec: SweepSpec) -> dict[str, float]:
     """What one trial reserves (`bench.train.trainable.trial_resources`), plus custom resources."""
-    from bench.train.trainable import trial_resources as reserve
-
     r = spec.resources
     driver = DriverConfig(cpus_per_worker=r.cpu, gpus_per_worker=r.gpu if r.gpu > 0 else None)
     return reserve(workers=r.workers, use_gpu=r.use_gpu, driver=driver) | dict(r.custom)
@@ -172,7 +184,7 @@ def param_space(spec: SweepSpec, unit: Unit, *, sweep_id: str, sweep_dir: Path,
     """Tune's ``param_space`` for ``unit``: the stage's `TrainConfig` as a dict, with Tune's
     grid and search objects put in for the fields that vary, plus the driver's keys and the
     sweep's identity (Ray's ``train_tune_interop`` pattern: the trial rebuilds the dataclass)."""
-    from ray import tune
+    from ray import tune  # heavy
 
     st = unit.stage
     cfg = stage_config(spec, st, num_classes)
@@ -205,8 +217,6 @@ def param_space(spec: SweepSpec, unit: Unit, *, sweep_id: str, sweep_dir: Path,
 def prepare_datasets(spec: SweepSpec, *, stream: TextIO, workers: int | None = None) -> dict[str, int]:
     """Generate missing synthetic datasets; return dataset name -> class count (read from the
     training split, so a wrong root fails here, before Ray starts)."""
-    from bench.data.formats import load_index
-
     used = {st.dataset for st in spec.stages}
     out: dict[str, int] = {}
     for name in sorted(used):
@@ -226,8 +236,6 @@ def prepare_datasets(spec: SweepSpec, *, stream: TextIO, workers: int | None = N
 
 
 def _generate(fmt: str, root: Path, kwargs: dict[str, Any], *, stream: TextIO, workers: int) -> None:
-    from bench.data.synth import synthesize
-
     t0 = time.monotonic()
     print(f"generating synthetic {fmt} dataset in {root} ({kwargs['num_classes']} classes) ...",
           file=stream, flush=True)
@@ -295,7 +303,7 @@ def open_sweep_dir(spec: SweepSpec, *, resume: bool) -> dict[str, Any]:
 def start_ray(address: str | None) -> bool:
     """Connect to ``address`` / ``$RAY_ADDRESS`` or start a local Ray; False if Ray was already
     initialised in this process (then the caller keeps it running)."""
-    import ray
+    import ray  # heavy
 
     if ray.is_initialized():
         return False
@@ -317,15 +325,15 @@ def start_ray(address: str | None) -> bool:
 
 
 def _make_tuner(spec: SweepSpec, unit: Unit, space: dict[str, Any], callbacks: list[Any], sweep_dir: Path) -> Any:
-    from ray import tune
+    from ray import tune  # heavy
 
     search_alg = None
     num_samples = 1
     if spec.search is not None:
         num_samples = spec.search.num_samples
         if spec.search.searcher == "optuna":
-            import optuna
-            from ray.tune.search.optuna import OptunaSearch
+            import optuna  # heavy
+            from ray.tune.search.optuna import OptunaSearch  # heavy
 
             optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -334,17 +342,16 @@ def _make_tuner(spec: SweepSpec, unit: Unit, space: dict[str, Any], callbacks: l
                 seed = spec.search.seed + plan_units(spec).index(unit)
             search_alg = OptunaSearch(seed=seed)
         elif spec.search.searcher == "random":
-            from ray.tune.search import BasicVariantGenerator
+            from ray.tune.search import BasicVariantGenerator  # heavy
 
             search_alg = BasicVariantGenerator(random_state=spec.search.seed)
     scheduler = None
     if spec.scheduler is not None:
-        from ray.tune.schedulers import ASHAScheduler
+        from ray.tune.schedulers import ASHAScheduler  # heavy
 
         scheduler = ASHAScheduler(time_attr=spec.scheduler.time_attr, max_t=unit.stage.epochs,
                                   grace_period=spec.scheduler.grace_period,
                                   reduction_factor=spec.scheduler.reduction_factor)
-    from bench.sweep.trainable import run_trial
 
     return tune.Tuner(
         tune.with_resources(run_trial, trial_resources(spec)),
@@ -358,7 +365,7 @@ def _make_tuner(spec: SweepSpec, unit: Unit, space: dict[str, Any], callbacks: l
 
 def tune_config(**kw: Any) -> Any:
     """The TuneConfig every sweep runs under (metric, mode, trial names), with ``kw`` on top."""
-    from ray import tune
+    from ray import tune  # heavy
 
     return tune.TuneConfig(metric=METRIC, mode=MODE, trial_name_creator=trial_name,
                            trial_dirname_creator=trial_name, **kw)
@@ -366,8 +373,8 @@ def tune_config(**kw: Any) -> Any:
 
 def run_config(name: str, storage: Path, *, max_failures: int, callbacks: list[Any]) -> Any:
     """The RunConfig every sweep runs under: JSON and CSV result logs, two checkpoints kept."""
-    from ray import tune
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+    from ray import tune  # heavy
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # heavy
 
     return tune.RunConfig(
         name=name, storage_path=str(storage), verbose=0,
@@ -389,12 +396,6 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     apply_quiet_env()
     stream = stream or sys.stdout
     t0 = time.monotonic()
-    from bench.tracking.uri import (
-        TrackingUnavailable,
-        apply_http_env,
-        check_tracking,
-        resolve_tracking_uri,
-    )
 
     uri = resolve_tracking_uri(tracking_uri)
     try:
@@ -410,9 +411,10 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     print(f"sweep {spec.name} ({sweep_id}): {sweep_dir}; tracking: {uri} (experiment {spec.experiment!r})",
           file=stream, flush=True)
 
-    from bench.tracking import records
-    from bench.tracking.callback import MLflowTrialCallback, configure_runtime
-    from bench.tracking.store import Tracker
+    from bench.tracking.callback import (  # heavy: pandas, pyarrow, ray
+        MLflowTrialCallback,
+        configure_runtime,
+    )
 
     tracker = Tracker(uri, spec.experiment)
 
@@ -430,9 +432,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     # MLflow's first contact (imports, creating a new SQLite schema: seconds) overlaps Ray's start.
     from concurrent.futures import ThreadPoolExecutor
 
-    from ray import tune
+    from ray import tune  # heavy
 
-    from bench.sweep.trainable import run_trial
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         parent_future = pool.submit(open_parent)
@@ -492,12 +493,10 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
             write_meta(sweep_dir, meta)
     finally:
         if started:
-            import ray
+            import ray  # heavy
 
             ray.shutdown()
 
-    from bench.sweep.leaderboard import format_table, leaderboard, to_csv
-    from bench.sweep.results import read_sweep
 
     _, outcome.trials = read_sweep(sweep_dir)
     outcome.errors = sum(t.status == "ERROR" for t in outcome.trials)
@@ -524,7 +523,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
 
 
 def _progress(unit: Unit, total: int, stream: TextIO) -> Any:
-    from bench.sweep.progress import ProgressPrinter
+    from bench.sweep.progress import ProgressPrinter  # heavy: pandas, pyarrow, ray
 
     return ProgressPrinter(unit=unit.name, total=total, stream=stream)
 

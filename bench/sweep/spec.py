@@ -182,7 +182,7 @@ class Distribution:
     args: tuple[Any, ...]                      # (low, high) or the choices
 
     def to_tune(self) -> Any:
-        from ray import tune
+        from ray import tune  # heavy
 
         if self.kind == "choice":
             return tune.choice(list(self.args))
@@ -451,7 +451,7 @@ def _build(data: Any, ctx: _Ctx, base: Path) -> SweepSpec:
     storage = _path(_str(ctx, top.get("storage", "runs"), ("storage",)), base)
 
     preset = _str(ctx, top.get("preset", "paper"), ("preset",))
-    from bench.models import PRESETS
+    from bench.models import PRESETS  # heavy: torch
 
     if preset not in PRESETS:
         raise ctx.error(("preset",), f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
@@ -571,7 +571,7 @@ def _synthetic(ctx: _Ctx, v: Any, path: tuple) -> SyntheticSpec:
 def _grid(ctx: _Ctx, v: Any) -> GridSpec:
     path = ("grid",)
     _mapping(ctx, v, path, optional=("cells", "modalities", "seeds"))
-    from bench.models import list_cells
+    from bench.models import list_cells  # heavy: torch
 
     known = list(list_cells())
     cells_v = v.get("cells", "all")

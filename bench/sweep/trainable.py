@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.train.trainable import trial_fn
+
 
 def node_file(config: dict[str, Any], trial_name: str) -> Path | None:
     sweep = config.get("sweep") or {}
@@ -25,10 +27,9 @@ def node_file(config: dict[str, Any], trial_name: str) -> Path | None:
 
 
 def run_trial(config: dict[str, Any]) -> None:
-    import ray
-    from ray import tune
+    import ray  # heavy
+    from ray import tune  # heavy
 
-    from bench.train.trainable import trial_fn
 
     ctx = tune.get_context()
     f = node_file(config, ctx.get_trial_name())

@@ -29,7 +29,7 @@ from bench.tracking.store import Tracker, quote
 
 def table_for_mlflow(df: pl.DataFrame) -> Any:
     """A pandas frame MLflow's table view can show: NaN -> None (JSON null), floats rounded."""
-    import pandas as pd
+    import pandas as pd  # heavy
 
     cols = {}
     for name, dtype in df.schema.items():

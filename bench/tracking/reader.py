@@ -53,7 +53,7 @@ def client(tracking_uri: str) -> Any:
     """An ``MlflowClient`` on ``tracking_uri`` (no progress bar per downloaded score file)."""
     import os
 
-    from mlflow.tracking import MlflowClient
+    from mlflow.tracking import MlflowClient  # heavy
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     return MlflowClient(tracking_uri=tracking_uri)

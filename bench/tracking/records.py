@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from bench.tracking.meta import provenance_tags
+from bench.train.config import TrainConfig
 from bench.train.layout import METRICS_FILE as METRICS
 from bench.train.layout import VAL_SCORES_FILE as VAL_SCORES
 
@@ -176,8 +177,6 @@ def param_strings(params: Mapping[str, Any]) -> dict[str, str]:
 
 @functools.cache
 def _train_field_types() -> dict[str, Any]:
-    from bench.train.config import TrainConfig
-
     return typing.get_type_hints(TrainConfig)      # the module's annotations are strings
 
 

@@ -63,7 +63,7 @@ class Tracker:
         if self._client is None:
             import logging
 
-            from mlflow.tracking import MlflowClient
+            from mlflow.tracking import MlflowClient  # heavy
 
             # "Creating initial MLflow database tables..." on every new SQLite store
             for name in ("mlflow.store.db.utils", "alembic"):
@@ -77,7 +77,7 @@ class Tracker:
     @property
     def experiment_id(self) -> str:
         if self._exp_id is None:
-            from mlflow.exceptions import MlflowException
+            from mlflow.exceptions import MlflowException  # heavy
 
             exp = self.client.get_experiment_by_name(self.experiment)
             if exp is None:
@@ -121,7 +121,7 @@ class Tracker:
         return run.info.run_id, True
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
-        from mlflow.entities import RunTag
+        from mlflow.entities import RunTag  # heavy
 
         if tags:
             self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
@@ -129,7 +129,7 @@ class Tracker:
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> list[str]:
         """Log the params not yet on the run; return the keys whose stored value differs
         (MLflow params are immutable, so a changed value is reported, not written)."""
-        from mlflow.entities import Param
+        from mlflow.entities import Param  # heavy
 
         existing = self.client.get_run(run_id).data.params
         flat = param_strings(params)
@@ -153,7 +153,7 @@ class Tracker:
     def log_epoch(self, run_id: str, result: Mapping[str, Any]) -> None:
         """One epoch's metrics with ``step=epoch``; the ``epoch`` metric goes LAST in the batch:
         it is what marks the epoch as logged."""
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric  # heavy
 
         step = int(result[EPOCH_KEY])
         ts = int(float(result.get("timestamp") or time.time()) * 1000)
@@ -179,7 +179,7 @@ class Tracker:
     def log_summary(self, run_id: str) -> None:
         """``best_val_top1`` / ``best_epoch`` at the last step, from the run's own history (a
         resumed driver only holds the epochs it saw): what a leaderboard sorts on."""
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric  # heavy
 
         hist = [m for m in self.client.get_metric_history(run_id, "val_top1") if not math.isnan(m.value)]
         if not hist:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.sweep.results import read_sweep
 from bench.tracking import records
 from bench.tracking.store import Tracker
 
@@ -39,8 +40,6 @@ def find_sweep_dirs(target: str | Path) -> list[Path]:
 
 
 def sync_sweep(sweep_dir: str | Path, *, tracking_uri: str, experiment: str | None = None) -> SyncStats:
-    from bench.sweep.results import read_sweep
-
     sweep_dir = Path(sweep_dir)
     meta, trials = read_sweep(sweep_dir)
     tracker = Tracker(tracking_uri, experiment or meta.get("experiment") or "gesturebench")

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import CLIError
+from bench.train.config import TrainConfig, split_config
+from bench.train.session import LocalSession
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
@@ -55,8 +57,6 @@ def load_config(path: Path | None, sets: list[str]) -> dict[str, Any]:
 
 
 def _handler(args: argparse.Namespace) -> int:
-    from bench.train.config import TrainConfig, split_config
-
     raw = load_config(args.config, args.sets)
     try:
         cfg = TrainConfig.from_dict(split_config(raw)[0])
@@ -66,8 +66,7 @@ def _handler(args: argparse.Namespace) -> int:
         raise CLIError(f"TrainConfig.num_workers={cfg.num_workers}: `bench train` runs one process; "
                        "use `bench run` / `bench sweep` for DDP")
 
-    from bench.train.loop import run_training
-    from bench.train.session import LocalSession
+    from bench.train.loop import run_training  # heavy: torch
 
     class PrintingSession(LocalSession):
         def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:

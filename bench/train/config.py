@@ -165,8 +165,8 @@ class TrainConfig:
             _bad(self, "backend", "'dali-gpu' decodes on the workers' GPUs: needs use_gpu (resources.gpu > 0)")
         # The cell registry and the presets live with the network (it imports torch): checked
         # last, lazily, so that every cheap error above is reported without paying for it.
-        from bench.models import list_cells
-        from bench.models.net import PRESETS
+        from bench.models import list_cells  # heavy: torch
+        from bench.models.net import PRESETS  # heavy: torch
 
         _choice(self, "cell", tuple(list_cells()))
         _choice(self, "preset", tuple(PRESETS))
@@ -178,14 +178,14 @@ class TrainConfig:
     @property
     def resolved_clip_len(self) -> int:
         """The clip length trained: ``clip_len``, else the preset's."""
-        from bench.models.net import PRESETS
+        from bench.models.net import PRESETS  # heavy: torch
 
         return self.clip_len or PRESETS[self.preset].frames
 
     @property
     def resolved_image_size(self) -> int:
         """The clip size trained: ``image_size``, else the preset's."""
-        from bench.models.net import PRESETS
+        from bench.models.net import PRESETS  # heavy: torch
 
         return self.image_size or PRESETS[self.preset].image_size
 

@@ -158,8 +158,8 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 def write_val_scores(path: Path, *, sample_ids: list[str], labels: np.ndarray, preds: np.ndarray,
                      probs: np.ndarray) -> None:
     """Per-sample validation scores: sample_id str, label int64, pred int64, probs list<float32>."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    import pyarrow as pa  # heavy
+    import pyarrow.parquet as pq  # heavy
 
     probs = np.ascontiguousarray(probs, dtype=np.float32)
     n, c = probs.shape if probs.ndim == 2 else (0, 0)

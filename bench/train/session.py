@@ -40,7 +40,7 @@ class Session:
 
     def device(self, *, use_gpu: bool) -> Any:
         """The torch device this process trains on."""
-        import torch
+        import torch  # heavy
 
         if use_gpu and torch.cuda.is_available():
             return torch.device("cuda", self.local_rank % torch.cuda.device_count())
@@ -105,7 +105,7 @@ class TuneSession(Session):
 
     @contextlib.contextmanager
     def restore_dir(self) -> Iterator[Path | None]:
-        from ray import tune
+        from ray import tune  # heavy
 
         ckpt = tune.get_checkpoint()
         if ckpt is None:
@@ -115,7 +115,7 @@ class TuneSession(Session):
             yield Path(d)
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
-        from ray import tune
+        from ray import tune  # heavy
 
         ckpt = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         tune.report(metrics, checkpoint=ckpt)
@@ -125,7 +125,7 @@ class TrainSession(Session):
     """Inside a Ray Train worker: rank and world size from ``ray.train.get_context()``."""
 
     def __init__(self) -> None:
-        import ray.train
+        import ray.train  # heavy
 
         ctx = ray.train.get_context()
         self.rank = ctx.get_world_rank()
@@ -133,17 +133,17 @@ class TrainSession(Session):
         self.local_rank = ctx.get_local_rank()
 
     def device(self, *, use_gpu: bool) -> Any:
-        import torch
+        import torch  # heavy
 
         if not (use_gpu and torch.cuda.is_available()):
             return super().device(use_gpu=use_gpu)
-        import ray.train.torch
+        import ray.train.torch  # heavy
 
         return ray.train.torch.get_device()   # the GPU Ray assigned to this worker
 
     @contextlib.contextmanager
     def restore_dir(self) -> Iterator[Path | None]:
-        import ray.train
+        import ray.train  # heavy
 
         ckpt = ray.train.get_checkpoint()
         if ckpt is None:
@@ -153,7 +153,7 @@ class TrainSession(Session):
             yield Path(d)
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
-        import ray.train
+        import ray.train  # heavy
 
         # Every rank must call report (it is a barrier); only rank 0 passes a checkpoint, so
         # it is uploaded once.

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.train.config import DriverConfig, TrainConfig, split_config
+from bench.train.session import TuneSession
 
 # Ray Train V2 settings that shorten each fit's start-up by a few seconds (a fast health check,
 # no preemption watcher, no state reconciliation); V2 propagates them from the process that
@@ -56,8 +57,8 @@ def trial_resources(*, workers: int, use_gpu: bool, driver: DriverConfig) -> dic
 def _match_threads_to_reservation() -> None:
     """Use as many torch threads as CPUs Ray reserved for this trial: two concurrent trials
     with torch's default (all cores) each would oversubscribe the machine."""
-    import ray
-    import torch
+    import ray  # heavy
+    import torch  # heavy
 
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
     if cpus:
@@ -66,11 +67,10 @@ def _match_threads_to_reservation() -> None:
 
 def trial_fn(config: dict[str, Any]) -> None:
     """Tune function trainable: train the run described by ``config`` (see module docstring)."""
-    from ray import tune
+    from ray import tune  # heavy
 
     # torch and ray load here, in the trial's process, not when the sweep driver imports this
-    from bench.train.loop import run_training, train_loop_per_worker
-    from bench.train.session import TuneSession
+    from bench.train.loop import run_training, train_loop_per_worker  # heavy: torch
 
     train_fields, driver_fields = split_config(config)
     cfg = TrainConfig.from_dict(train_fields)       # the one dict -> dataclass of the trial
@@ -82,9 +82,9 @@ def trial_fn(config: dict[str, Any]) -> None:
 
     for k, v in TRAIN_V2_FAST_ENV.items():
         os.environ.setdefault(k, v)
-    import ray.train
-    from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
+    import ray.train  # heavy
+    from ray.train.torch import TorchTrainer  # heavy
+    from ray.tune.integration.ray_train import TuneReportCallback  # heavy
 
     ctx = tune.get_context()
     storage = driver.storage_path or str(Path(ctx.get_trial_dir()).parent)
