@@ -66,7 +66,7 @@ class CellComplexity:
 
 def cell_complexity(cell: str, *, c_in: int = 256, c_out: int = 256, k: int = 3, hw: int = 28) -> CellComplexity:
     """One time step of one layer at the paper's setting."""
-    from bench.models._registry import create_cell
+    from bench.models._registry import create_cell  # cycle: the registry imports the cells
 
     with torch.device("meta"):
         m = create_cell(cell, in_channels=c_in, out_channels=c_out, kernel_size=k).eval()
@@ -93,7 +93,7 @@ class NetworkComplexity:
 def network_complexity(cell: str, *, frames: int, image_size: int = 112, preset: str = "paper",
                        num_classes: int = 249) -> NetworkComplexity:
     """Whole-network parameters and multiply-adds per clip, counted on meta tensors."""
-    from bench.models.net import NetConfig, build_network
+    from bench.models.net import NetConfig, build_network  # cycle: net imports complexity
 
     cfg = NetConfig.preset(preset, cell=cell, num_classes=num_classes)
     with torch.device("meta"):

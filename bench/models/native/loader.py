@@ -70,7 +70,7 @@ class NativeKernels:
 
     @staticmethod
     def _suffix(x) -> str:
-        import torch
+        import torch  # heavy: the loader builds without torch
         if x.dtype == torch.float32:
             return "f32"
         if x.dtype == torch.float64:
@@ -112,7 +112,7 @@ class NativeKernels:
 
     def tanh(self, x):
         """The float32 rational tanh of the kernels, for tests."""
-        import torch
+        import torch  # heavy: the loader builds without torch
         x = x.contiguous()
         y = torch.empty_like(x)
         self._tanh(x.numel(), *_ptrs(x, [(x, x.numel()), (y, x.numel())]))
@@ -157,7 +157,7 @@ def build(compiler: str | None = None, directory: Path | None = None) -> Path:
     """Compile the kernels (or find them built) and return the shared object's path.
 
     Raises RuntimeError naming the compiler and its message when the build fails."""
-    import torch
+    import torch  # heavy: the loader builds without torch
 
     compiler = compiler or _compiler()
     if compiler is None:

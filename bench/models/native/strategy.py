@@ -39,7 +39,7 @@ def visible_to_dispatch() -> bool:
     """Whether something needs to see the ATen ops: a TorchDispatchMode (``FlopCounterMode``,
     ``count_macs``) or ``torch.compile`` tracing. Neither can look into the C++ kernels (dynamo
     would break the graph at every call), so the layers take their ATen path instead."""
-    from torch.utils._python_dispatch import _get_current_dispatch_mode
+    from torch.utils._python_dispatch import _get_current_dispatch_mode  # private: kept to this check
 
     return torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None
 
@@ -180,7 +180,7 @@ def implementation(target: object, *, device: torch.device | str | None = None,
     under "aten": a step loop, then (a)'s fused layer) reports the most specialised of them,
     in the order native, aten, steploop: "native" means some C++ kernel runs in it.
     """
-    from bench.models.net import NetConfig, build_network
+    from bench.models.net import NetConfig, build_network  # cycle: both build on this strategy
     from bench.models.recurrent import ConvRecurrentLayer
 
     if isinstance(target, NetConfig):
