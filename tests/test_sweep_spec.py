@@ -143,6 +143,8 @@ def test_bad_fields_are_named(tmp_path, extra, expected):
     ("resources: {gpu: 0.5, workers: 2}\n", 6, r"resources.gpu: a GPU share below 1 with workers=2 .*NCCL"),
     ("train: {momentum: 1.0}\n", 6, r"train.momentum: must be in \[0, 1\), got 1.0$"),
     ("train: {backend: nvdec}\n", 6, r"train.backend: must be one of \['auto', 'dali-gpu'"),
+    ("train: {recurrent_impl: fused}\n", 6, r"train.recurrent_impl: must be one of \['auto', 'native', 'aten', "
+     r"'steploop'\], got the string 'fused'$"),
     ("train: {lr: 1e-3}\nsearch:\n  space:\n    lr_end: {uniform: [1.0e-6, 0.01]}\n", 9,
      r"search.space.lr_end: can draw lr_end=0.01, which stages\[0\] \(pretrain\) refuses: lr_end: must be in "
      r"\[0, lr=0.001\]"),
