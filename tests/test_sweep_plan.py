@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from ray.tune.search import Searcher
 
 from bench.sweep.spec import parse_spec
 
@@ -65,13 +66,15 @@ def test_units_and_grid_param_space_feed_trainconfig(tmp_path):
     assert TrainConfig.from_dict(split_config(pre_cfg)[0]).batch_size == 16
 
 
-def test_optuna_runs_one_study_per_combination(tmp_path):
+OPTUNA = ("search: {searcher: optuna, num_samples: 3, seed: 1, "
+          "space: {lr: {loguniform: [1.0e-4, 1.0e-1]}, batch_size: {choice: [4, 8]}}}\n")
+
+
+def test_optuna_sequential_runs_one_experiment_per_study(tmp_path):
     pytest.importorskip("optuna")
     from bench.sweep.run import param_space, plan_units
 
-    text = BASE + ("search: {searcher: optuna, num_samples: 3, seed: 1, "
-                   "space: {lr: {loguniform: [1.0e-4, 1.0e-1]}, batch_size: {choice: [4, 8]}}}\n")
-    spec = parse_spec(text, base_dir=tmp_path)
+    spec = parse_spec(BASE + OPTUNA.replace("seed: 1,", "seed: 1, studies: sequential,"), base_dir=tmp_path)
     units = plan_units(spec)
     pre = [u.name for u in units if u.stage.name == "pretrain"]
     fine = [u.name for u in units if u.stage.name == "finetune"]
@@ -85,6 +88,95 @@ def test_optuna_runs_one_study_per_combination(tmp_path):
 
     assert isinstance(space["lr"], tune.search.sample.Float) and isinstance(space["batch_size"], tune.search.sample.Categorical)
     assert not any(isinstance(v, dict) and "grid_search" in v for v in space.values())
+
+
+def test_optuna_studies_of_a_stage_share_one_experiment(tmp_path):
+    """One Tune experiment per stage; StudySearcher hands out every study's trials in turn,
+    each with its study's fixed values, and each study has its own seeded TPE."""
+    pytest.importorskip("optuna")
+    from ray.tune.search import Searcher
+
+    from bench.sweep.run import _make_tuner, param_space, plan_units, study_values
+
+    spec = parse_spec(BASE + OPTUNA + "scheduler: {grace_period: 1}\n", base_dir=tmp_path)
+    units = plan_units(spec)
+    assert [(u.name, u.studies) for u in units] == [("pretrain", True), ("finetune", True)]
+    fine = units[1]
+    table = {f"{c}/rgb/{s}": f"/ck/{c}{s}" for c in ("a", "convlstm") for s in (0, 1)}
+    space = param_space(spec, fine, sweep_id="x", sweep_dir=tmp_path, init_table=table, num_classes={})
+    assert not any(isinstance(v, dict) and "grid_search" in v for v in space.values())
+    fixed = study_values(spec, fine, sweep_dir=tmp_path, init_table=table)
+    assert fixed[("convlstm", "depth", 1)] == {"init_checkpoint": "/ck/convlstm1"}
+    tuner = _make_tuner(spec, fine, space, [], tmp_path, study_fixed=fixed)
+    cfg = tuner._local_tuner._tune_config
+    searcher, scheduler = cfg.search_alg, cfg.scheduler
+    assert cfg.num_samples == 8 * 3 and type(scheduler).__name__ == "StudyScheduler"
+    seeds = [s._seed for s in searcher.inner]
+    assert seeds == list(range(1 + 4, 1 + 4 + 8))     # after the pretrain stage's 4 studies
+    drawn = [searcher.suggest(f"t{i}") for i in range(24)]
+    assert searcher.suggest("t24") == Searcher.FINISHED
+    combos = [(d["cell"], d["modality"], d["seed"]) for d in drawn]
+    assert combos[:8] == spec.combos(fine.stage) and combos[8:16] == combos[:8]   # round-robin
+    assert all(d["init_checkpoint"] == f"/ck/{d['cell']}{d['seed']}" for d in drawn)
+    assert all(1e-4 <= d["lr"] <= 1e-1 and d["batch_size"] in (4, 8) for d in drawn)
+
+
+class Recorder(Searcher):
+    """An inner searcher that suggests its study's own lr and records completions (at module
+    level: the StudySearcher state it lives in is pickled)."""
+
+    def __init__(self, i):
+        super().__init__(metric="val_top1", mode="max")
+        self.i, self.done = i, []
+
+    def suggest(self, trial_id):
+        return {"lr": 0.1 * (self.i + 1)}
+
+    def on_trial_complete(self, trial_id, result=None, error=False):
+        self.done.append((trial_id, result["val_top1"]))
+
+
+def test_study_searcher_routes_results_and_survives_a_restart(tmp_path):
+    from bench.sweep.search import StudySearcher
+    combos = [("a", "rgb", 0), ("b", "rgb", 0)]
+    s = StudySearcher(combos, num_samples=2, make_searcher=Recorder, metric="val_top1", mode="max",
+                      fixed={("b", "rgb", 0): {"init_checkpoint": "/ck"}})
+    got = [s.suggest(t) for t in ("t0", "t1", "t2")]
+    assert [(g["cell"], g["lr"]) for g in got] == [("a", 0.1), ("b", 0.2), ("a", 0.1)]
+    assert got[1]["init_checkpoint"] == "/ck" and "init_checkpoint" not in got[0]
+    s.on_trial_complete("t1", {"val_top1": 0.5})
+    s.save(str(tmp_path / "state.pkl"))
+    again = StudySearcher(combos, num_samples=2, make_searcher=Recorder, metric="val_top1", mode="max")
+    again.restore(str(tmp_path / "state.pkl"))
+    assert again.inner[1].done == [("t1", 0.5)] and again.inner[0].done == []
+    assert again.suggest("t3")["cell"] == "b" and again.suggest("t4") == Searcher.FINISHED
+
+
+def test_study_scheduler_keeps_asha_brackets_per_study():
+    """A study's trial is stopped only for being worse than its own study's: a weak cell is not
+    cut because another cell does better."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from bench.sweep.search import StudyScheduler
+
+    sched = StudyScheduler(metric="val_top1", mode="max", time_attr="epoch", max_t=4, grace_period=1,
+                           reduction_factor=2)
+
+    def trial(tid, cell):
+        return SimpleNamespace(trial_id=tid, config={"cell": cell, "modality": "rgb", "seed": 0})
+
+    strong = [trial(f"s{i}", "a") for i in range(2)]
+    weak = [trial(f"w{i}", "b") for i in range(2)]
+    for t in strong + weak:
+        sched.on_trial_add(None, t)
+    # epoch 1: study a scores 0.9 and 0.8, study b 0.3 and 0.2
+    acts = {t.trial_id: sched.on_trial_result(None, t, {"epoch": 1, "val_top1": v})
+            for t, v in zip(strong + weak, (0.9, 0.8, 0.3, 0.2))}
+    assert acts["s0"] == acts["w0"] == TrialScheduler.CONTINUE     # each study's best goes on
+    assert acts["s1"] == acts["w1"] == TrialScheduler.STOP         # each study's worse half stops
+    assert sched.num_stopped == 2
 
 
 @pytest.mark.parametrize("res, expected", [

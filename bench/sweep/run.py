@@ -84,7 +84,9 @@ class Unit:
     """One Tune experiment of the sweep."""
     name: str
     stage: StageSpec
-    combo: tuple[str, str, int] | None = None     # fixed (cell, modality, seed) for Optuna
+    combo: tuple[str, str, int] | None = None     # fixed (cell, modality, seed): one study alone
+    studies: bool = False                         # every (cell, modality, seed) study of the stage
+                                                  # in this one experiment (bench.sweep.search)
 
 
 @dataclass
@@ -117,7 +119,10 @@ def plan_units(spec: SweepSpec) -> list[Unit]:
     units: list[Unit] = []
     for st in spec.stages:
         if spec.search is not None and spec.search.searcher == "optuna":
-            units += [Unit(f"{st.name}-{c}-{m}-s{s}", st, (c, m, s)) for c, m, s in spec.combos(st)]
+            if spec.search.studies == "sequential":     # one experiment per study, one after another
+                units += [Unit(f"{st.name}-{c}-{m}-s{s}", st, (c, m, s)) for c, m, s in spec.combos(st)]
+            else:
+                units.append(Unit(st.name, st, studies=True))
         else:
             units.append(Unit(st.name, st))
     return units
@@ -192,6 +197,11 @@ def param_space(spec: SweepSpec, unit: Unit, *, sweep_id: str, sweep_dir: Path,
     space: dict[str, Any] = cfg.to_dict() | driver_config(spec, unit, sweep_dir).to_dict()
     space["sweep"] = identity.to_dict()
     combo = dict(zip(("cell", "modality", "seed"), unit.combo)) if unit.combo is not None else None
+    if unit.studies:
+        # StudySearcher sets cell, modality, seed, the searched keys and the per-study values
+        # (`study_values`) in each trial; the stage's own values stand here.
+        space.update(zip(("cell", "modality", "seed"), spec.combos(st)[0]))
+        return space
     if combo is not None:
         space.update(combo)
     else:
@@ -208,6 +218,23 @@ def param_space(spec: SweepSpec, unit: Unit, *, sweep_id: str, sweep_dir: Path,
         for k, dist in spec.search.space.items():
             space[k] = dist.to_tune()
     return space
+
+
+def study_values(spec: SweepSpec, unit: Unit, *, sweep_dir: Path, init_table: dict[str, str] | None
+                 ) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """The values of a study's trials that its (cell, modality, seed) decides: the fine-tune
+    checkpoint and the fail-once marker."""
+    cfg = unit.stage.train
+    out: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for c, m, s in spec.combos(unit.stage):
+        combo = {"cell": c, "modality": m, "seed": s}
+        values: dict[str, Any] = {}
+        if cfg.fail_marker == PER_TRIAL:
+            values["fail_marker"] = FailMarker(str(sweep_dir / unit.name))(combo)
+        if cfg.init_checkpoint == PER_TRIAL:
+            values["init_checkpoint"] = InitCheckpoint(init_table or {}, unit.stage.init_modality)(combo)
+        out[(c, m, s)] = values
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,7 +351,21 @@ def start_ray(address: str | None) -> bool:
 # running
 
 
-def _make_tuner(spec: SweepSpec, unit: Unit, space: dict[str, Any], callbacks: list[Any], sweep_dir: Path) -> Any:
+def _study_seed(spec: SweepSpec, stage: StageSpec, combo: tuple[str, str, int]) -> int | None:
+    """Each study's own reproducible stream: the search seed plus the study's index over the
+    sweep's stages (the same seed whether the studies run at once or one after another)."""
+    if spec.search is None or spec.search.seed is None:
+        return None
+    offset = 0
+    for st in spec.stages:
+        if st is stage:
+            return spec.search.seed + offset + spec.combos(st).index(combo)
+        offset += len(spec.combos(st))
+    raise ValueError(f"stage {stage.name!r} is not in the sweep")
+
+
+def _make_tuner(spec: SweepSpec, unit: Unit, space: dict[str, Any], callbacks: list[Any], sweep_dir: Path,
+                study_fixed: dict[tuple[str, str, int], dict[str, Any]] | None = None) -> Any:
     from ray import tune  # heavy
 
     search_alg = None
@@ -336,11 +377,18 @@ def _make_tuner(spec: SweepSpec, unit: Unit, space: dict[str, Any], callbacks: l
             from ray.tune.search.optuna import OptunaSearch  # heavy
 
             optuna.logging.set_verbosity(optuna.logging.WARNING)
+            if unit.studies:
+                from bench.sweep.search import StudySearcher  # heavy: ray
 
-            seed = None
-            if spec.search.seed is not None:   # a different, reproducible stream per combination
-                seed = spec.search.seed + plan_units(spec).index(unit)
-            search_alg = OptunaSearch(seed=seed)
+                combos = spec.combos(unit.stage)
+                space_tune = {k: d.to_tune() for k, d in spec.search.space.items()}
+                search_alg = StudySearcher(
+                    combos, num_samples=num_samples, fixed=study_fixed, metric=METRIC, mode=MODE,
+                    make_searcher=lambda i: OptunaSearch(space=space_tune, metric=METRIC, mode=MODE,
+                                                         seed=_study_seed(spec, unit.stage, combos[i])))
+                num_samples *= len(combos)
+            else:
+                search_alg = OptunaSearch(seed=_study_seed(spec, unit.stage, unit.combo))
         elif spec.search.searcher == "random":
             from ray.tune.search import BasicVariantGenerator  # heavy
 
@@ -349,9 +397,14 @@ def _make_tuner(spec: SweepSpec, unit: Unit, space: dict[str, Any], callbacks: l
     if spec.scheduler is not None:
         from ray.tune.schedulers import ASHAScheduler  # heavy
 
-        scheduler = ASHAScheduler(time_attr=spec.scheduler.time_attr, max_t=unit.stage.epochs,
-                                  grace_period=spec.scheduler.grace_period,
-                                  reduction_factor=spec.scheduler.reduction_factor)
+        asha = dict(time_attr=spec.scheduler.time_attr, max_t=unit.stage.epochs,
+                    grace_period=spec.scheduler.grace_period, reduction_factor=spec.scheduler.reduction_factor)
+        if unit.studies:        # brackets per study: a trial is compared with its own study's
+            from bench.sweep.search import StudyScheduler  # heavy: ray
+
+            scheduler = StudyScheduler(metric=METRIC, mode=MODE, **asha)
+        else:
+            scheduler = ASHAScheduler(**asha)
 
     return tune.Tuner(
         tune.with_resources(run_trial, trial_resources(spec)),
@@ -472,9 +525,11 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
                     init_table = _init_table(spec, unit.stage, sweep_dir, meta)
                 space = param_space(spec, unit, sweep_id=sweep_id, sweep_dir=sweep_dir,
                                     init_table=init_table, num_classes=num_classes)
+                fixed = (study_values(spec, unit, sweep_dir=sweep_dir, init_table=init_table)
+                         if unit.studies else None)
                 print(f"{unit.name}: {_unit_total(spec, unit)} trials "
                       f"({unit.stage.dataset}, {unit.stage.epochs} epochs)", file=stream, flush=True)
-                tuner = _make_tuner(spec, unit, space, callbacks, sweep_dir)
+                tuner = _make_tuner(spec, unit, space, callbacks, sweep_dir, study_fixed=fixed)
             state["state"] = "running"
             write_meta(sweep_dir, meta)
             tuner.fit()

@@ -59,7 +59,11 @@ Example (every key; only ``name``, ``datasets`` and ``stages`` are required)::
     search:                          # optional hyperparameter search; searched keys
       searcher: optuna               #   override the fixed `train` values
                                      # optuna | random | basic (Tune's BasicVariantGenerator);
-                                     #   optuna runs one study per (cell, modality, seed)
+                                     #   optuna runs one study per (cell, modality, seed), its own
+                                     #   TPE history and ASHA brackets; all studies of a stage
+                                     #   share one Tune experiment (bench.sweep.search)
+      studies: concurrent            # or sequential: one Tune experiment per study (measured
+                                     #   against each other by `bench perf search`)
       num_samples: 4                 # trials per (cell, modality, seed)
       seed: 0
       space:
@@ -108,6 +112,7 @@ TRAIN_KEYS = frozenset(f.name for f in dataclasses.fields(TrainConfig)) - SWEEP_
 SEARCHABLE = ("lr", "weight_decay", "batch_size", "momentum", "lr_end", "lr_power")
 DISTRIBUTIONS = ("loguniform", "uniform", "choice")
 SEARCHERS = ("basic", "random", "optuna")
+STUDIES = ("concurrent", "sequential")
 SCHEDULERS = ("asha",)
 # Defaults that make a sweep reproducible without a `train:` block: the paper's protocol.
 DEFAULT_BATCH_SIZE = 8
@@ -195,6 +200,8 @@ class SearchSpec:
     num_samples: int = 1
     seed: int | None = None
     space: Mapping[str, Distribution] = field(default_factory=dict)
+    studies: str = "concurrent"                # optuna: all studies of a stage in one experiment,
+                                               # or "sequential" (one experiment per study)
 
 
 @dataclass(frozen=True)
@@ -770,7 +777,7 @@ def _distribution(ctx: _Ctx, key: str, v: Any, path: tuple) -> Distribution:
 
 def _search(ctx: _Ctx, v: Any) -> SearchSpec:
     path = ("search",)
-    _mapping(ctx, v, path, required=("space",), optional=("searcher", "num_samples", "seed"))
+    _mapping(ctx, v, path, required=("space",), optional=("searcher", "num_samples", "seed", "studies"))
     searcher = _str(ctx, v.get("searcher", "basic"), path + ("searcher",), choices=SEARCHERS)
     num = _int(ctx, v.get("num_samples", 1), path + ("num_samples",), minimum=1)
     seed = _int(ctx, v["seed"], path + ("seed",), minimum=0) if v.get("seed") is not None else None
@@ -787,7 +794,8 @@ def _search(ctx: _Ctx, v: Any) -> SearchSpec:
             import optuna  # noqa: F401
         except ImportError:
             raise ctx.error(path + ("searcher",), "optuna is not installed (pip install optuna)") from None
-    return SearchSpec(searcher=searcher, num_samples=num, seed=seed, space=space)
+    studies = _str(ctx, v.get("studies", "concurrent"), path + ("studies",), choices=STUDIES)
+    return SearchSpec(searcher=searcher, num_samples=num, seed=seed, space=space, studies=studies)
 
 
 def _check_search(ctx: _Ctx, search: SearchSpec, stage: StageSpec, i: int) -> None:
