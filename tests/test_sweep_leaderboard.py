@@ -70,3 +70,32 @@ def test_read_unit_and_final_checkpoints(tmp_path):
     found = final_checkpoints(trials)
     assert found[("a", "rgb", 0)] == (unit / "pretrain-a-rgb-s0-abcde_00000" / "checkpoint_000001", 0.4)
     assert found[("b", "rgb", 0)][0].name == "checkpoint_000000"
+
+
+def test_search_rows_name_the_selected_configuration_and_early_stops():
+    """Each seed's study selects its best full-length trial (a trial ASHA stopped early was
+    judged on a shorter budget); the row says every searched key's value, the trial count and
+    how many were stopped early -- in the printed table and in the CSV."""
+    def trial(seed, lr, bs, finals, name):
+        t = _t("pretrain", "a", "rgb", seed, finals, name=name)
+        t.config.update(lr=lr, batch_size=bs, epochs=3)
+        return t
+
+    trials = [trial(0, 0.05, 8, [0.3, 0.6, 0.8], "t0"), trial(0, 0.01, 4, [0.99], "t1"),   # t1: stopped
+              trial(0, 0.002, 8, [0.2, 0.3, 0.4], "t2"), trial(1, 0.03, 16, [0.5, 0.6, 0.7], "t3"),
+              trial(1, 0.09, 4, [0.2, 0.25], "t4")]
+    (row,) = leaderboard(trials, searched=["lr", "batch_size"])
+    assert (row.trials, row.stopped, row.seeds) == (5, 2, 2)
+    assert [(s.seed, s.trial, dict(s.values)) for s in row.selected] == \
+        [(0, "t0", {"lr": 0.05, "batch_size": 8}), (1, "t3", {"lr": 0.03, "batch_size": 16})]
+    assert row.mean == pytest.approx(0.75)
+    text = format_table([row])
+    assert "a rgb: 5 trials, 2 stopped early" in text
+    assert "seed 0: lr=0.05, batch_size=8  (val_top1 0.800, t0)" in text
+    head, line = to_csv([row]).splitlines()
+    cols = dict(zip(head.split(","), line.split(",")))
+    assert (cols["stopped_early"], cols["selected_trials"], cols["selected_lr"], cols["selected_batch_size"]) == \
+        ("2", "t0;t3", "0.05;0.03", "8;16")
+    # a seed whose trials were all stopped early still reports its best one
+    (row,) = leaderboard([trial(0, 0.01, 4, [0.9], "only")], searched=["lr"])
+    assert row.selected[0].trial == "only" and row.stopped == 1

@@ -557,7 +557,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     outcome.errors = sum(t.status == "ERROR" for t in outcome.trials)
     last = spec.stages[-1]
     outcome.num_classes = num_classes.get(last.dataset)
-    outcome.leaderboard = leaderboard(outcome.trials)
+    outcome.leaderboard = leaderboard(outcome.trials, searched=list(spec.search.space) if spec.search else ())
     outcome.wall_s = time.monotonic() - t0
     csv = to_csv(outcome.leaderboard, num_classes=outcome.num_classes)
     (sweep_dir / "leaderboard.csv").write_text(csv)
