@@ -249,3 +249,31 @@ def test_param_space_is_the_stage_config_plus_tune_objects(tmp_path):
                                          num_classes=27 if unit.name == "pretrain" else 249,
                                          **({"init_checkpoint": f"/ck/{cell}1"} if unit.name == "finetune" else {}))
                 assert tc == expected
+
+
+def test_overrides_fix_train_values_per_cell_and_modality(tmp_path):
+    """`overrides:` (what `bench winners` writes) give some (cell, modality) pairs their own
+    train values, checked as TrainConfigs at load time; the trial of each pair gets them."""
+    from bench.errors import ConfigError
+    from bench.sweep.run import param_space, plan_units
+    from bench.train.config import TrainConfig, split_config
+
+    text = BASE + ("overrides:\n  - {cells: [a], modalities: [depth], train: {lr: 0.05}}\n"
+                   "  - {cells: [convlstm], stages: [finetune], train: {lr: 0.002, momentum: 0.8}}\n")
+    spec = parse_spec(text, base_dir=tmp_path)
+    pre, fine = plan_units(spec)
+    assert fine.stage.per_combo[("a", "depth")] == {"lr": 0.05}
+    assert fine.stage.config_for("convlstm", "rgb", 1).momentum == 0.8
+    space = param_space(spec, fine, sweep_id="x", sweep_dir=tmp_path, init_table={}, num_classes={"i": 9})
+    lrs = {(c, m): TrainConfig.from_dict(split_config(_resolve(space, c, m, 0))[0]).lr
+           for c in ("a", "convlstm") for m in ("rgb", "depth")}
+    assert lrs == {("a", "rgb"): 0.01, ("a", "depth"): 0.05, ("convlstm", "rgb"): 0.002,
+                   ("convlstm", "depth"): 0.002}
+    pre_space = param_space(spec, pre, sweep_id="x", sweep_dir=tmp_path, init_table=None, num_classes={"j": 9})
+    assert TrainConfig.from_dict(split_config(_resolve(pre_space, "convlstm", "rgb", 0))[0]).lr == 0.01
+    with pytest.raises(ConfigError, match=r"overrides\[0\].train.lr_end: must be in \[0, lr=0.01\].*for a/rgb"):
+        parse_spec(BASE + "overrides:\n  - {cells: [a], train: {lr_end: 0.5}}\n", base_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"overrides\[0\].cells\[0\]: 'b' is not in grid.cells"):
+        parse_spec(BASE + "overrides:\n  - {cells: [b], train: {lr: 0.1}}\n", base_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"overrides: lr is searched"):
+        parse_spec(BASE + OPTUNA + "overrides:\n  - {cells: [a], train: {lr: 0.1}}\n", base_dir=tmp_path)

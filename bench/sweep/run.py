@@ -152,6 +152,17 @@ class InitCheckpoint:
         return self.table.get(key, f"<no finished pretrain trial for {key}>")
 
 
+class PerCombo:
+    """``tune.sample_from``: a train value fixed per (cell, modality) by ``overrides:``, the
+    stage's own value elsewhere."""
+
+    def __init__(self, key: str, table: dict[str, Any], default: Any) -> None:
+        self.key, self.table, self.default = key, table, default
+
+    def __call__(self, config: dict[str, Any]) -> Any:
+        return self.table.get(f"{config['cell']}/{config['modality']}", self.default)
+
+
 class FailMarker:
     """``tune.sample_from``: one marker file per (cell, modality, seed) for the fail-once hook."""
 
@@ -204,7 +215,11 @@ def param_space(spec: SweepSpec, unit: Unit, *, sweep_id: str, sweep_dir: Path,
         return space
     if combo is not None:
         space.update(combo)
+        space.update(st.per_combo.get((combo["cell"], combo["modality"]), {}))
     else:
+        for key in sorted({k for values in st.per_combo.values() for k in values}):
+            table = {f"{c}/{m}": v[key] for (c, m), v in st.per_combo.items() if key in v}
+            space[key] = tune.sample_from(PerCombo(key, table, space[key]))
         space["cell"] = tune.grid_search(list(spec.grid.cells))
         space["modality"] = tune.grid_search(list(spec.modalities(st)))
         space["seed"] = tune.grid_search(list(spec.grid.seeds))
@@ -228,7 +243,7 @@ def study_values(spec: SweepSpec, unit: Unit, *, sweep_dir: Path, init_table: di
     out: dict[tuple[str, str, int], dict[str, Any]] = {}
     for c, m, s in spec.combos(unit.stage):
         combo = {"cell": c, "modality": m, "seed": s}
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = dict(unit.stage.per_combo.get((c, m), {}))
         if cfg.fail_marker == PER_TRIAL:
             values["fail_marker"] = FailMarker(str(sweep_dir / unit.name))(combo)
         if cfg.init_checkpoint == PER_TRIAL:

@@ -83,6 +83,10 @@ Example (every key; only ``name``, ``datasets`` and ``stages`` are required)::
     max_concurrent_trials: 2
     max_failures: 2                  # retries of a crashed trial, from its last checkpoint
     reuse_actors: true
+    overrides:                       # optional: train values for some (cell, modality) pairs
+      - cells: [a]                   #   (default: every cell), modalities (default: all) and
+        modalities: [rgb]            #   stages (default: all) select the trials; `train` is a
+        train: {lr_power: 1.0}       #   train block. `bench winners` writes these from a search.
 """
 
 from __future__ import annotations
@@ -168,6 +172,14 @@ class StageSpec:
     modalities: tuple[str, ...] | None = None  # this stage's subset of grid.modalities
     init_modality: str | None = None           # finetune: start every modality from this one's
                                                # pretrain trial (Jester has no depth)
+    per_combo: Mapping[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
+                                               # (cell, modality) -> train values of its trials
+                                               # (`overrides:`; each checked as a TrainConfig)
+
+    def config_for(self, cell: str, modality: str, seed: int) -> TrainConfig:
+        """The TrainConfig of one (cell, modality, seed), per-trial values aside."""
+        return self.train.replace(cell=cell, modality=modality, seed=seed,
+                                  **self.per_combo.get((cell, modality), {}))
 
 
 @dataclass(frozen=True)
@@ -444,7 +456,7 @@ def _path(v: Any, base: Path) -> Path:
 
 
 _TOP_REQUIRED = ("name", "datasets", "stages")
-_TOP_OPTIONAL = ("experiment", "storage", "grid", "preset", "epochs", "clip_len", "image_size",
+_TOP_OPTIONAL = ("experiment", "storage", "grid", "preset", "epochs", "clip_len", "image_size", "overrides",
                  "train", "search", "scheduler", "resources", "max_concurrent_trials",
                  "max_failures", "reuse_actors")
 
@@ -486,10 +498,17 @@ def _build(data: Any, ctx: _Ctx, base: Path) -> SweepSpec:
                                     f"modality {m!r} is not generated for dataset {st.dataset!r} "
                                     f"(its synthetic.modalities: {list(syn.modalities)})")
 
+    if top.get("overrides") is not None:
+        stages = _overrides(ctx, top["overrides"], stages, grid)
     search = _search(ctx, top["search"]) if top.get("search") is not None else None
     if search is not None:
         for i, st in enumerate(stages):
             _check_search(ctx, search, st, i)
+            for (c, m), values in st.per_combo.items():
+                both = sorted(set(values) & set(search.space))
+                if both:
+                    raise ctx.error(("overrides",), f"{', '.join(both)} is searched (search.space) and "
+                                    f"fixed for {c}/{m}: drop one")
     scheduler = _scheduler(ctx, top["scheduler"]) if top.get("scheduler") is not None else None
     if scheduler is not None:
         for i, st in enumerate(stages):
@@ -796,6 +815,46 @@ def _search(ctx: _Ctx, v: Any) -> SearchSpec:
             raise ctx.error(path + ("searcher",), "optuna is not installed (pip install optuna)") from None
     studies = _str(ctx, v.get("studies", "concurrent"), path + ("studies",), choices=STUDIES)
     return SearchSpec(searcher=searcher, num_samples=num, seed=seed, space=space, studies=studies)
+
+
+def _overrides(ctx: _Ctx, v: Any, stages: tuple[StageSpec, ...], grid: GridSpec) -> tuple[StageSpec, ...]:
+    """Attach each ``overrides:`` entry's train values to the (cell, modality) pairs it selects,
+    checking every resulting TrainConfig (later entries win where two select one pair)."""
+    path = ("overrides",)
+    per_stage: list[dict[tuple[str, str], dict[str, Any]]] = [{} for _ in stages]
+    for j, o in enumerate(_list(ctx, v, path)):
+        p = path + (j,)
+        _mapping(ctx, o, p, required=("train",), optional=("cells", "modalities", "stages"))
+        cells = _list(ctx, o.get("cells", list(grid.cells)), p + ("cells",))
+        for k, c in enumerate(cells):
+            if c not in grid.cells:
+                raise ctx.error(p + ("cells", k), f"{c!r} is not in grid.cells {list(grid.cells)}")
+        mods = _list(ctx, o.get("modalities", list(grid.modalities)), p + ("modalities",))
+        for k, m in enumerate(mods):
+            if m not in grid.modalities:
+                raise ctx.error(p + ("modalities", k), f"{m!r} is not in grid.modalities {list(grid.modalities)}")
+        names = _list(ctx, o.get("stages", [st.name for st in stages]), p + ("stages",))
+        for k, n in enumerate(names):
+            if n not in [st.name for st in stages]:
+                raise ctx.error(p + ("stages", k), f"unknown stage {n!r} (this sweep runs "
+                                f"{', '.join(st.name for st in stages)})")
+        train = _train_block(ctx, o["train"], p + ("train",))
+        for i, st in enumerate(stages):
+            if st.name not in names:
+                continue
+            for c in cells:
+                for m in mods:
+                    per_stage[i].setdefault((c, m), {}).update(train)
+                    if m not in (st.modalities or grid.modalities):
+                        continue
+                    try:
+                        st.train.replace(cell=c, modality=m, **per_stage[i][(c, m)])
+                    except ConfigFieldError as e:
+                        f = e.field if e.field in train else next(iter(train), None)
+                        raise ctx.error(p + ("train", f) if f else p,
+                                        f"{e.reason}, got {_kind(e.value)} (for {c}/{m} in stage {st.name})") from None
+    return tuple(dataclasses.replace(st, per_combo={k: dict(v) for k, v in per_stage[i].items()})
+                 for i, st in enumerate(stages))
 
 
 def _check_search(ctx: _Ctx, search: SearchSpec, stage: StageSpec, i: int) -> None:
