@@ -11,13 +11,20 @@ from _helpers_data import (
     REAL,
     make_framelist,
     make_isogd,
+    make_isogd_from,
     make_jester,
+    problem_files,
+    pyav_frames,
     truncate_half,
+    write_h264_no_picture_packet,
+    write_undecodable_mpeg4_avi,
     write_video,
 )
 
 from bench.cli import main
 from bench.data.check import check_dataset
+from bench.data.formats import load_index, write_index_cache
+from bench.data.index import DatasetIndex, Sample
 
 
 def _problems_by_file(problems) -> dict[str, str]:
@@ -111,3 +118,89 @@ def test_nothing_to_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert main(["data", "check", str(tmp_path / "absent"), "--format", "jester"]) == 1
     assert main(["data", "check", str(tmp_path), "--format", "isogd", "--split", "valid"]) == 1
     assert "valid_list.txt: missing list file" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def problem(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return problem_files(tmp_path_factory.mktemp("problem"))
+
+
+def test_real_world_files_are_clean_and_broken_ones_all_listed(
+        problem: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Latin-1 metadata, audio, placeholder and no-picture packets are not problems; an
+    undecodable file and junk are, each listed with its line, and the check ends with a
+    verdict (exit 1), not a traceback."""
+    junk = tmp_path / "junk.avi"
+    junk.write_bytes(os.urandom(5000))
+    videos = [*problem.values(), write_undecodable_mpeg4_avi(tmp_path / "undecodable.avi"), junk]
+    root = tmp_path / "iso"
+    make_isogd_from(root, videos)
+    bad = {len(problem) + 1: "cannot decode frame 6", len(problem) + 2: "not a readable video"}
+    for deep in ([], ["--deep"]):
+        assert main(["data", "check", str(root), "--format", "isogd", *deep]) == 1
+        out = capsys.readouterr().out.splitlines()
+        problems = [line for line in out if not line.startswith("checked ")]
+        assert len(problems) == 2 * len(bad), out           # RGB and depth copy of each
+        for i, why in bad.items():
+            for prefix in ("M", "K"):
+                name = f"{prefix}_{i:05d}{videos[i - 1].suffix}"
+                assert any(name in line and why in line and f"train_list.txt:{i})" in line
+                           for line in problems), (name, out)
+        assert out[-1].endswith(f"{2 * len(bad)} problem(s) found")
+
+
+def test_any_exception_while_checking_is_listed_with_the_rest(
+        problem: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.data import probe
+
+    root = tmp_path / "iso"
+    make_isogd_from(root, [problem["mp4_audio"], problem["divx_packed"]], depth=False)
+    truncate_half(root / "train/001/M_00001.mp4")
+    real = probe.probe_video
+
+    def failing(path, **kwargs):
+        if Path(path).name == "M_00002.avi":
+            raise UnicodeDecodeError("utf-8", b"\xe9", 0, 1, "unexpected end of data")
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(probe, "probe_video", failing)
+    assert main(["data", "check", str(root), "--format", "isogd"]) == 1
+    out = capsys.readouterr().out
+    assert f"{root / 'train/001/M_00001.mp4'}: " in out
+    assert f"{root / 'train/001/M_00002.avi'}: cannot check it: UnicodeDecodeError" in out
+    assert "train_list.txt:2)" in out and "2 problem(s) found" in out
+
+
+def test_deep_compares_probed_with_decoded_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A mid-stream H.264 packet of ordinary size with no picture: the quick probe counts it
+    (it decodes the last GOP only), ``--deep`` decodes everything and says so."""
+    mid = write_h264_no_picture_packet(tmp_path / "mid.mp4", 24, which=9, gop=8, noise=True)
+    assert len(pyav_frames(mid)) == 23
+    root = tmp_path / "iso"
+    make_isogd_from(root, [mid], depth=False)
+    assert main(["data", "check", str(root), "--format", "isogd"]) == 0
+    assert main(["data", "check", str(root), "--format", "isogd", "--deep"]) == 1
+    out = capsys.readouterr().out
+    assert (f"{root / 'train/001/M_00001.mp4'}: frame count: the probe counts 24 frames, a full "
+            f"decode gives 23; the container header states 24 (listed at ") in out
+
+
+def test_check_compares_the_index_cache(problem: dict[str, Path], tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """A cache holding packet counts (what probing stored before counts were decodable frames)
+    makes the loader ask for frames that are not there: the check names the sample and line."""
+    root = tmp_path / "iso"
+    ids = make_isogd_from(root, [problem["divx_packed"], problem["mp4_audio"]], depth=False)
+    index = load_index("isogd", root, "train", use_cache=False)
+    stale = DatasetIndex(index.format, index.root, index.split, index.classes,
+                         [Sample(s.sample_id, s.label, s.paths, n, s.source)
+                          for s, n in zip(index.samples, [13, 20])])
+    cache = write_index_cache(stale)
+    for deep in ([], ["--deep"]):
+        assert main(["data", "check", str(root), "--format", "isogd", *deep]) == 1
+        out = capsys.readouterr().out
+        assert (f"{cache}: sample {ids[0]!r} (listed at {root / 'train_list.txt'}:1): the index "
+                f"cache states 13 frames, its files") in out and "1 problem(s) found" in out
+    write_index_cache(load_index("isogd", root, "train", probe=True))
+    assert main(["data", "check", str(root), "--format", "isogd", "--deep"]) == 0

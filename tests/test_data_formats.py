@@ -198,6 +198,22 @@ def test_isogd_probe_and_cache(tmp_path: Path) -> None:
     assert load_index("isogd", root, "train").samples[0].num_frames is None
 
 
+def test_cache_written_with_packet_counts_is_ignored(tmp_path: Path) -> None:
+    """A cache without the decodable-frames mark (written when probing counted packets) would
+    state too many frames for DivX/XviD files: it is ignored, with a warning saying what to do."""
+    import polars as pl
+
+    root = make_isogd(tmp_path, frames={"train": [6, 7, 8]})
+    cache = write_index_cache(load_index("isogd", root, "train", probe=True))
+    assert read_cached_counts(root, "train") == {"train/001/M_00001": 6, "train/001/M_00002": 7,
+                                                 "train/001/M_00003": 8}
+    pl.read_parquet(cache).write_parquet(cache)          # the same table, without the mark
+    with pytest.warns(UserWarning, match="counts packets, not decodable frames; run `bench data prepare`"):
+        assert read_cached_counts(root, "train") is None
+    with pytest.warns(UserWarning):
+        assert load_index("isogd", root, "train").samples[0].num_frames is None
+
+
 def test_probe_true_names_broken_file_and_line(tmp_path: Path) -> None:
     root = make_isogd(tmp_path, frames={"train": [6, 7, 8]})
     (root / "train/001/K_00002.avi").write_bytes(os.urandom(3000))

@@ -11,11 +11,19 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from _helpers_data import REAL, make_isogd, make_jester
+from _helpers_data import (
+    REAL,
+    make_isogd,
+    make_isogd_from,
+    make_jester,
+    problem_files,
+    pyav_frames,
+    write_undecodable_mpeg4_avi,
+)
 
 import bench.data.prepare as prep
 from bench.cli import main
-from bench.data.formats import load_index
+from bench.data.formats import CACHE_COUNT_KEY, CACHE_COUNT_VALUE, load_index
 from bench.data.probe import probe_video
 from bench.errors import DataError
 
@@ -251,3 +259,63 @@ def test_jester_archive_cut_anywhere_is_reported_as_truncated(tmp_path: Path) ->
         with pytest.raises(DataError, match="truncated or corrupt") as e:
             prep.extract_jester(src, tmp_path / f"out{k}")
         assert e.value.path == str(src / "20bn-jester-v1-00")
+
+
+def _zip_isogd(stage: Path, src: Path) -> None:
+    src.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(src / "IsoGD_phase_1.zip", "w") as z:
+        for f in sorted((stage / "train").rglob("*")):
+            if f.is_file():
+                z.write(f, "IsoGD_phase_1/" + str(f.relative_to(stage)))
+        z.write(stage / "train_list.txt", "IsoGD_phase_1/train_list.txt")
+
+
+def test_index_holds_decodable_frames_of_real_world_files(tmp_path: Path) -> None:
+    """Placeholder and no-picture packets, edit lists, Latin-1 metadata and audio: the index
+    cache stores what PyAV decodes, and a cached loader keeps every sample, however long its
+    clips (the last frame of each video is requested)."""
+    from pipelines import make_loader
+
+    files = problem_files(tmp_path / "files")
+    stage = tmp_path / "stage"
+    ids = make_isogd_from(stage, list(files.values()), num_classes=249)
+    _zip_isogd(stage, tmp_path / "downloads")
+    root = tmp_path / "isogd"
+    prep.prepare("isogd", tmp_path / "downloads", root)
+    cache = root / ".bench/index-train.parquet"
+    assert pl.read_parquet_metadata(cache)[CACHE_COUNT_KEY] == CACHE_COUNT_VALUE
+    df = pl.read_parquet(cache)
+    stored = dict(zip(df["sample_id"].to_list(), df["num_frames"].to_list()))
+    decoded = {i: len(pyav_frames(p)) for i, p in zip(ids, files.values())}
+    assert stored == decoded
+    packets = {i: probe_video(p).packets for i, p in zip(ids, files.values())}
+    assert sum(packets[i] != decoded[i] for i in ids) == 4     # where counting packets went wrong
+    index = load_index("isogd", root, "train")
+    assert {s.sample_id: s.num_frames for s in index.samples} == decoded
+    loader = make_loader(index, backend="pyav", clip_len=32, size=16, batch_size=4, cache=True,
+                         on_error="skip")
+    got = [s for b in loader for s in b["sample_id"]]
+    assert loader.skipped == [] and sorted(got) == sorted(ids)
+
+
+def test_unreadable_samples_are_all_listed_and_no_index_is_written(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    files = problem_files(tmp_path / "files")
+    junk = tmp_path / "junk.avi"
+    junk.write_bytes(bytes(range(256)) * 20)
+    videos = [files["latin1_mpeg4"], write_undecodable_mpeg4_avi(tmp_path / "undecodable.avi"),
+              files["divx_packed"], junk]
+    stage = tmp_path / "stage"
+    make_isogd_from(stage, videos, num_classes=249)
+    _zip_isogd(stage, tmp_path / "downloads")
+    root = tmp_path / "isogd"
+    assert main(["data", "prepare", "--format", "isogd", "--src", str(tmp_path / "downloads"),
+                 "--root", str(root)]) == 2
+    captured = capsys.readouterr()
+    assert "2 of 4 samples are unreadable" in captured.err
+    lst = root / "train_list.txt"
+    for i, why in ((2, "cannot decode frame 6"), (4, "not a readable video")):
+        assert any(f"M_{i:05d}" in line and why in line and f"{lst}:{i})" in line
+                   for line in captured.err.splitlines()), captured.err
+    assert "Traceback" not in captured.err
+    assert not (root / ".bench/index-train.parquet").exists()

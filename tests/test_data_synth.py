@@ -69,7 +69,7 @@ def test_isogd_layout_and_lists(isogd_root: Path) -> None:
         for i, line in enumerate(lines):
             m, k, label = line.split()
             assert m == f"{split}/001/M_{i + 1:05d}.avi" and k == f"{split}/001/K_{i + 1:05d}.avi"
-            assert int(label) == (0 if split == "test" else i % 4 + 1)   # 1-based; test carries 0
+            assert int(label) == i % 4 + 1           # 1-based, in the labelled test list too
             assert (root / m).is_file() and (root / k).is_file()
     # 200 videos a folder, numbered per split, as in the real lists
     real = (importlib.resources.files("bench") / "resources/isogd/valid_list.txt").read_text()
@@ -89,7 +89,7 @@ def test_isogd_reads_back_through_load_index(isogd_root: Path) -> None:
         assert index.modalities == ("rgb", "depth")
         ids = [f"{split}/001/M_{i + 1:05d}" for i in range(len(index))]
         assert [s.sample_id for s in index.samples] == ids
-        want = [NO_LABEL] * len(index) if split == "test" else [i % 4 for i in range(len(index))]
+        want = [i % 4 for i in range(len(index))]             # the test list is labelled too
         assert [s.label for s in index.samples] == want
         counts = [s.num_frames for s in index.samples]
         assert sum(counts) == man["splits"][split]["frames_total"]

@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _helpers_data import problem_files, pyav_frames, write_undecodable_mpeg4_avi
 
+from bench.data.formats import probe_sample
 from bench.data.index import DatasetIndex, Sample
 from bench.data.sampling import modality_mean, sample_frame_indices
 from bench.errors import DataError
@@ -444,6 +446,113 @@ def test_dali_gpu_matches_pyav_on_real_footage(kind):
     assert gpu.backend == "dali-gpu"
     _compare(raw_frames(mk("pyav"), 1), raw_frames(gpu, 1), tol=3.0)
     assert make_loader(index, backend="auto").backend == "dali-gpu"
+
+
+# ----------------------------------------------------------------------------- real-world kinds of file
+@pytest.fixture(scope="module")
+def problem(tmp_path_factory) -> dict[str, Path]:
+    """Latin-1 metadata, audio, no-picture and placeholder packets, edit lists, a display
+    matrix (tests/_helpers_data.problem_files), plus one file PyAV cannot decode."""
+    d = tmp_path_factory.mktemp("problem")
+    return {**problem_files(d), "undecodable": write_undecodable_mpeg4_avi(d / "undecodable.avi")}
+
+
+def _named_index(paths: dict[str, Path], counts: dict[str, int] | None = None) -> DatasetIndex:
+    samples = [Sample(name, i % 3, {"rgb": p}, (counts or {}).get(name), f"list.txt:{i + 1}")
+               for i, (name, p) in enumerate(paths.items())]
+    return DatasetIndex("isogd", next(iter(paths.values())).parent, "train", ["a", "b", "c"], samples)
+
+
+@pytest.mark.parametrize("backend", ["pyav", "opencv"])
+@pytest.mark.parametrize("cache", [False, True])
+@pytest.mark.parametrize("counts", ["probed", "prepared"])
+def test_problem_files_give_pyav_frames_on_every_backend(problem, backend, cache, counts):
+    """Frame k of a clip is frame k of PyAV's own full decode, pixel for pixel, up to the last
+    one (clips longer than the videos repeat the last frame), with counts probed by the loader
+    or stated by the index as ``bench data prepare`` stores them."""
+    good = {n: p for n, p in problem.items() if n != "undecodable"}
+    stated = None
+    if counts == "prepared":
+        stated = {n: probe_sample(Sample(n, 0, {"rgb": p})) for n, p in good.items()}
+    loader = make_loader(_named_index(good, stated), backend=backend, clip_len=32, size=16, batch_size=4,
+                         cache=cache, on_error="skip")
+    raw = raw_frames(loader)
+    assert loader.skipped == [] and sorted(raw) == sorted(good)
+    for name, (idx, frames) in raw.items():
+        ref = np.stack(pyav_frames(good[name]))
+        assert int(idx.max()) == len(ref) - 1, name
+        np.testing.assert_array_equal(frames, ref[idx], err_msg=name)
+
+
+@pytest.mark.parametrize("backend", ["auto", "pyav", "opencv"])
+def test_undecodable_file_is_skipped_naming_file_and_line(problem, backend):
+    paths = {n: problem[n] for n in ("latin1_mpeg4", "undecodable", "divx_packed", "mp4_audio")}
+    loader = make_loader(_named_index(paths), backend=backend, clip_len=32, size=16, batch_size=4,
+                         cache=True, on_error="skip")
+    batches = epoch_batches(loader)
+    assert [s for b in batches for s in b["sample_id"]] == ["latin1_mpeg4", "divx_packed", "mp4_audio"]
+    ((sid, reason),) = loader.skipped
+    assert sid == "undecodable" and str(problem["undecodable"]) in reason and "list.txt:2" in reason
+    raising = make_loader(_named_index(paths), backend=backend, clip_len=32, size=16, batch_size=4,
+                          cache=True, on_error="raise")
+    with pytest.raises(DataError, match="list.txt:2") as e:
+        epoch_batches(raising)
+    assert e.value.path == str(problem["undecodable"])
+
+
+@pytest.mark.parametrize("backend", ["pyav", "opencv"])
+@pytest.mark.parametrize("exc", [UnicodeDecodeError("utf-8", b"\xe9", 0, 1, "unexpected end of data"),
+                                 IndexError("list index out of range"), ValueError("bad value"),
+                                 KeyError("stream")])
+def test_any_decoder_exception_is_a_skipped_dataerror(problem, monkeypatch, backend, exc):
+    import pipelines.decoders as dec
+
+    bad = problem["mp4_audio"]
+    real = dec.DECODERS[backend]
+
+    def flaky(req):
+        if req.media.path == bad:
+            raise exc
+        return real(req)
+
+    monkeypatch.setitem(dec.DECODERS, backend, flaky)
+    paths = {n: problem[n] for n in ("latin1_mjpeg", "mp4_audio", "divx_packed")}
+    loader = make_loader(_named_index(paths), backend=backend, clip_len=8, size=16, batch_size=3,
+                         on_error="skip")
+    (batch,) = epoch_batches(loader)
+    assert batch["sample_id"] == ["latin1_mjpeg", "divx_packed"]
+    ((sid, reason),) = loader.skipped
+    assert sid == "mp4_audio" and str(bad) in reason and "list.txt:2" in reason
+    assert type(exc).__name__ in reason
+
+
+def test_any_probe_exception_at_construction_is_a_skipped_dataerror(problem, monkeypatch):
+    """"auto" probes files to choose a backend: an exception there is recorded for the sample."""
+    import av
+
+    bad = problem["latin1_mpeg4"]
+    real_open = av.open
+
+    def strict_open(file, *args, **kwargs):
+        if str(file) == str(bad):   # what PyAV does without metadata_errors="ignore"
+            raise UnicodeDecodeError("utf-8", b"caf\xe9", 3, 4, "unexpected end of data")
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(av, "open", strict_open)
+    paths = {n: problem[n] for n in ("latin1_mpeg4", "xvid_drop_frames")}
+    loader = make_loader(_named_index(paths), backend="auto", clip_len=8, size=16, batch_size=2,
+                         on_error="skip")
+    (batch,) = epoch_batches(loader)
+    assert batch["sample_id"] == ["xvid_drop_frames"]
+    ((sid, reason),) = loader.skipped
+    assert sid == "latin1_mpeg4" and str(bad) in reason and "UnicodeDecodeError" in reason
+
+
+@needs_dali
+def test_dali_cpu_reads_latin1_mjpeg_like_pyav(problem):
+    paths = {"latin1_mjpeg": problem["latin1_mjpeg"]}
+    mk = lambda b: make_loader(_named_index(paths), backend=b, clip_len=16, size=16, batch_size=1)
+    _compare(raw_frames(mk("pyav")), raw_frames(mk("dali-cpu")), tol=3.0)
 
 
 # ----------------------------------------------------------------------------- arguments, imports

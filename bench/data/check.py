@@ -2,10 +2,12 @@
 
 A training run that dies on sample 90,000 of Jester because one frame folder is empty, or
 that silently trains on a cut-off IsoGD video, costs hours. This scans every list line and
-every file a list refers to -- missing, corrupt, truncated or zero-frame videos, missing or
-empty frame folders, gaps in frame numbering, unreadable JPGs, frame counts that disagree
-with a frame list -- prints each problem as ``file[:line]: reason``, then a summary, and
-exits 1 when anything is wrong (0 otherwise), so it can gate a job script.
+every file a list refers to -- missing, corrupt, truncated, unreadable or zero-frame videos,
+missing or empty frame folders, gaps in frame numbering, unreadable JPGs, frame counts that
+disagree with a frame list or with the index cache (``.bench/index-<split>.parquet``) --
+prints each problem as ``file[:line]: reason``, then a summary, and exits 1 when anything is
+wrong (0 otherwise), so it can gate a job script. ``--deep`` decodes every frame and also
+compares each video's probed frame count (what the index cache stores) with the decoded one.
 """
 
 from __future__ import annotations
@@ -22,15 +24,18 @@ from bench.data.formats import (
     JESTER_CSVS,
     SPLITS,
     ErrorTuple,
+    cache_path,
+    default_list_files,
     error_from_tuple,
     error_to_tuple,
     normalize_split,
     parallel_map,
+    read_cached_counts,
     read_framelist,
     read_isogd_list,
     read_jester,
 )
-from bench.data.index import MODALITIES, DatasetIndex
+from bench.data.index import MODALITIES, DatasetIndex, Sample
 from bench.errors import CLIError, DataError
 
 
@@ -67,21 +72,43 @@ def read_split_collecting(fmt: str, root: Path, split: str, *, modalities=None
     return index, problems
 
 
-def _check_item(item: _Item) -> list[ErrorTuple]:
-    return [error_to_tuple(e) for e in _check_item_errors(item)]
+def _check_item(item: _Item) -> tuple[list[ErrorTuple], int | None]:
+    """Problems of one file or folder, and its frame count (None when it has none)."""
+    try:
+        problems, frames = _check_item_errors(item)
+    except Exception as e:  # noqa: BLE001 -- in a worker process: whatever it is, it is this file's
+        where = f" (listed at {item.source})" if item.source else ""
+        problems, frames = [DataError(item.path, f"cannot check it: {type(e).__name__}: {e}{where}")], None
+    return [error_to_tuple(e) for e in problems], frames
 
 
-def _check_item_errors(item: _Item) -> list[DataError]:
-    from bench.data.probe import check_image_file, probe_video, scan_frame_folder
+def _check_item_errors(item: _Item) -> tuple[list[DataError], int | None]:
+    from bench.data.probe import (
+        check_image_file,
+        count_decoded_frames,
+        probe_video,
+        scan_frame_folder,
+    )
 
     where = f" (listed at {item.source})" if item.source else ""
     try:
         if item.is_video:
-            probe_video(item.path, verify="full" if item.deep else "tail")
-            return []
+            info = probe_video(item.path, verify="tail")
+            if not item.deep:
+                return [], info.num_frames
+            # The probe's count is what `bench data prepare` stores and an uncached load uses;
+            # a full decode is what every reader indexes. They must agree.
+            decoded = info.num_frames if info.counted == "decode" else count_decoded_frames(item.path)
+            if decoded != info.num_frames:
+                stated = (f"; the container header states {info.header_frames}"
+                          if info.header_frames else "")
+                return [DataError(item.path, f"frame count: the probe counts {info.num_frames} "
+                                             f"frames, a full decode gives {decoded}{stated}"
+                                             f"{where}")], decoded
+            return [], decoded
         files, problems = scan_frame_folder(item.path)
     except DataError as e:
-        return [DataError(e.path, e.reason + where, line=e.line)]
+        return [DataError(e.path, e.reason + where, line=e.line)], None
     problems = [DataError(e.path, e.reason + where) for e in problems]
     for f in files:
         why = check_image_file(f, decode=item.deep)
@@ -91,7 +118,15 @@ def _check_item_errors(item: _Item) -> list[DataError]:
         file, _, line = item.source.rpartition(":")
         problems.append(DataError(file, f"list says {item.expected_frames} frames, "
                                         f"{item.path} has {len(files)}", line=int(line)))
-    return problems
+    return problems, len(files)
+
+
+def _cached_counts(fmt: str, root: Path, index: DatasetIndex) -> dict[str, int]:
+    """The index cache's counts for ``index`` (empty when there is none the readers would use)."""
+    if fmt == "framelist":
+        return {}
+    return read_cached_counts(root, index.split, newer_than=default_list_files(fmt, root, index.split),
+                              modalities=index.modalities) or {}
 
 
 def check_dataset(fmt: str, root: str | Path, *, splits: list[str] | None = None,
@@ -101,7 +136,10 @@ def check_dataset(fmt: str, root: str | Path, *, splits: list[str] | None = None
 
     ``splits`` None checks every split whose list exists. ``deep`` decodes every video frame
     and every image instead of the quick checks (headers, packet counts, tail decode, JPEG
-    markers). ``stats``, when given, receives counts (splits, samples, files) for a summary.
+    markers) and reports a video whose probed frame count differs from its decoded one.
+    Counts are compared with the index cache, when one is in use, either way. ``stats``,
+    when given, receives counts (splits, samples, files) for a summary. No exception about a
+    file escapes: each is a DataError naming it and the list line.
     """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
@@ -118,21 +156,39 @@ def check_dataset(fmt: str, root: str | Path, *, splits: list[str] | None = None
 
     problems: list[DataError] = []
     items: list[_Item] = []
-    num_samples = 0
+    owners: list[int] = []   # per item: its sample's position in ``samples``
+    samples: list[tuple[Sample, int | None, Path]] = []   # sample, cached count, cache file
     for split in splits:
         index, bad_lines = read_split_collecting(fmt, root, split, modalities=modalities)
         problems.extend(bad_lines)
         if index is None:
             continue
-        num_samples += len(index)
+        cached = _cached_counts(fmt, root, index)
         for s in index.samples:
+            samples.append((s, cached.get(s.sample_id), cache_path(root, split)))
             for path in s.paths.values():
                 items.append(_Item(path, fmt == "isogd", s.source,
                                    s.num_frames if fmt == "framelist" else None, deep))
-    for found in parallel_map(_check_item, items, workers=workers, desc="check", progress=progress):
+                owners.append(len(samples) - 1)
+    frames: list[list[int | None]] = [[] for _ in samples]
+    for owner, (found, n) in zip(owners, parallel_map(_check_item, items, workers=workers,
+                                                       desc="check", progress=progress)):
         problems.extend(error_from_tuple(t) for t in found)
+        frames[owner].append(n)
+    # A sample's count is the smallest over its files (formats.probe_sample); the loader trusts
+    # the cache's, so a stale one (written before the files changed, or by a version that
+    # counted packets) would make it ask for frames that are not there.
+    for (s, cached, cache), counts in zip(samples, frames):
+        if cached is None or not counts or None in counts:
+            continue
+        if cached != min(counts):
+            what = "decode to" if deep else "hold"
+            problems.append(DataError(cache, f"sample {s.sample_id!r} (listed at {s.source}): the "
+                                             f"index cache states {cached} frames, its files {what} "
+                                             f"{min(counts)}; run `bench data prepare` again or "
+                                             "delete the cache"))
     if stats is not None:
-        stats.update(splits=splits, samples=num_samples, files=len(items))
+        stats.update(splits=splits, samples=len(samples), files=len(items))
     return problems
 
 

@@ -61,7 +61,7 @@ from bench.data.formats import (
     load_index,
     normalize_split,
 )
-from bench.data.probe import list_frame_files
+from bench.data.probe import list_frame_files, open_video
 from bench.data.synth import CODECS, write_jpg_folder, write_video
 from bench.errors import CLIError, DataError
 
@@ -205,17 +205,16 @@ class _DaliFlow:
 def read_video_gray(path: str | Path) -> tuple[np.ndarray, str, int]:
     """All frames of a video as (N, H, W) uint8 luma, its codec (FFmpeg decoder name) and
     its integer frame rate."""
-    import av  # heavy
-
-
     try:
-        with av.open(str(path)) as container:
+        with open_video(path) as container:
             stream = container.streams.video[0]
             codec = stream.codec_context.name
             rate = stream.average_rate
             frames = [_luma(f) for f in container.decode(stream)]
-    except (av.error.FFmpegError, IndexError) as e:
-        raise DataError(path, f"cannot decode video: {e}") from None
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- a decoder, container or metadata failure names this file
+        raise DataError(path, f"cannot decode video: {type(e).__name__}: {e}") from None
     if not frames:
         raise DataError(path, "video has no decodable frames")
     fps = int(round(float(rate))) if rate else 10

@@ -453,7 +453,9 @@ def _with_frames(s: Sample, n: int | None) -> Sample:
 
 
 def probe_sample(sample: Sample, *, verify: str = "none") -> int:
-    """Frames of a sample (smallest over its modalities); DataError naming the broken file."""
+    """Decodable frames of a sample (smallest over its modalities); DataError naming the
+    broken file. Videos are counted as ``bench.data.probe.probe_video`` counts: the frames a
+    full decode returns, not the container's packets."""
     from bench.data.probe import list_frame_files, probe_video
 
     counts = []
@@ -483,6 +485,9 @@ def _probe_one(sample: Sample) -> tuple[int | None, ErrorTuple | None]:
         return probe_sample(sample), None
     except DataError as e:
         return None, error_to_tuple(e)
+    except Exception as e:  # noqa: BLE001 -- in a worker process: report it against the file
+        path = next(iter(sample.paths.values()), sample.source)
+        return None, (str(path), f"cannot probe it: {type(e).__name__}: {e}", None)
 
 
 def probe_index(index: DatasetIndex, *, workers: int = 1) -> DatasetIndex:
@@ -503,13 +508,22 @@ def probe_index(index: DatasetIndex, *, workers: int = 1) -> DatasetIndex:
     return DatasetIndex(index.format, index.root, index.split, index.classes, samples)
 
 
+#: Parquet key-value metadata of an index cache: what its ``num_frames`` counts. Caches
+#: without it were written when probing counted video packets, which overstates the frames
+#: of files whose packets include placeholders; they are ignored.
+CACHE_COUNT_KEY, CACHE_COUNT_VALUE = "bench.num_frames", "decodable-frames"
+
+
 def cache_path(root: str | Path, split: str) -> Path:
     return Path(root) / CACHE_DIR / f"index-{normalize_split(split)}.parquet"
 
 
 def write_index_cache(index: DatasetIndex) -> Path:
     """Write ``ROOT/.bench/index-<split>.parquet`` (sample_id, label, num_frames, one path column
-    per modality, relative to the root) so later loads get frame counts without probing."""
+    per modality, relative to the root) so later loads get frame counts without probing.
+
+    ``num_frames`` must be decodable frames (what :func:`probe_sample` returns); the file says
+    so in its metadata (``CACHE_COUNT_KEY``)."""
     import polars as pl
 
     out = cache_path(index.root, index.split)
@@ -524,15 +538,16 @@ def write_index_cache(index: DatasetIndex) -> Path:
         cols[m] = [str(s.paths[m]).removeprefix(root_s) for s in index.samples]
     df = pl.DataFrame(cols, schema_overrides={"label": pl.Int32, "num_frames": pl.Int32})
     tmp = out.with_suffix(".parquet.tmp")
-    df.write_parquet(tmp)
+    df.write_parquet(tmp, metadata={CACHE_COUNT_KEY: CACHE_COUNT_VALUE})
     os.replace(tmp, out)  # never leave a half-written cache behind
     return out
 
 
 def read_cached_counts(root: str | Path, split: str, *, newer_than: Iterable[Path] = (),
                        modalities: Iterable[str] = ()) -> dict[str, int] | None:
-    """sample_id -> num_frames from the index cache, or None when absent, older than a list, or
-    written before one of ``modalities`` existed (its counts would not cover, say, new flow)."""
+    """sample_id -> num_frames from the index cache, or None when absent, older than a list,
+    written before one of ``modalities`` existed (its counts would not cover, say, new flow),
+    or written by a version that counted packets rather than decodable frames."""
     path = cache_path(root, split)
     try:
         mtime = path.stat().st_mtime
@@ -544,15 +559,19 @@ def read_cached_counts(root: str | Path, split: str, *, newer_than: Iterable[Pat
                 return None
         except FileNotFoundError:
             continue
+    import warnings
+
     import polars as pl
 
     try:
         if not set(modalities) <= set(pl.read_parquet_schema(path)):
             return None
+        if pl.read_parquet_metadata(path).get(CACHE_COUNT_KEY) != CACHE_COUNT_VALUE:
+            warnings.warn(f"{path}: ignoring an index cache that counts packets, not decodable "
+                          "frames; run `bench data prepare` again to rewrite it", stacklevel=2)
+            return None
         df = pl.read_parquet(path, columns=["sample_id", "num_frames"]).drop_nulls()
-    except Exception as e:  # a damaged cache is not worth failing a run over: re-read the lists
-        import warnings
-
+    except Exception as e:  # noqa: BLE001 -- a damaged cache is not worth failing a run over
         warnings.warn(f"{path}: ignoring unreadable index cache ({e})", stacklevel=2)
         return None
     return dict(zip(df["sample_id"].to_list(), df["num_frames"].to_list()))

@@ -19,7 +19,8 @@ class Sample:
     sample_id: str                 # unique within its index, e.g. "train/001/M_00001" or "34870"
     label: int                     # 0-based class, NO_LABEL when the split has none
     paths: Mapping[str, Path]      # modality -> absolute path of a video file or frame folder
-    num_frames: int | None = None  # from metadata when known; probed from the file otherwise
+    num_frames: int | None = None  # decodable frames, from metadata or the index cache when
+                                   # known; probed from the file otherwise (bench.data.probe)
     source: str = ""               # "list_file:line" it came from, for error messages
 
 

@@ -20,7 +20,8 @@ Then the counts are verified (every listed sample must be on disk; with ``--full
 lengths must match the official release: Jester 118,562 / 14,787 / 14,743, IsoGD 35,878 /
 5,784 / 6,271 lines), videos are optionally transcoded (``--transcode vp9``: DALI on CPU
 decodes VP8/VP9/MJPEG only), flow optionally computed (``--flow``), and the index cache
-``DIR/.bench/index-<split>.parquet`` written with probed frame counts.
+``DIR/.bench/index-<split>.parquet`` written with probed frame counts (decodable frames:
+what a full decode returns, which for DivX/XviD AVIs and some MP4s is fewer than packets).
 
 Resuming: an archive that was fully extracted leaves ``DIR/.bench/prepare/<archive>.done``
 and is skipped; inside an interrupted archive, members already on disk with the right size
@@ -381,13 +382,13 @@ def transcode_video(src: Path, dst: Path, codec: str) -> int:
     """
     import av
 
-    from bench.data.probe import probe_video
+    from bench.data.probe import open_video, probe_video
 
     encoder, ext, pix_fmt, options = TRANSCODE[codec]
     tmp = dst.with_name(dst.name + ".part")
     n = 0
     try:
-        with av.open(str(src)) as inp, av.open(str(tmp), "w", format=_muxer(ext)) as out:
+        with open_video(src) as inp, av.open(str(tmp), "w", format=_muxer(ext)) as out:
             ins = inp.streams.video[0]
             rate = ins.average_rate or ins.guessed_rate or 10
             st = out.add_stream(encoder, rate=rate)
@@ -401,9 +402,12 @@ def transcode_video(src: Path, dst: Path, codec: str) -> int:
                 n += 1
             for packet in st.encode():
                 out.mux(packet)
-    except av.error.FFmpegError as e:
+    except DataError:
         tmp.unlink(missing_ok=True)
-        raise DataError(src, f"cannot transcode to {codec}: {e}") from None
+        raise
+    except Exception as e:  # noqa: BLE001 -- FFmpeg, PyAV and metadata errors alike are this file's
+        tmp.unlink(missing_ok=True)
+        raise DataError(src, f"cannot transcode to {codec}: {type(e).__name__}: {e}") from None
     got = probe_video(tmp, verify="none").num_frames
     if got != n:
         tmp.unlink(missing_ok=True)
@@ -424,6 +428,7 @@ def _transcode_one(job: tuple[str, str, str]) -> tuple[str, str | None]:
     try:
         if dst.is_file():
             try:
+                # probed, not only its header read: a target cut short is written again
                 if probe_video(dst, verify="none").codec == codec:
                     if src != dst and src.exists():
                         src.unlink()
@@ -438,6 +443,8 @@ def _transcode_one(job: tuple[str, str, str]) -> tuple[str, str | None]:
         return dst_s, None
     except DataError as e:
         return dst_s, str(e)
+    except Exception as e:  # noqa: BLE001 -- in a worker process: report it against the file
+        return dst_s, str(DataError(src, f"cannot transcode it: {type(e).__name__}: {e}"))
 
 
 def transcode_isogd(root: Path, codec: str, *, workers: int = 1, progress: bool | None = None) -> int:
@@ -492,11 +499,17 @@ def _probe_one(sample: Sample) -> tuple[int | None, str | None]:
         return probe_sample(sample), None
     except DataError as e:
         return None, f"{e} (listed at {sample.source})"
+    except Exception as e:  # noqa: BLE001 -- in a worker process: report it against the sample
+        path = next(iter(sample.paths.values()), sample.sample_id)
+        return None, f"{path}: cannot probe it: {type(e).__name__}: {e} (listed at {sample.source})"
 
 
 def write_indexes(fmt: str, root: Path, *, workers: int = 1, progress: bool | None = None
                   ) -> dict[str, Path]:
-    """Probe every sample of every split and write ``ROOT/.bench/index-<split>.parquet``."""
+    """Probe every sample of every split and write ``ROOT/.bench/index-<split>.parquet``.
+
+    Every unreadable sample of a split is printed (file, reason, list line) before the
+    DataError that stops the split; the counts written are decodable frames."""
     out: dict[str, Path] = {}
     names = ISOGD_LISTS if fmt == "isogd" else JESTER_CSVS
     for split in SPLITS:

@@ -4,8 +4,9 @@ leaderboard run.
 Everything that talks to MLflow or knows its run layout is `bench.tracking`'s: finding the
 sweep and reading its trial runs, typed (`bench.tracking.reader`), and writing the leaderboard
 run (`bench.tracking.leaderboard`). This module only turns their records into
-`bench.report.trials` rows and a `Report` into the tables, metric and params of that run.
-It imports no mlflow.
+`bench.report.trials` rows and a `Report` into the tables, metric and params of that run,
+and each row of its leaderboard and fusion tables into a leaderboard entry run (`entries`:
+which column becomes which metric). It imports no mlflow.
 
 `client`, `find_sweep`, `latest_leaderboard`, `SweepRef` and `SweepNotFound` are re-exported
 under their old names for the callers that still import them from here (``bench report``,
@@ -14,20 +15,27 @@ under their old names for the callers that still import them from here (``bench 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from bench.errors import SweepNotFound
 from bench.report.trials import row_from_record, scores_num_classes, trials_frame
-from bench.tracking.leaderboard import latest_leaderboard, write_leaderboard_run
+from bench.tracking.leaderboard import (
+    LeaderboardEntry,
+    latest_leaderboard,
+    report_time,
+    write_leaderboard_entries,
+    write_leaderboard_run,
+)
 from bench.tracking.reader import SweepRef, client, find_sweep, read_trials
 
 if TYPE_CHECKING:
     from bench.report.build import Report
 
-__all__ = ["HISTORY", "SweepNotFound", "SweepRef", "client", "find_sweep", "latest_leaderboard",
+__all__ = ["HISTORY", "SweepNotFound", "SweepRef", "client", "entries", "find_sweep", "latest_leaderboard",
            "load_trials_mlflow", "log_leaderboard"]
 
 # The per-epoch metrics a trial row summarises (best val_top1, median throughput).
@@ -49,17 +57,99 @@ def load_trials_mlflow(tracking_uri: str, ref: SweepRef, *, scores_dir: str | Pa
     return trials_frame(rows)
 
 
+# Leaderboard column -> entry metric. Accuracies are percent (``_pct``), differences percentage
+# points (``_pts``), as in the report's tables.
+SINGLE_METRICS = {
+    "top1": "top1_pct", "top1_std": "top1_std_pct", "top1_ci_low": "top1_ci_low_pct",
+    "top1_ci_high": "top1_ci_high_pct", "top5": "top5_pct", "seeds": "seeds", "params": "params",
+    "macs_per_clip": "macs_per_clip", "train_clips_per_s": "train_clips_per_s", "chance": "chance_pct",
+    "trials": "trials", "vs_convlstm": "vs_convlstm_pts", "vs_a": "vs_a_pts", "paper": "paper_top1_pct",
+}
+# Fusion column -> entry metric; cost (params, macs_per_clip, train_clips_per_s) is derived from
+# the fused modalities' own leaderboard rows (`_fused_cost`).
+FUSION_METRICS = {
+    "top1": "top1_pct", "top1_std": "top1_std_pct", "top1_ci_low": "top1_ci_low_pct",
+    "top1_ci_high": "top1_ci_high_pct", "top5": "top5_pct", "seeds": "seeds",
+    "best_single_top1": "best_single_top1_pct", "gain": "gain_pts", "gain_std": "gain_std_pts", "n": "clips",
+}
+SINGLE_IDENTITY = ("cell", "modality", "stage", "dataset", "data", "vs_convlstm_significant", "vs_a_significant")
+FUSION_IDENTITY = ("cell", "stage", "dataset", "significant_seeds", "weights")
+
+
+def _num(v: Any) -> float | None:
+    if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return None if math.isnan(float(v)) else float(v)
+
+
+def _pct_label(v: Any) -> str:
+    x = _num(v)
+    return "n/a" if x is None else f"{x:.1f}%"
+
+
+def _fused_cost(singles: dict[tuple, dict[str, Any]], key: tuple, modalities: list[str]) -> dict[str, float]:
+    """Cost of a late fusion: one network per modality, run one after the other -- parameters and
+    Mult-Adds add up, clips/s is 1 / sum(1 / clips/s). Left out when a modality's row lacks it."""
+    rows = [singles.get((*key, m)) for m in modalities]
+    if any(r is None for r in rows):
+        return {}
+    out: dict[str, float] = {}
+    for col in ("params", "macs_per_clip"):
+        vals = [_num(r.get(col)) for r in rows]
+        if all(v is not None for v in vals):
+            out[col] = float(sum(vals))
+    speeds = [_num(r.get("train_clips_per_s")) for r in rows]
+    if all(v is not None and v > 0 for v in speeds):
+        out["train_clips_per_s"] = 1.0 / sum(1.0 / v for v in speeds)
+    return out
+
+
+def entries(report: Report) -> list[LeaderboardEntry]:
+    """Every row of the report's leaderboard (``entry=single``) and of its fusion table
+    (``entry=fusion``, rule and modality combination in the identity), as entry runs."""
+    out: list[LeaderboardEntry] = []
+    singles: dict[tuple, dict[str, Any]] = {}
+    for r in (report.leaderboard.iter_rows(named=True) if not report.leaderboard.is_empty() else ()):
+        singles[(r.get("dataset"), r.get("stage"), r.get("cell"), r.get("modality"))] = r
+        identity = {"entry": "single", **{k: r[k] for k in SINGLE_IDENTITY if k in r and r[k] is not None},
+                    "rule": "none"}
+        metrics = {m: _num(r.get(col)) for col, m in SINGLE_METRICS.items() if _num(r.get(col)) is not None}
+        out.append(LeaderboardEntry(name=f"{r['cell']}/{r['modality']} {r['stage']} {_pct_label(r.get('top1'))}",
+                                    identity=identity, metrics=metrics))
+    for r in (report.fusion.iter_rows(named=True) if not report.fusion.is_empty() else ()):
+        mods = str(r["modalities"])
+        key = (r.get("dataset"), r.get("stage"), r.get("cell"))
+        first = singles.get((*key, mods.split("+")[0]), {})
+        identity = {"entry": "fusion", "modality": mods, "rule": r["rule"],
+                    **{k: r[k] for k in FUSION_IDENTITY if k in r and r[k] not in (None, "")}}
+        if first.get("data"):
+            identity["data"] = first["data"]
+        metrics = {m: _num(r.get(col)) for col, m in FUSION_METRICS.items() if _num(r.get(col)) is not None}
+        metrics.update(_fused_cost(singles, key, mods.split("+")))
+        out.append(LeaderboardEntry(
+            name=f"{r['cell']}/{mods} {r['rule']} {r['stage']} {_pct_label(r.get('top1'))}",
+            identity=identity, metrics=metrics))
+    return out
+
+
 def log_leaderboard(tracking_uri: str, report: Report, out_dir: str | Path, *, experiment: str,
                     sweep_id: str = "", summary_md: str = "") -> tuple[str, str]:
-    """Write the leaderboard run of ``report`` (its files are in ``out_dir``); returns
-    ``(experiment_id, run_id)``. Metric ``best_top1`` (the leaderboard's best mean top-1);
-    params ``num_trials``, ``num_selected``."""
+    """Write the leaderboard run of ``report`` (its files are in ``out_dir``) and, under it, one
+    entry run per leaderboard and fusion row (`entries`); returns ``(experiment_id, run_id)`` of
+    the leaderboard run. Its metric ``best_top1`` (the leaderboard's best mean top-1); params
+    ``num_trials``, ``num_selected``, ``num_entries``."""
     metrics = {}
     if not report.leaderboard.is_empty():
         best = report.leaderboard.sort("top1", descending=True).row(0, named=True)
         metrics["best_top1"] = float(best["top1"])
-    return write_leaderboard_run(
+    rows = entries(report)
+    stamp = report_time()
+    exp_id, run_id = write_leaderboard_run(
         tracking_uri, experiment=experiment, sweep=report.sweep, sweep_id=sweep_id, source=report.source,
         report_dir=out_dir, tables=report.tables(), metrics=metrics,
-        params={"num_trials": report.trials.height, "num_selected": report.selected.height},
-        summary_md=summary_md)
+        params={"num_trials": report.trials.height, "num_selected": report.selected.height,
+                "num_entries": len(rows)},
+        summary_md=summary_md, stamp=stamp)
+    write_leaderboard_entries(tracking_uri, experiment=experiment, leaderboard_run_id=run_id, sweep=report.sweep,
+                              sweep_id=sweep_id, stamp=stamp, entries=rows)
+    return exp_id, run_id

@@ -576,7 +576,9 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     outcome.wall_s = time.monotonic() - t0
     csv = to_csv(outcome.leaderboard, num_classes=outcome.num_classes)
     (sweep_dir / "leaderboard.csv").write_text(csv)
-    title = (f"\nleaderboard: {spec.name} on {last.dataset} (the last stage that trained each cell x modality)")
+    split = spec.datasets[last.dataset].val_split
+    title = (f"\nleaderboard: {spec.name} on {last.dataset}, scored on split {split!r} (the last stage "
+             f"that trained each cell x modality)")
     print(format_table(outcome.leaderboard, num_classes=outcome.num_classes, title=title), file=stream)
     print(f"{len(outcome.trials)} trials, {outcome.errors} failed, wall time {outcome.wall_s:.0f} s; "
           f"results: {sweep_dir}", file=stream, flush=True)

@@ -12,6 +12,8 @@ twice, and dies with the tracking server. This one
 - keeps every result in memory until MLflow took it: if the server drops, training goes on
   (Ray's storage keeps checkpoints and result.json), a warning says so once, and the next
   successful call flushes what was missed; `bench sync` catches up whatever is left;
+- names the run ``<cell>/<modality>/s<seed> <stage> <top-1>%`` (`records.trial_run_name`,
+  renamed as epochs arrive) and logs the trial's splits as MLflow dataset inputs;
 - logs the final epoch's ``val_scores.parquet`` and ``metrics.json`` as artifacts and ends
   the run FINISHED (or FAILED).
 
@@ -168,10 +170,15 @@ class MLflowTrialCallback(Callback):
         run_id, _ = self._tracker.ensure_run(
             key=records.trial_key(cfg, name),
             tags=records.trial_tags(cfg, trial_id=tid, parent_run_id=self.parent_run_id),
-            run_name=name)
+            run_name=records.trial_run_name(cfg))
         conflicts = self._tracker.log_params(run_id, records.trial_params(cfg))
         if conflicts:
             self._say(f"bench: warning: run {name}: params {conflicts} already recorded with other values")
+        try:
+            self._tracker.log_datasets(run_id, cfg)
+        except Exception as e:  # noqa: BLE001 -- the Dataset column is a convenience, the metrics are not
+            self._say(f"bench: warning: run {name}: dataset inputs not logged ({type(e).__name__}: "
+                      f"{str(e).splitlines()[0][:200] if str(e) else ''})")
         self._logged[tid] = self._tracker.logged_epochs(run_id)
         self._runs[tid] = run_id
         return run_id
@@ -184,8 +191,7 @@ class MLflowTrialCallback(Callback):
                     continue
             run_id = self._runs[tid]
             todo = [r for r in results if r.get("epoch") is not None and int(r["epoch"]) not in self._logged[tid]]
-            if todo and not self._guard("logging metrics", lambda: self._tracker.log_epochs(
-                    run_id, todo, self._logged[tid])):
+            if todo and not self._guard("logging metrics", lambda: self._log(tid, run_id, todo)):
                 continue
         for tid, (trial, status) in list(self._final.items()):
             if tid not in self._runs:
@@ -193,11 +199,18 @@ class MLflowTrialCallback(Callback):
             if self._guard("finishing the trial's run", lambda t=trial, s=status: self._finish(t, s)):
                 del self._final[tid]
 
+    def _log(self, tid: str, run_id: str, todo: list[dict[str, Any]]) -> None:
+        self._tracker.log_epochs(run_id, todo, self._logged[tid])
+        trial = self._trials.get(tid)
+        if trial is not None:
+            self._tracker.name_run(run_id, trial.config)
+
     def _finish(self, trial: Any, status: str) -> None:
         tid = trial.trial_id
         run_id = self._runs[tid]
         results = self._results.get(tid, [])
         self._tracker.log_summary(run_id)
+        self._tracker.name_run(run_id, trial.config)
         ck = _checkpoint_dir(trial, results)
         self._tracker.log_artifacts(run_id, records.final_files(ck))
         tags = records.node_tags(Path(self.sweep_dir) / _unit(trial) / _trial_name(trial))

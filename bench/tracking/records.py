@@ -11,14 +11,28 @@ own ``params.json``.
 
 Run layout (the names below; changing any of them makes existing stores unreadable):
 
+- experiments the suite creates or writes to: tag ``mlflow.experimentKind`` =
+  ``custom_model_development`` (`EXPERIMENT_KIND_TAG`), which makes MLflow 3's UI open them on
+  the runs table ("Model training") rather than on the GenAI traces overview;
 - parent run, one per sweep: tags ``bench.kind=sweep``, ``sweep``, ``sweep_id``, ``stages``,
   provenance;
 - trial runs: tags ``mlflow.parentRunId``, ``bench.kind=trial``, ``sweep``, ``sweep_id``,
-  ``trial_name``, the trial's identity (`TRIAL_CONFIG_TAGS`), provenance; params = the whole
+  ``trial_name``, the trial's identity (`TRIAL_CONFIG_TAGS`), provenance; run name
+  ``<cell>/<modality>/s<seed> <stage>``, and `` <top-1>%`` once an epoch is logged
+  (`trial_run_name`: the UI shows run names without any column chosen); params = the whole
   config flattened (``sweep.name``, ...) as strings (`param_strings`); metrics per epoch with
-  ``step=epoch``; artifacts the final epoch's ``val_scores.parquet`` and ``metrics.json``;
+  ``step=epoch`` (``val_top1`` a fraction, ``val_top1_pct`` the same in percent, the report's
+  unit); dataset inputs, one per split (`trial_datasets`); artifacts the final epoch's
+  ``val_scores.parquet`` and ``metrics.json``;
 - leaderboard runs (`bench report`): tags ``leaderboard=true``, ``bench.kind=leaderboard``,
-  ``sweep``, ``sweep_id``, ``source``; the report under ``report/``, tables under ``tables/``.
+  ``sweep``, ``sweep_id``, ``source``, ``report_time``; the report under ``report/``, tables under
+  ``tables/``;
+- leaderboard entry runs, children of a leaderboard run, one per aggregated (cell, modality) and
+  (cell, modality combination, fusion rule) of the report: tags ``bench.kind=leaderboard_entry``,
+  ``sweep``, ``sweep_id``, ``leaderboard_run_id``, ``report_time``, ``latest`` (``true`` on the
+  newest report's entries of a sweep only), ``entry`` (``single`` / ``fusion``), ``cell``,
+  ``modality``, ``rule``; metrics in percent (``top1_pct``, ...) and cost (``params``, ...).
+  `LEADERBOARD_FILTER` is the MLflow search filter that shows exactly the newest entries.
 
 Reading back (`parse_trial_params`, `parse_trial_tags`) undoes the string conversion once, by
 the types of `bench.train.config.TrainConfig`, so no reader re-parses ``"None"`` or ``"1e-05"``.
@@ -27,6 +41,7 @@ the types of `bench.train.config.TrainConfig`, so no reader re-parses ``"None"``
 from __future__ import annotations
 
 import functools
+import math
 import types
 import typing
 from pathlib import Path
@@ -46,6 +61,20 @@ PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: nests a trial under its sweep
 LEADERBOARD_TAG = "leaderboard"    # "true" on a leaderboard run
 NOTE_TAG = "mlflow.note.content"   # MLflow's own: the run's description in the UI
 KIND_SWEEP, KIND_TRIAL, KIND_LEADERBOARD = "sweep", "trial", "leaderboard"
+KIND_ENTRY = "leaderboard_entry"   # one row of a report's leaderboard, as a run of its own
+LEADERBOARD_RUN_TAG = "leaderboard_run_id"   # on an entry: the leaderboard run (= its parent)
+REPORT_TIME_TAG = "report_time"    # YYYYmmdd-HHMMSS of the report, on its leaderboard run and entries
+LATEST_TAG = "latest"              # "true" on the entries of a sweep's newest report, else "false"
+ENTRY_TAG = "entry"                # "single" (one modality) or "fusion" (late fusion of several)
+
+# MLflow 3's own experiment tag: which product its UI opens an experiment in. The value is one
+# of its UI's ExperimentKind values; "custom_model_development" is "Model training".
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+# The MLflow search filter of the newest report's leaderboard entries (of every sweep; add
+# ``and tags.sweep = 'NAME'`` for one), as typed into the UI's search box.
+LEADERBOARD_FILTER = f"tags.{KIND_TAG} = '{KIND_ENTRY}' and tags.{LATEST_TAG} = 'true'"
 
 # The trial tags copied from its config (`trial_tags`), read back by `parse_trial_tags`.
 TRIAL_CONFIG_TAGS = ("sweep", "unit", "cell", "modality", "seed", "dataset", "dataset_format", "stage",
@@ -53,6 +82,9 @@ TRIAL_CONFIG_TAGS = ("sweep", "unit", "cell", "modality", "seed", "dataset", "da
 _TAG_TYPES: dict[str, type] = {"seed": int, "synthetic": bool}
 
 EPOCH_METRIC = "epoch"             # its step is the epoch; its presence marks an epoch as logged
+TOP1_METRIC = "val_top1"           # a fraction, as the trainer reports it
+PCT_SUFFIX = "_pct"                # ``val_top1_pct``: the same metric in percent (the report's unit)
+PCT_METRICS = ("val_top1", "val_top5", "best_val_top1")
 MAX_PARAM_LEN = 6000               # MLflow's limit on a param value
 SEP = "."                          # nested config keys: ``sweep.name``
 
@@ -104,9 +136,27 @@ def trial_tags(config: Mapping[str, Any], *, trial_id: str, parent_run_id: str |
     return tags
 
 
-def leaderboard_tags(*, sweep: str, sweep_id: str, source: str, summary_md: str = "") -> dict[str, str]:
+def trial_run_name(config: Mapping[str, Any], top1: float | None = None) -> str:
+    """``a/rgb/s0 pretrain``, then ``a/rgb/s0 pretrain 85.4%`` (``top1`` a fraction): what a trial
+    is, and how well it does, in the first characters the UI's run-name column shows. Not a
+    key: two trials of a search share it; the ``trial_name`` tag tells them apart."""
+    name = f"{config.get('cell')}/{config.get('modality')}/s{config.get('seed')} {config.get('stage')}"
+    if top1 is not None and not math.isnan(top1):
+        name += f" {100.0 * top1:.1f}%"
+    return name
+
+
+def pct_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    """``val_top1_pct`` (& co) for the accuracy fractions in ``metrics``."""
+    return {k + PCT_SUFFIX: 100.0 * float(v) for k, v in metrics.items() if k in PCT_METRICS}
+
+
+def leaderboard_tags(*, sweep: str, sweep_id: str, source: str, summary_md: str = "",
+                     report_time: str = "") -> dict[str, str]:
     tags = {LEADERBOARD_TAG: "true", SWEEP_TAG: sweep, SWEEP_KEY: sweep_id, KIND_TAG: KIND_LEADERBOARD,
             "source": source[:5000], **provenance_tags()}
+    if report_time:
+        tags[REPORT_TIME_TAG] = report_time
     if summary_md:
         tags[NOTE_TAG] = summary_md[:60000]
     return tags
@@ -117,20 +167,33 @@ def leaderboard_run_name(sweep: str, stamp: str) -> str:
     return f"leaderboard-{sweep}-{stamp}"
 
 
+def entry_tags(*, sweep: str, sweep_id: str, leaderboard_run_id: str, report_time: str,
+               identity: Mapping[str, Any]) -> dict[str, str]:
+    """A leaderboard entry run's tags: what finds it (`LEADERBOARD_FILTER`) and what it is."""
+    return {KIND_TAG: KIND_ENTRY, SWEEP_TAG: sweep, SWEEP_KEY: sweep_id, LEADERBOARD_RUN_TAG: leaderboard_run_id,
+            PARENT_TAG: leaderboard_run_id, REPORT_TIME_TAG: report_time, LATEST_TAG: "true",
+            **{k: str(v) for k, v in identity.items()}}
+
+
 def is_leaderboard(tags: Mapping[str, str]) -> bool:
     return tags.get(LEADERBOARD_TAG) == "true"
+
+
+def is_entry(tags: Mapping[str, str]) -> bool:
+    return tags.get(KIND_TAG) == KIND_ENTRY
 
 
 def is_trial(tags: Mapping[str, str]) -> bool:
     """A trial run; also one from before ``bench.kind`` (it had ``cell`` and ``modality``)."""
     kind = tags.get(KIND_TAG)
     return (kind == KIND_TRIAL or ("cell" in tags and "modality" in tags)) and \
-        not is_leaderboard(tags) and kind != KIND_SWEEP
+        not is_leaderboard(tags) and kind not in (KIND_SWEEP, KIND_ENTRY)
 
 
 def is_parent(tags: Mapping[str, str]) -> bool:
     """A sweep's parent run; also one from before ``bench.kind`` (a ``sweep`` tag, no trial's)."""
-    return tags.get(KIND_TAG) == KIND_SWEEP or (SWEEP_TAG in tags and not is_trial(tags) and not is_leaderboard(tags))
+    return tags.get(KIND_TAG) == KIND_SWEEP or (SWEEP_TAG in tags and not is_trial(tags) and not is_leaderboard(tags)
+                                                 and not is_entry(tags))
 
 
 # ----------------------------------------------------------------------------- params

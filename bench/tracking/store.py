@@ -8,7 +8,8 @@ when that epoch (the ``epoch`` metric's step) is not there yet, so no epoch is l
 logged twice whatever was interrupted where.
 
 The run layout (tag names, kinds, how params are flattened) is `bench.tracking.records`'s;
-this module only writes it.
+this module only writes it. Every experiment it creates or writes to is tagged as a model
+training experiment (``mlflow.experimentKind``), so MLflow 3's UI opens it on the runs table.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from bench.tracking import records
 from bench.tracking.records import EPOCH_METRIC, param_strings
 from bench.tracking.uri import sqlite_path
 
@@ -87,14 +89,26 @@ class Tracker:
                     # artifacts beside the database, wherever the command runs from
                     location = (db.parent / "mlruns" / self.experiment).as_uri()
                 try:
-                    self._exp_id = self.client.create_experiment(self.experiment, artifact_location=location)
+                    self._exp_id = self.client.create_experiment(
+                        self.experiment, artifact_location=location,
+                        tags={records.EXPERIMENT_KIND_TAG: records.EXPERIMENT_KIND})
                 except MlflowException:          # created concurrently
-                    self._exp_id = self.client.get_experiment_by_name(self.experiment).experiment_id
+                    exp = self.client.get_experiment_by_name(self.experiment)
+                    self._exp_id = exp.experiment_id
+                    self._mark_kind(exp)
             else:
                 if exp.lifecycle_stage == "deleted":
                     self.client.restore_experiment(exp.experiment_id)
                 self._exp_id = exp.experiment_id
+                self._mark_kind(exp)
         return self._exp_id
+
+    def _mark_kind(self, exp: Any) -> None:
+        """Tag an experiment made elsewhere (or before this tag existed) as model training; a kind
+        someone chose on purpose (the UI's toggle writes the same tag) is left alone."""
+        kind = (exp.tags or {}).get(records.EXPERIMENT_KIND_TAG, "")
+        if not kind or kind.endswith("_inferred") or kind == "no_inferred_type":
+            self.client.set_experiment_tag(exp.experiment_id, records.EXPERIMENT_KIND_TAG, records.EXPERIMENT_KIND)
 
     def find_runs(self, **tags: str) -> list[Any]:
         flt = " and ".join(f"tags.{k} = {quote(v)}" for k, v in tags.items())
@@ -159,6 +173,7 @@ class Tracker:
         ts = int(float(result.get("timestamp") or time.time()) * 1000)
         metrics = epoch_metrics(result)
         metrics.pop(EPOCH_KEY, None)
+        metrics.update(records.pct_metrics({k: v for k, v in metrics.items() if not math.isnan(v)}))
         batch = [Metric(k, v, ts, step) for k, v in sorted(metrics.items())]
         batch.append(Metric(EPOCH_KEY, float(step), ts, step))
         self.client.log_batch(run_id, metrics=batch)
@@ -189,7 +204,28 @@ class Tracker:
         ts = int(time.time() * 1000)
         self.client.log_batch(run_id, metrics=[
             Metric("best_val_top1", float(best.value), ts, last),
+            Metric("best_val_top1" + records.PCT_SUFFIX, 100.0 * float(best.value), ts, last),
             Metric("best_epoch", float(best.step), ts, last)])
+
+    def name_run(self, run_id: str, config: Mapping[str, Any]) -> str:
+        """Rename a trial's run to `records.trial_run_name` with its latest ``val_top1`` (the last
+        epoch's: what the report ranks on); returns the name."""
+        run = self.client.get_run(run_id)
+        top1 = run.data.metrics.get(records.TOP1_METRIC)
+        name = records.trial_run_name(config, top1)
+        if run.info.run_name != name:
+            self.client.update_run(run_id, name=name)
+        return name
+
+    def log_datasets(self, run_id: str, config: Mapping[str, Any]) -> int:
+        """The trial's splits as MLflow dataset inputs (`bench.tracking.datasets`); returns how
+        many. MLflow keeps one record per dataset and per run input, so repeating this is harmless."""
+        from bench.tracking.datasets import dataset_inputs, trial_datasets
+
+        refs = trial_datasets(config)
+        if refs:
+            self.client.log_inputs(run_id, datasets=dataset_inputs(refs))
+        return len(refs)
 
     def log_artifacts(self, run_id: str, files: Iterable[Path]) -> list[str]:
         logged = []

@@ -4,7 +4,8 @@ Why: Ray's storage (checkpoints, ``result.json``) is where a sweep's results rea
 MLflow record can fall behind when the tracking server drops mid-sweep, or be wanted in
 another store (a laptop's SQLite file -> the team's server). Sync finds or creates the same
 runs the live callback would (keyed by ``sweep_id`` + ``trial_name``), logs only the epochs
-that are missing, re-logs the final artifacts and sets the final status. Running it twice
+that are missing (with their percent twins, `bench.tracking.records.pct_metrics`), the dataset
+inputs, the run name with its top-1, re-logs the final artifacts and sets the final status. Running it twice
 changes nothing the second time.
 """
 
@@ -57,12 +58,14 @@ def sync_sweep(sweep_dir: str | Path, *, tracking_uri: str, experiment: str | No
             key=records.trial_key(t.config, t.name),
             tags=records.trial_tags(t.config, trial_id=t.trial_id, parent_run_id=parent_id)
             | records.node_tags(t.dir),
-            run_name=t.name, running=False)
+            run_name=records.trial_run_name(t.config), running=False)
         stats.runs_created += created
         stats.runs_found += not created
         tracker.log_params(run_id, records.trial_params(t.config))
+        tracker.log_datasets(run_id, t.config)
         done = tracker.logged_epochs(run_id)
         stats.epochs_logged += len(tracker.log_epochs(run_id, t.results, done))
+        tracker.name_run(run_id, t.config)
         final = _STATUS.get(t.status)
         if final is None:
             stats.unfinished.append(t.name)
