@@ -34,27 +34,20 @@ def _frame_codec(files: list[Path]) -> str:
 
 def video_codec(path: Path) -> str:
     """The codec of a video's first video stream, read from the header only (no demuxing)."""
-    import av
+    from bench.data.probe import read_codec
 
-    if not path.is_file():
-        raise DataError(path, "missing video file" if not path.exists() else "not a regular file")
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise DataError(path, "no video stream in the file")
-            return container.streams.video[0].codec_context.name
-    except (av.error.FFmpegError, OSError) as e:
-        raise DataError(path, f"not a readable video (corrupt or truncated): "
-                              f"{getattr(e, 'strerror', None) or e}") from None
+    return read_codec(path)
 
 
 class MediaResolver:
     """Resolves (and remembers) what each path is; failures are remembered too.
 
     ``need_codec``: probe the codec of every video (the DALI backends and "auto" routing).
-    ``verify_count``: demux every video to count its frames even when the index states a count:
-    DALI pads frames past the end with zeros instead of failing, so its path must know the
-    true count to refuse an index beyond it, as the PyAV/OpenCV decoders do when they run out.
+    ``verify_count``: probe every video to count its decodable frames even when the index
+    states a count: DALI pads frames past the end with zeros instead of failing, so its path
+    must know the true count to refuse an index beyond it, as the PyAV/OpenCV decoders do when
+    they run out. Counts are decodable frames (``bench.data.probe``), which is what the
+    decoders index; every failure is remembered as a DataError naming the file.
     """
 
     def __init__(self, *, need_codec: bool, verify_count: bool) -> None:
@@ -72,6 +65,8 @@ class MediaResolver:
                 hit = self._resolve(path, stated_frames)
             except DataError as e:
                 hit = e
+            except Exception as e:  # noqa: BLE001 -- any failure to read the file is about the file
+                hit = DataError(path, f"cannot read it: {type(e).__name__}: {e}")
             with self._lock:
                 self._known[path] = hit
         if isinstance(hit, DataError):
@@ -89,7 +84,7 @@ class MediaResolver:
                 raise DataError(path, f"the index states {stated} frames, the folder holds {len(files)}")
             return Media(path, "frames", _frame_codec(files), len(files), tuple(files))
         if stated is None or self.verify_count:
-            info = probe_video(path, verify="none")
+            info = probe_video(path, verify="none")   # decodes as much as the count needs
             if stated is not None and stated > info.num_frames:
                 raise DataError(path, f"the index states {stated} frames, the video holds "
                                       f"{info.num_frames}")

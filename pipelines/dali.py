@@ -193,7 +193,7 @@ class DaliDecoder:
         feeds = {"enc": encs} | ({"idx": idxs} if idxs is not None else {})
         try:
             return list(self._run(kind, feeds))
-        except RuntimeError as e:
+        except Exception as e:  # noqa: BLE001 -- RuntimeError from DALI, others from its bindings
             # DALI says the pipeline "is no longer valid" after an operator error; a new one
             # costs milliseconds, so never reuse it.
             self._pipes.pop(kind, None)

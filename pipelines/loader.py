@@ -82,9 +82,13 @@ def make_loader(index: DatasetIndex, *, modality: str = "rgb", clip_len: int = 1
     ``(seed, epoch)``; otherwise the index order, evenly spaced frames and a centred crop.
     ``backend``: "auto" probes codecs and picks (logged on logger "pipelines"; see
     ``pipelines.routing``); a forced backend refuses files it cannot decode (DataError).
-    ``on_error``: "raise" stops at the first bad sample with a DataError naming its file;
-    "skip" leaves it out of its batch and records ``(sample_id, reason)`` in ``.skipped`` (a batch
-    whose samples all fail is left out, so that rank then runs fewer than ``len()`` batches).
+    ``on_error``: "raise" stops at the first bad sample with a DataError naming its file and
+    list line; "skip" leaves it out of its batch and records ``(sample_id, reason)`` in
+    ``.skipped`` (a batch whose samples all fail is left out, so that rank then runs fewer than
+    ``len()`` batches). Whatever a decoder, a container or its metadata raises is such a
+    DataError, at construction (probing for "auto") as mid-epoch.
+    Frame counts are decodable frames (``bench.data.probe``), so frame k of a clip is frame k of
+    a full PyAV decode on every backend that reads the file.
     ``cache``: keep every decoded video (all its frames, uint8) in memory across epochs -- for
     small datasets, where decoding would otherwise dominate every epoch.
     ``num_workers``: threads that load samples of a batch in parallel and prepare the next
@@ -331,11 +335,12 @@ class ClipLoader:
             if it.error is None:
                 keep.append(it)
                 continue
-            if self.on_error == "raise" or isinstance(it.error, CodecRefused):
-                raise it.error
-            log.warning("skipping %s: %s", it.sample.sample_id, it.error)
+            err = _with_source(it.error, it.sample)
+            if self.on_error == "raise" or isinstance(err, CodecRefused):
+                raise err
+            log.warning("skipping %s: %s", it.sample.sample_id, err)
             with self._lock:
-                self.skipped.append((it.sample.sample_id, str(it.error)))
+                self.skipped.append((it.sample.sample_id, str(err)))
         if not keep:
             log.warning("a whole batch of %d samples was skipped", len(items))
         for it in keep:
@@ -398,7 +403,11 @@ class ClipLoader:
         cpu = [(it, r) for it, r in todo if not it.decoder.startswith("dali")]
         results: list[tuple[_Item, Request, np.ndarray | DataError]] = []
         if dali:
-            frames = self._dali.decode([r for _, r in dali])
+            try:
+                frames = self._dali.decode([r for _, r in dali])
+            except Exception as e:  # noqa: BLE001 -- DaliDecoder names the file itself; a last resort
+                frames = [DataError(r.media.path, f"{it.decoder} cannot decode it: "
+                                                  f"{type(e).__name__}: {e}") for it, r in dali]
             results += [(it, r, f) for (it, r), f in zip(dali, frames)]
         if cpu:
             frames = self._map(lambda pair: _decode_cpu(pair[0].decoder, pair[1]), cpu)
@@ -448,8 +457,9 @@ class ClipLoader:
         try:
             return preprocess_clip(it.frames, size=self.size, mean=self.mean, train=self.train,
                                    rng=it.rng)
-        except ValueError as e:
-            it.error = DataError(it.request.media.path, f"unusable frames {it.frames.shape}: {e}")
+        except Exception as e:  # noqa: BLE001 -- frames of an odd size or type fail this sample only
+            it.error = DataError(it.request.media.path, f"unusable frames {it.frames.shape}: "
+                                                        f"{type(e).__name__}: {e}")
             return None
 
     @property
@@ -470,13 +480,19 @@ class ClipLoader:
         self.close()
 
 
-def _decode_cpu(name: str, req: Request) -> np.ndarray | DataError:
-    """PyAV/OpenCV decode; FFmpeg, OpenCV and file errors become DataError naming the file."""
-    import cv2
+def _with_source(err: DataError, sample: Sample) -> DataError:
+    """``err`` with the list line the sample came from, so a message names the file and line."""
+    if not sample.source or "listed at " in err.reason:
+        return err
+    return type(err)(err.path, f"{err.reason} (listed at {sample.source})", line=err.line)
 
+
+def _decode_cpu(name: str, req: Request) -> np.ndarray | DataError:
+    """PyAV/OpenCV decode; whatever a decoder, a container or its metadata raises (FFmpeg,
+    OpenCV, file, Unicode errors) becomes a DataError naming the file."""
     try:
         return DECODERS[name](req)
     except DataError as e:
         return e
-    except (OSError, ValueError, cv2.error) as e:
-        return DataError(req.media.path, f"{name} cannot decode it: {e}")
+    except Exception as e:  # noqa: BLE001 -- a decoder failing in any way fails this sample only
+        return DataError(req.media.path, f"{name} cannot decode it: {type(e).__name__}: {e}")
