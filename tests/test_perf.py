@@ -249,3 +249,18 @@ def test_impl_rows_build_the_other_impls_with_the_same_weights():
     convlstm = small_network(cell="convlstm", num_classes=5)
     assert impl_rows(convlstm, lambda impl: small_network(cell="convlstm", num_classes=5,
                                                           recurrent_impl=impl)) == {}
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_perf_search_table(tmp_path, capsys):
+    """`bench perf search` runs both modes on the same studies and writes their utilisation."""
+    assert main(["perf", "search", "--slots", "2", "--cells", "1", "--seeds", "2", "--samples", "2",
+                 "--epochs", "2", "--work", "0.05", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "search.json").read_text())["rows"]
+    assert [(r["slots"], r["mode"], r["studies"], r["trials"]) for r in rows] == \
+        [(2, "sequential", 2, 4), (2, "concurrent", 2, 4)]
+    for r in rows:
+        assert 0 < r["utilisation"] <= 1 and r["trial_s"] > 0
+        assert r["utilisation"] == pytest.approx(r["trial_s"] / (2 * r["wall_s"]))
+    assert "| 2 | 2 | 4 | concurrent |" in (tmp_path / "search.md").read_text()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from bench.perf import cells, data, network, sweep
+from bench.perf import cells, data, network, search, sweep
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
-    for module in (data, cells, network, sweep):
+    for module in (data, cells, network, sweep, search):
         module.add_cli(sub)
