@@ -99,3 +99,23 @@ def test_search_rows_name_the_selected_configuration_and_early_stops():
     # a seed whose trials were all stopped early still reports its best one
     (row,) = leaderboard([trial(0, 0.01, 4, [0.9], "only")], searched=["lr"])
     assert row.selected[0].trial == "only" and row.stopped == 1
+
+
+def test_stage_barrier_counts_the_slots_left_idle(tmp_path):
+    """Two slots; pre-train trials end at 10 and 14, fine-tune starts at 16: from 10 to 16 one
+    slot idles 10..16 and the other 14..16, i.e. 8 idle slot-seconds of 2 x 26."""
+    from bench.sweep.results import stage_barrier
+
+    def trial(name, stage, start, end):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "node.json").write_text(json.dumps({"time": start}) + "\n")
+        return TrialRecord(unit=stage, dir=d, name=name, trial_id=name, config={"stage": stage},
+                           results=[{"epoch": 1, "timestamp": end}], status="TERMINATED")
+
+    trials = [trial("p0", "pretrain", 0, 10), trial("p1", "pretrain", 0, 14),
+              trial("f0", "finetune", 16, 26), trial("f1", "finetune", 16, 24)]
+    b = stage_barrier(trials, slots=2)
+    assert b["idle_slot_s"] == pytest.approx(8) and b["sweep_slot_s"] == pytest.approx(52)
+    assert b["fraction"] == pytest.approx(8 / 52) and b["barrier_s"] == pytest.approx(6)
+    assert stage_barrier(trials[:2], slots=2) is None

@@ -15,12 +15,7 @@ from bench.errors import CLIError, DataError
 from bench.sweep.run import SweepError, run_sweep
 from bench.sweep.spec import ConfigError, load_spec
 from bench.tracking.sync import find_sweep_dirs, sync_sweep
-from bench.tracking.uri import (
-    TrackingUnavailable,
-    apply_http_env,
-    check_tracking,
-    resolve_tracking_uri,
-)
+from bench.tracking.uri import apply_http_env, check_tracking, resolve_tracking_uri
 
 DEFAULT_CONFIG = "configs/default.yaml"
 
@@ -79,9 +74,18 @@ def _load(path: Path, storage: Path | None = None, name: str | None = None):
     return spec
 
 
+def _tracking_uri(args: argparse.Namespace) -> str:
+    """The store this command records to, checked: a wrong scheme, a missing driver or folder, a
+    dead server raise `TrackingUnavailable` (one line, exit 2) before any data or Ray work."""
+    uri = resolve_tracking_uri(args.tracking_uri)
+    check_tracking(uri)
+    return uri
+
+
 def _execute(spec, args: argparse.Namespace) -> int:
+    uri = _tracking_uri(args)
     try:
-        out = run_sweep(spec, address=args.address, resume=args.resume, tracking_uri=args.tracking_uri)
+        out = run_sweep(spec, address=args.address, resume=args.resume, tracking_uri=uri)
     except (SweepError, DataError) as e:
         raise CLIError(str(e)) from None
     if out.interrupted:
@@ -119,17 +123,13 @@ def _run_cmd(args: argparse.Namespace) -> int:
 
 
 def _sync_cmd(args: argparse.Namespace) -> int:
+    uri = _tracking_uri(args)
     target = Path(args.target)
     if target.is_file():
         target = _load(target).sweep_dir
     dirs = find_sweep_dirs(target)
     if not dirs:
         raise CLIError(f"{target}: no sweep found (expected a folder with sweep.json, or a storage root)")
-    uri = resolve_tracking_uri(args.tracking_uri)
-    try:
-        check_tracking(uri)
-    except TrackingUnavailable as e:
-        raise CLIError(str(e)) from None
     apply_http_env()
     for d in dirs:
         st = sync_sweep(d, tracking_uri=uri)

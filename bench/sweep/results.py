@@ -198,3 +198,36 @@ def final_checkpoints(trials: list[TrialRecord], *, stage: str = "pretrain"
         if t.combo not in out or score > out[t.combo][1]:
             out[t.combo] = (ck, score)
     return out
+
+
+def trial_span(t: TrialRecord) -> tuple[float, float] | None:
+    """(first start, last report) of a trial in seconds since the epoch: its first line in
+    ``node.json`` and its last result's timestamp; None when either is missing."""
+    try:
+        first = json.loads((t.dir / "node.json").read_text().splitlines()[0])["time"]
+    except (OSError, ValueError, IndexError, KeyError):
+        return None
+    stamps = [r["timestamp"] for r in t.results if isinstance(r.get("timestamp"), (int, float))]
+    return (float(first), float(max(stamps))) if stamps else None
+
+
+def stage_barrier(trials: list[TrialRecord], *, slots: int) -> dict[str, float] | None:
+    """What waiting for the whole pre-train stage costs a two-stage sweep: the trial slots left
+    idle between the first finished pre-train trial and the first fine-tune start (the slots
+    the pre-train stage's last trials do not use), beside the sweep's slot-time
+    (``slots`` x its span). None without both stages."""
+    spans = {t.name: trial_span(t) for t in trials}
+    pre = [spans[t.name] for t in trials if t.stage == "pretrain" and spans[t.name]]
+    fine = [spans[t.name] for t in trials if t.stage == "finetune" and spans[t.name]]
+    if not pre or not fine:
+        return None
+    lo, hi = min(end for _, end in pre), min(start for start, _ in fine)
+    if hi <= lo:
+        idle = 0.0
+    else:
+        busy = sum(max(0.0, min(end, hi) - max(start, lo)) for start, end in pre)
+        idle = max(0.0, slots * (hi - lo) - busy)
+    span = max(end for _, end in pre + fine) - min(start for start, _ in pre + fine)
+    total = slots * span
+    return {"idle_slot_s": idle, "sweep_slot_s": total, "fraction": idle / total if total else 0.0,
+            "barrier_s": max(0.0, hi - lo)}

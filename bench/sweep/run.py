@@ -47,6 +47,7 @@ from bench.sweep.results import (
     read_meta,
     read_sweep,
     read_unit,
+    stage_barrier,
     write_meta,
 )
 from bench.sweep.spec import PER_TRIAL, StageSpec, SweepIdentity, SweepSpec
@@ -580,6 +581,11 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     title = (f"\nleaderboard: {spec.name} on {last.dataset}, scored on split {split!r} (the last stage "
              f"that trained each cell x modality)")
     print(format_table(outcome.leaderboard, num_classes=outcome.num_classes, title=title), file=stream)
+    barrier = stage_barrier(outcome.trials, slots=spec.max_concurrent_trials) if spec.max_concurrent_trials else None
+    if barrier is not None:
+        print(f"stage barrier: {barrier['idle_slot_s']:.0f} slot-seconds idle while the fine-tune stage waited for "
+              f"the last pre-train trials ({100 * barrier['fraction']:.1f}% of the sweep's "
+              f"{barrier['sweep_slot_s']:.0f} slot-seconds)", file=stream)
     print(f"{len(outcome.trials)} trials, {outcome.errors} failed, wall time {outcome.wall_s:.0f} s; "
           f"results: {sweep_dir}", file=stream, flush=True)
     if parent_id:
