@@ -97,7 +97,13 @@ def test_trial_selection_says_why(reported: dict) -> None:
     assert t.height == 14
     assert int(t["selected"].sum()) == 12
     lost = t.filter(pl.col("lr") == 0.1).row(0, named=True)
-    assert not lost["selected"] and "better final val_top1" in lost["reason"]
+    won = t.filter(pl.col("selected") & (pl.col("cell") == lost["cell"]) & (pl.col("modality") == lost["modality"])
+                   & (pl.col("seed") == lost["seed"])).row(0, named=True)
+    assert won["lr"] != lost["lr"]                         # two configurations of one seed's search
+    assert not lost["selected"] and lost["reason"] == (
+        f"another configuration of this seed's search was selected: {won['trial_name']} (final val_top1 "
+        f"{round(won['val_top1'] * 100, 2)}% vs {round(lost['val_top1'] * 100, 2)}%)")
+    assert {"weight_decay", "momentum", "lr_end", "lr_power", "batch_size", "stopped_early"} <= set(t.columns)
     unfinished = t.filter((pl.col("seed") == 3)).row(0, named=True)
     assert not unfinished["selected"] and "not finished" in unfinished["reason"]
 
@@ -264,3 +270,172 @@ def test_a_trial_without_scores_is_named_not_dropped(tmp_path: Path) -> None:
     assert any("no per-sample scores" in n and "pretrain-a-depth" in n for n in rep.notes)
     assert set(rep.fusion["cell"]) == {"convlstm"}                     # a has no depth scores to fuse
     assert not ((rep.significance["cell"] == "a") & (rep.significance["modality"] == "depth")).any()
+
+
+# ----------------------------------------------------------------------------- figures a person reads
+
+def _leaderboard(rows: list[tuple[str, str, float, float]]) -> pl.DataFrame:
+    """A leaderboard with what the cost figures read: (cell, modality, params, top-1 %)."""
+    return pl.DataFrame([{"dataset": "isogd", "stage": "pretrain", "cell": c, "modality": m, "params": p,
+                          "macs_per_clip": p * 90.0, "top1": t, "top1_ci_low": t - 20, "top1_ci_high": t + 20}
+                         for c, m, p, t in rows])
+
+
+def _no_crowded_x_ticks(ax) -> list[str]:
+    """The x tick labels of ``ax``, asserted readable: 2-6 of them, plain numbers (no
+    ``3.4x10^5`` mathtext), at least 3 px of air between neighbours."""
+    from _helpers_report import tick_labels
+
+    labels = tick_labels(ax, "x")
+    texts = [t.get_text() for t in labels]
+    assert 2 <= len(labels) <= 6, texts
+    assert not any("times" in t or "^" in t for t in texts), texts
+    renderer = ax.figure.canvas.get_renderer()
+    boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.x0)
+    gaps = [b.x0 - a.x1 for a, b in zip(boxes, boxes[1:])]
+    assert min(gaps) >= 3, (texts, gaps)
+    return texts
+
+
+@pytest.mark.parametrize("x", ["params", "macs_per_clip"])
+def test_cost_figures_labels_do_not_overlap(x: str) -> None:
+    """The issue's figure: cells within 10% of each other in parameters (340k..380k; c and d
+    equal, as in the paper's Table 1), a modality pair tying. Tick labels are few and plain,
+    every point has a label, and no two texts of the figure overlap."""
+    from _helpers_report import overlapping_texts
+
+    from bench.report import plots
+
+    lb = _leaderboard([("convlstm", "rgb", 380_000, 41.7), ("a", "rgb", 340_000, 71.7), ("a", "depth", 340_000, 71.7),
+                       ("b", "rgb", 352_000, 51.7), ("c", "rgb", 346_000, 62.5), ("d", "rgb", 346_000, 61.7),
+                       ("d", "depth", 346_000, 60.9), ("b", "depth", 352_000, 53.0)])
+    fig = plots.accuracy_vs_cost(lb, x=x)
+    assert overlapping_texts(fig) == []
+    ax = fig.axes[0]
+    _no_crowded_x_ticks(ax)
+    labels = [t.get_text() for t in ax.texts]
+    for cell in ("convlstm", "a", "b", "c", "d"):
+        assert any(cell in [p.strip() for p in lab.split(",")] for lab in labels), (cell, labels)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    # costs spanning decades (the paper's full networks): still few, plain ticks
+    wide = _leaderboard([("convlstm", "rgb", 4_700_000, 52.0), ("a", "rgb", 530_000, 56.0), ("b", "rgb", 670_000, 44.0)])
+    fig = plots.accuracy_vs_cost(wide, x=x)
+    assert overlapping_texts(fig) == []
+    _no_crowded_x_ticks(fig.axes[0])
+    plt.close(fig)
+
+
+def test_report_figures_do_not_overlap_and_name_the_classes(reported: dict) -> None:
+    """Every figure of the fixture's report: no overlapping texts; the confusion matrices' ticks
+    are the dataset's class names (from its classes.txt), in label order."""
+    import matplotlib.pyplot as plt
+    from _helpers_report import overlapping_texts, tick_labels
+
+    from bench.data.synth import class_names
+    from bench.report.render import make_figures
+
+    rep = reported["res"].report
+    names = class_names(C)
+    assert [cm.classes for cm in rep.confusions] == [names] * len(rep.confusions)
+    figs = make_figures(rep)
+    assert {"accuracy_vs_params", "accuracy_vs_macs", "cell_bars", "fusion_gains", "confusion_1"} <= set(figs)
+    for name, fig in figs.items():
+        assert overlapping_texts(fig) == [], name
+        if name.startswith("confusion_"):
+            ax = fig.axes[0]
+            assert [t.get_text() for t in tick_labels(ax, "x")] == names, name
+            assert [t.get_text() for t in tick_labels(ax, "y")] == names, name
+        plt.close(fig)
+
+
+def test_confusion_ticks_without_names_and_with_many_classes() -> None:
+    import matplotlib.pyplot as plt
+    from _helpers_report import overlapping_texts, tick_labels
+
+    from bench.data.synth import class_names
+    from bench.report import plots
+
+    rng = np.random.default_rng(0)
+    fig = plots.confusion(rng.integers(0, 9, (4, 4)), "no names")
+    assert [t.get_text() for t in tick_labels(fig.axes[0], "x")] == ["0", "1", "2", "3"]
+    assert "no class names" in fig.axes[0].get_xlabel()
+    plt.close(fig)
+    names = class_names(20)                                  # long names: the x labels turn
+    fig = plots.confusion(rng.integers(0, 9, (20, 20)), "twenty", names)
+    assert [t.get_text() for t in tick_labels(fig.axes[0], "y")] == names
+    assert overlapping_texts(fig) == []
+    plt.close(fig)
+    fig = plots.confusion(rng.integers(0, 9, (249, 249)), "IsoGD", [str(i) for i in range(249)])
+    assert tick_labels(fig.axes[0], "x") == [] and "249 classes" in fig.axes[0].get_xlabel()
+    plt.close(fig)
+
+
+def test_class_names_from_the_dataset_root(tmp_path: Path) -> None:
+    from bench.report.build import class_names
+
+    (tmp_path / "classes.txt").write_text("wave\nclap\nnod\n")
+    assert class_names("isogd", str(tmp_path), 3) == ["wave", "clap", "nod"]
+    assert class_names("isogd", str(tmp_path), 4) is None          # another count: not these names
+    assert class_names("isogd", str(tmp_path / "gone"), 3) is None
+    assert class_names("isogd", None, 3) is None
+    (tmp_path / "jester-v1-labels.csv").write_text("Swiping Left\nSwiping Right\n")
+    assert class_names("jester", str(tmp_path), 2) == ["Swiping Left", "Swiping Right"]
+
+
+# ----------------------------------------------------------------------------- published results
+
+def test_published_results_once_each_with_their_split(reported: dict) -> None:
+    """The baselines table: one row per published result (the paper prints its IsoGD RGB numbers
+    in Table 1 and Table 2: one row, "Table 1, Table 2"); the split column says the split or
+    "not stated in the source"; no cell anywhere mentions a document a reader does not have."""
+    from bench.report.baselines import RESULT_KEY, UNSTATED_TEXT
+
+    rep = reported["res"].report
+    pub = rep.published
+    assert pub.height == pub.unique(subset=list(RESULT_KEY)).height
+    assert pub.height == pub.unique().height and pub.height < rep.baselines.height
+    assert set(pub["split"]) == {"valid", UNSTATED_TEXT}
+    both = pub.filter((pl.col("cell") == "a") & (pl.col("dataset") == "isogd") & (pl.col("modality") == "rgb")
+                      & (pl.col("source") == "zhang2018"))
+    assert both.height == 1 and both["table"][0] == "Table 1, Table 2" and both["params_m"][0] == 0.529
+    for col in ("split", "note", "table"):
+        assert not pub[col].str.contains("SPEC").any(), col
+    assert not rep.comparison["data"].str.contains("unstated|SPEC").any()
+    out = reported["out"]
+    md, html = (out / "report.md").read_text(), (out / "report.html").read_text()
+    section = md.split("## Published results (bench/resources/baselines.csv)")[1].split("## How these")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == pub.height and len(set(rows)) == len(rows)
+    assert "SPEC" not in md and "SPEC" not in html
+    assert f"| isogd | {UNSTATED_TEXT} | later SOTA | rgb+depth |" in section
+    csv = pl.read_csv(out / "tables" / "baselines.csv")
+    assert csv.height == pub.height
+
+
+def test_html_tables_scroll_instead_of_squeezing(reported: dict) -> None:
+    """In a frame narrower than a table (MLflow's artifact view) the table scrolls in its own
+    box; numbers and labels stay on one line, only free text wraps."""
+    html = (reported["out"] / "report.html").read_text()
+    assert html.count("<table>") == html.count('<div class="table-wrap"><table>') > 0
+    assert ".table-wrap{overflow-x:auto" in html and "white-space:nowrap" in html
+    assert re.search(r'<img alt="cell_bars" width="\d+" height="\d+" src="data:image/png;base64,', html)
+
+
+def test_a_trial_stopped_early_is_not_selected_over_a_full_length_one() -> None:
+    from bench.report.trials import select_trials, trials_frame
+
+    def row(name, top1, last, lr):
+        return {"trial_name": name, "dataset": "d", "stage": "pretrain", "cell": "a", "modality": "rgb", "seed": 0,
+                "status": "TERMINATED", "finished": True, "epochs": 6, "last_epoch": last, "val_top1": top1,
+                "lr": lr, "stopped_early": last < 6}
+
+    t = select_trials(trials_frame([row("full", 0.7, 6, 0.01), row("short", 0.9, 2, 0.1), row("weak", 0.5, 6, 0.001)]))
+    by = {r["trial_name"]: r for r in t.iter_rows(named=True)}
+    assert by["full"]["selected"] and not by["short"]["selected"]
+    assert by["short"]["reason"] == ("stopped early by the scheduler at epoch 2 of 6; a trial that ran every "
+                                     "epoch was selected: full")
+    assert by["weak"]["reason"].startswith("another configuration of this seed's search was selected: full")
+    alone = select_trials(trials_frame([row("short", 0.9, 2, 0.1)]))
+    assert alone["selected"].to_list() == [True]          # no full-length trial: the stopped one counts

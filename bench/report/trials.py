@@ -8,8 +8,10 @@ per-sample validation scores are on local disk (``scores_path``; "" when it has 
 
 Which trial counts (`select_trials`): finished trials only; when a hyperparameter search ran
 several trials for one (dataset, stage, cell, modality, seed), the one with the best
-*final-epoch* val_top1 -- the same rule as the sweep's own leaderboard
-(`bench.sweep.leaderboard`). The final epoch, not the best one: picking epochs on the
+*final-epoch* val_top1 among those that ran every epoch (a trial the scheduler stopped early
+only when none did) -- the same rule as the sweep's own leaderboard
+(`bench.sweep.leaderboard`). Every searchable key (`SEARCHED`) is a column, so the trials
+table shows each trial's configuration and each row says why it was not selected. The final epoch, not the best one: picking epochs on the
 validation split would select on this benchmark's test data.
 
 MLflow records are read, and typed, by `bench.tracking.reader` (`bench.report.store` turns them
@@ -38,8 +40,12 @@ TRIAL_COLUMNS: dict[str, Any] = {
     "train_top1": pl.Float64, "train_loss": pl.Float64, "best_val_top1": pl.Float64,
     "params": pl.Float64, "macs_per_clip": pl.Float64, "train_clips_per_s": pl.Float64,
     "num_val_samples": pl.Float64, "num_skipped": pl.Float64,
-    "lr": pl.Float64, "batch_size": pl.Int64, "num_classes": pl.Int64, "scores_path": pl.String,
+    "lr": pl.Float64, "batch_size": pl.Int64, "weight_decay": pl.Float64, "momentum": pl.Float64,
+    "lr_end": pl.Float64, "lr_power": pl.Float64, "stopped_early": pl.Boolean,
+    "num_classes": pl.Int64, "scores_path": pl.String,
 }
+# The keys a search may vary (bench.sweep.spec.SEARCHABLE), each a column of the trials table.
+SEARCHED = ("lr", "weight_decay", "batch_size", "momentum", "lr_end", "lr_power")
 KEY = ("dataset", "stage", "cell", "modality", "seed")
 FINISHED = ("FINISHED", "TERMINATED")
 _FINAL_METRICS = ("val_top1", "val_top5", "val_loss", "train_top1", "train_loss", "params",
@@ -140,6 +146,11 @@ def row_from_record(*, config: Mapping[str, Any], tags: Mapping[str, Any], final
         "train_clips_per_s": _median(history.get("train_clips_per_s", [])),
         "lr": _num(config.get("lr")),
         "batch_size": _int(config.get("batch_size")),
+        "weight_decay": _num(config.get("weight_decay")),
+        "momentum": _num(config.get("momentum")),
+        "lr_end": _num(config.get("lr_end")),
+        "lr_power": _num(config.get("lr_power")),
+        "stopped_early": bool(finished and epochs is not None and last is not None and last < epochs),
         "num_classes": num_classes if num_classes is not None else _int(config.get("num_classes")),
         "scores_path": str(scores_path) if scores_path else "",
     }
@@ -190,20 +201,34 @@ def select_trials(trials: pl.DataFrame) -> pl.DataFrame:
     eligible trials) and ``reason`` (why a row is not selected; null when it is).
 
     Eligible: finished with a final val_top1. Among several (a hyperparameter search), the
-    best final val_top1 wins; ties go to the first trial name."""
+    best final val_top1 of the trials that ran every epoch wins (those stopped early compete
+    only when no trial of that seed ran to the end); ties go to the first trial name."""
     reason = (pl.when(~pl.col("finished")).then(pl.lit("not finished (status ") + pl.col("status") + pl.lit(")"))
               .when(pl.col("val_top1").is_null() | pl.col("val_top1").is_nan()).then(pl.lit("no final val_top1"))
               .otherwise(pl.lit(None, dtype=pl.String)))
     t = trials.with_row_index("_row").with_columns(reason.alias("reason"))
+    t = t.with_columns(pl.col("stopped_early").fill_null(False))
     eligible = (t.filter(pl.col("reason").is_null())
-                .sort(["val_top1", "trial_name"], descending=[True, False])
+                .sort(["stopped_early", "val_top1", "trial_name"], descending=[False, True, False])
                 .with_columns(pl.int_range(pl.len()).over(list(KEY)).alias("_rank"),
                               pl.len().over(list(KEY)).cast(pl.Int64).alias("n_candidates"))
                 .select("_row", "_rank", "n_candidates"))
     out = t.join(eligible, on="_row", how="left").with_columns(
         (pl.col("_rank") == 0).fill_null(False).alias("selected"))
+    winner = (out.filter(pl.col("selected"))
+              .select(*KEY, pl.col("trial_name").alias("_winner"), pl.col("val_top1").alias("_winner_top1"),
+                      pl.col("stopped_early").alias("_winner_stopped")))
+    out = out.join(winner, on=list(KEY), how="left", nulls_equal=True)
+    beaten = (pl.lit("another configuration of this seed's search was selected: ") + pl.col("_winner")
+              + pl.lit(" (final val_top1 ") + (pl.col("_winner_top1") * 100).round(2).cast(pl.String)
+              + pl.lit("% vs ") + (pl.col("val_top1") * 100).round(2).cast(pl.String) + pl.lit("%)"))
+    stopped = (pl.lit("stopped early by the scheduler at epoch ") + pl.col("last_epoch").cast(pl.String)
+               + pl.lit(" of ") + pl.col("epochs").cast(pl.String)
+               + pl.lit("; a trial that ran every epoch was selected: ") + pl.col("_winner"))
     out = out.with_columns(
-        pl.when(pl.col("reason").is_null() & ~pl.col("selected"))
-        .then(pl.lit("a trial of the same configuration and seed with a better final val_top1 was selected"))
+        pl.when(pl.col("reason").is_null() & ~pl.col("selected") & pl.col("stopped_early") & ~pl.col("_winner_stopped"))
+        .then(stopped)
+        .when(pl.col("reason").is_null() & ~pl.col("selected"))
+        .then(beaten)
         .otherwise(pl.col("reason")).alias("reason"))
-    return out.sort("_row").drop("_row", "_rank")
+    return out.sort("_row").drop("_row", "_rank", "_winner", "_winner_top1", "_winner_stopped")
