@@ -238,7 +238,6 @@ def read_jpg_folder_gray(folder: str | Path) -> np.ndarray:
     """Frames of a Jester-style folder as (N, H, W) uint8 luma, in frame-number order."""
     import cv2  # heavy
 
-
     frames = []
     for f in list_frame_files(folder):
         img = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
@@ -343,7 +342,6 @@ def compute_flow_dataset(fmt: str, root: str | Path, *, workers: int = 1, method
     """Compute the flow modality of every sample of ``splits`` (default: every split whose
     list exists) of the ``fmt`` dataset at ``root``; skips outputs that already exist."""
     from tqdm import tqdm  # heavy
-
 
     if fmt not in ("isogd", "jester"):
         raise ValueError(f"format must be 'isogd' or 'jester', got {fmt!r}")

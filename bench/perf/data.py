@@ -205,7 +205,6 @@ def real_cases() -> list[Case]:
 def root_case(root: Path, fmt: str, split: str, modality: str, max_clips: int) -> Case:
     import numpy as np
 
-
     index = load_index(fmt, root, split, modalities=[modality])
     if len(index) > max_clips:
         keep = np.linspace(0, len(index) - 1, max_clips).round().astype(int)

@@ -51,7 +51,6 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 def trivial_trial(config: dict[str, Any]) -> None:
     from ray import tune  # heavy
 
-
     for epoch in range(1, int(config["epochs"]) + 1):
         if config["work_s"]:
             time.sleep(config["work_s"])
@@ -61,7 +60,6 @@ def trivial_trial(config: dict[str, Any]) -> None:
 def run_once(config: str, *, trials: int, concurrency: int, epochs: int, work: float, storage: Path) -> float:
     """Wall seconds of ``Tuner.fit`` for one sweep of trivial trials."""
     from ray import tune  # heavy
-
 
     callbacks: list[Any] = []
     name = f"{config}-{time.monotonic_ns()}"
@@ -92,7 +90,6 @@ def measure(*, configs: list[str], trials: int, concurrency: int, epochs: int, w
     """Rows of the table; the sweeps (and ``+mlflow``'s SQLite store) go to ``storage``, or to
     a temporary folder removed afterwards."""
     import ray  # heavy
-
 
     apply_quiet_env()
     t0 = time.perf_counter()

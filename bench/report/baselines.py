@@ -1,16 +1,20 @@
 """Published results, as data: ``bench/resources/baselines.csv``.
 
 Why a data file: the numbers a benchmark is compared against must be checkable line by line
-against their sources (SPEC.md's Table 1 and Table 2 and its later state of the art), carry
+against their sources (the paper's Table 1 and Table 2, and later state of the art), carry
 their citation and evaluation split, and be extended without touching code.
 
 Columns: ``source`` (short key), ``citation``, ``table`` (where in the source), ``dataset``
 (``isogd`` | ``jester``, the suite's format names), ``split`` (``valid``, or ``unstated``
-where SPEC does not name it), ``modality`` (``rgb`` | ``depth`` | ``flow`` | a ``+``-joined
-fusion), ``architecture``, ``cell`` (the suite's cell name when the row is this paper's
-network with that cell, else empty), ``metric`` (``top1_pct``), ``value`` (percent),
+where the source does not name it), ``modality`` (``rgb`` | ``depth`` | ``flow`` | a
+``+``-joined fusion), ``architecture``, ``cell`` (the suite's cell name when the row is this
+paper's network with that cell, else empty), ``metric`` (``top1_pct``), ``value`` (percent),
 ``params_m`` / ``mult_adds_m`` (Table 1 only: millions, for ONE recurrent layer at ONE time
 step, C_in = C_out = 256, 28 x 28 -- not the whole network), ``note``.
+
+The file keeps one row per number *as printed*: the paper prints its own IsoGD RGB results in
+both Table 1 and Table 2, so those are two rows. `distinct_results` is the table a reader
+gets: one row per published result, the tables that print it named together.
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ from bench.errors import DataError
 RESOURCE = "resources/baselines.csv"
 COLUMNS = ("source", "citation", "table", "dataset", "split", "modality", "architecture", "cell",
            "metric", "value", "params_m", "mult_adds_m", "note")
+UNSTATED = "unstated"
+UNSTATED_TEXT = "not stated in the source"
+# One published result: the same number for the same thing, from the same source.
+RESULT_KEY = ("source", "dataset", "split", "modality", "architecture", "cell", "metric", "value")
 
 
 def load_baselines() -> pl.DataFrame:
@@ -39,3 +47,44 @@ def load_baselines() -> pl.DataFrame:
             if not r["citation"] or not r["split"] or r["value"] is None:
                 raise DataError(p, "every row needs a citation, a split and a value", line=i)
     return df.with_columns(pl.col("cell").fill_null(""), pl.col("note").fill_null(""))
+
+
+def split_text(split: str | None) -> str:
+    """The split as a reader should see it: ``valid``, or "not stated in the source"."""
+    return UNSTATED_TEXT if not split or split == UNSTATED else split
+
+
+def note_text(note: str | None) -> str:
+    """The note without its remark on the split (the split column says it): each ``;``-separated
+    clause that is about the split not being named is dropped, keeping what it adds in
+    parentheses ("recent IsoGD papers often report the test split")."""
+    out = []
+    for part in (note or "").split(";"):
+        p = part.strip()
+        if not p:
+            continue
+        if p.lower().startswith("split not named"):
+            if "(" in p and p.endswith(")"):
+                out.append(p[p.index("(") + 1:-1].strip())
+            continue
+        out.append(p)
+    return "; ".join(out)
+
+
+def distinct_results(baselines: pl.DataFrame) -> pl.DataFrame:
+    """One row per published result (`RESULT_KEY`), in the file's order: ``table`` names every
+    table that prints it ("Table 1, Table 2"), the Table 1 cost columns are kept, notes are
+    joined; ``split`` and ``note`` as `split_text` and `note_text` give them."""
+    if baselines.is_empty():
+        return baselines
+    key = list(RESULT_KEY)
+    merged = (baselines.with_row_index("_row")
+              .group_by(key, maintain_order=True)
+              .agg(pl.col("_row").min(), pl.col("citation").first(),
+                   pl.col("table").unique(maintain_order=True).str.join(", "),
+                   pl.col("params_m").drop_nulls().first(), pl.col("mult_adds_m").drop_nulls().first(),
+                   pl.col("note").filter(pl.col("note") != "").unique(maintain_order=True).str.join("; "))
+              .sort("_row").drop("_row"))
+    return (merged.with_columns(pl.col("split").map_elements(split_text, return_dtype=pl.String),
+                                pl.col("note").fill_null("").map_elements(note_text, return_dtype=pl.String))
+            .select(list(COLUMNS)))

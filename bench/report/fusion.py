@@ -103,7 +103,6 @@ def read_scores(path: str | Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     import pyarrow as pa  # heavy
     import pyarrow.parquet as pq  # heavy
 
-
     p = Path(path)
     try:
         t = pq.read_table(p)

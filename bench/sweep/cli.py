@@ -62,7 +62,6 @@ def _tracking_arg(p: argparse.ArgumentParser) -> None:
 def _load(path: Path, storage: Path | None = None, name: str | None = None):
     import dataclasses
 
-
     try:
         spec = load_spec(path)
     except ConfigError as e:

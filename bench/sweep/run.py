@@ -503,7 +503,6 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
 
     from ray import tune  # heavy
 
-
     with ThreadPoolExecutor(max_workers=1) as pool:
         parent_future = pool.submit(open_parent)
         try:
@@ -567,7 +566,6 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
             import ray  # heavy
 
             ray.shutdown()
-
 
     _, outcome.trials = read_sweep(sweep_dir)
     outcome.errors = sum(t.status == "ERROR" for t in outcome.trials)

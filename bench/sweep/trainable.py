@@ -30,7 +30,6 @@ def run_trial(config: dict[str, Any]) -> None:
     import ray  # heavy
     from ray import tune  # heavy
 
-
     ctx = tune.get_context()
     f = node_file(config, ctx.get_trial_name())
     if f is not None:

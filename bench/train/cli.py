@@ -38,7 +38,6 @@ def load_config(path: Path | None, sets: list[str]) -> dict[str, Any]:
     """The config dict of a file plus ``KEY=VALUE`` overrides (CLIError on a malformed one)."""
     import yaml
 
-
     config: dict[str, Any] = {}
     if path is not None:
         try:
