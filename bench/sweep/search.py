@@ -30,12 +30,24 @@ from ray.tune.search import Searcher
 Combo = tuple[str, str, int]
 
 
+class _PickledState:
+    """Tune's save/restore of a searcher or scheduler: the whole state, every study's in it."""
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+
 def study_key(config: dict[str, Any]) -> str:
     """The study a trial belongs to: ``cell/modality/seed``."""
     return f"{config['cell']}/{config['modality']}/{config['seed']}"
 
 
-class StudySearcher(Searcher):
+class StudySearcher(_PickledState, Searcher):
     """Many studies, one experiment: each (cell, modality, seed) has its own inner searcher
     (made by ``make_searcher(index)``) and ``num_samples`` trials; ``fixed[combo]`` is merged
     into each of its suggestions. Suggestions go round-robin over the studies that have
@@ -82,16 +94,9 @@ class StudySearcher(Searcher):
         if trial_id in self.owner:
             self.inner[self.owner[trial_id]].on_trial_complete(trial_id, result=result, error=error)
 
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
 
 
-class StudyScheduler(FIFOScheduler):
+class StudyScheduler(_PickledState, FIFOScheduler):
     """One ASHA scheduler per study (``ASHAScheduler(**asha)``), created at a study's first
     trial; trials start first-in first-out, as under ASHA."""
 
@@ -136,13 +141,6 @@ class StudyScheduler(FIFOScheduler):
     def debug_string(self) -> str:
         return f"ASHA per study ({len(self._studies)} studies): num_stopped={self.num_stopped}"
 
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
 
 
 
