@@ -95,7 +95,6 @@ class StudySearcher(_PickledState, Searcher):
             self.inner[self.owner[trial_id]].on_trial_complete(trial_id, result=result, error=error)
 
 
-
 class StudyScheduler(_PickledState, FIFOScheduler):
     """One ASHA scheduler per study (``ASHAScheduler(**asha)``), created at a study's first
     trial; trials start first-in first-out, as under ASHA."""
