@@ -139,7 +139,3 @@ class StudyScheduler(_PickledState, FIFOScheduler):
 
     def debug_string(self) -> str:
         return f"ASHA per study ({len(self._studies)} studies): num_stopped={self.num_stopped}"
-
-
-
-
