@@ -98,12 +98,23 @@ def write_scores(path: Path, spec: TrialSpec) -> Path:
     return path
 
 
-def dataset_root(tmp: Path, *, synthetic: bool = True) -> Path:
+def dataset_root(tmp: Path, *, synthetic: bool = True, num_classes: int | None = None) -> Path:
+    """A dataset root as the report finds it: ``SYNTHETIC.json`` when synthetic, and
+    ``classes.txt`` naming ``num_classes`` classes (the generator's names) when given."""
+    from bench.data.synth import class_names
+
     root = tmp / ("synthetic-isogd" if synthetic else "real-isogd")
     root.mkdir(parents=True, exist_ok=True)
     if synthetic:
         (root / "SYNTHETIC.json").write_text(json.dumps({"synthetic": True}))
+    if num_classes is not None:
+        (root / "classes.txt").write_text("".join(f"{n}\n" for n in class_names(num_classes)))
     return root
+
+
+def _num_classes(specs: list[TrialSpec]) -> int | None:
+    counts = {s.num_classes for s in specs}
+    return counts.pop() if len(counts) == 1 else None
 
 
 def config_of(spec: TrialSpec, *, root: Path, sweep: str, sweep_id: str) -> dict[str, Any]:
@@ -130,8 +141,9 @@ def results_of(spec: TrialSpec) -> list[dict[str, Any]]:
 
 def write_mlflow_sweep(tracking_uri: str, tmp: Path, specs: list[TrialSpec], *, sweep: str = "demo",
                        experiment: str = "gesturebench-test", synthetic: bool = True) -> None:
-    """The sweep as `bench.tracking` records it: parent run, nested trial runs with the tags and
-    params `bench.tracking.records` makes, per-epoch metrics (step = epoch), the final scores.
+    """The sweep as `bench.tracking` records it: parent run, nested trial runs with the tags,
+    params and run names `bench.tracking.records` makes, per-epoch metrics (step = epoch) with
+    their percent twins, the dataset inputs, the final scores.
 
     Written with one ``log_batch`` per run rather than through `Tracker`'s idempotent
     find-or-create calls, which cost seconds per run on a loaded 2-core machine."""
@@ -141,22 +153,28 @@ def write_mlflow_sweep(tracking_uri: str, tmp: Path, specs: list[TrialSpec], *, 
     from bench.tracking import records
     from bench.tracking.store import Tracker
 
-    root = dataset_root(tmp, synthetic=synthetic)
+    root = dataset_root(tmp, synthetic=synthetic, num_classes=_num_classes(specs))
     sweep_id = f"{sweep}-0001"
     client = MlflowClient(tracking_uri)
-    exp_id = Tracker(tracking_uri, experiment).experiment_id     # the artifact location Tracker picks
+    tracker = Tracker(tracking_uri, experiment)
+    exp_id = tracker.experiment_id     # the artifact location and experiment kind Tracker gives
     parent = client.create_run(exp_id, run_name=sweep, tags={
         **records.parent_tags(name=sweep, stages=sorted({s.stage for s in specs})), **records.parent_key(sweep_id)})
     pid = parent.info.run_id
     for spec in specs:
         cfg = config_of(spec, root=root, sweep=sweep, sweep_id=sweep_id)
         tags = {**records.trial_tags(cfg, trial_id=spec.name, parent_run_id=pid), **records.trial_key(cfg, spec.name)}
-        run = client.create_run(exp_id, run_name=spec.name, tags=tags)
+        epochs = results_of(spec)
+        run = client.create_run(exp_id, run_name=records.trial_run_name(cfg, epochs[-1]["val_top1"]), tags=tags)
         rid = run.info.run_id
         params = [Param(k, v) for k, v in records.param_strings(records.trial_params(cfg)).items()]
-        metrics = [Metric(k, float(v), 0, int(r["epoch"])) for r in results_of(spec)
-                   for k, v in r.items() if k not in ("trial_id", "training_iteration")]
+        metrics = []
+        for r in epochs:
+            values = {k: float(v) for k, v in r.items() if k not in ("trial_id", "training_iteration")}
+            values.update(records.pct_metrics(values))
+            metrics += [Metric(k, v, 0, int(r["epoch"])) for k, v in values.items()]
         client.log_batch(rid, metrics=metrics, params=params, tags=[])
+        tracker.log_datasets(rid, cfg)
         unfinished = spec.last_epoch is not None and spec.last_epoch < spec.epochs
         if not unfinished:
             client.log_artifact(rid, str(write_scores(tmp / "scores" / spec.name / "val_scores.parquet", spec)))
@@ -167,7 +185,7 @@ def write_mlflow_sweep(tracking_uri: str, tmp: Path, specs: list[TrialSpec], *, 
 def write_tune_sweep(sweep_dir: Path, tmp: Path, specs: list[TrialSpec], *, sweep: str = "demo",
                      synthetic: bool = True) -> Path:
     """The sweep as Ray Tune leaves it on disk (what `bench.sweep.results.read_sweep` reads)."""
-    root = dataset_root(tmp, synthetic=synthetic)
+    root = dataset_root(tmp, synthetic=synthetic, num_classes=_num_classes(specs))
     sweep_id = f"{sweep}-0001"
     units = sorted({s.stage for s in specs})
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -184,3 +202,44 @@ def write_tune_sweep(sweep_dir: Path, tmp: Path, specs: list[TrialSpec], *, swee
         (ck / "state.pt").write_bytes(b"placeholder: the report never loads it")
         write_scores(ck / "val_scores.parquet", spec)
     return sweep_dir
+
+
+def tick_labels(ax: Any, which: str = "x") -> list[Any]:
+    """The tick labels of ``ax`` a reader sees: visible, non-empty, at a tick inside the view."""
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    lo, hi = sorted(ax.get_xlim() if which == "x" else ax.get_ylim())
+    out = []
+    for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+        label = tick.label1
+        if tick.get_visible() and label.get_visible() and label.get_text().strip() and lo <= tick.get_loc() <= hi:
+            out.append(label)
+    return out
+
+
+def text_boxes(fig: Any) -> list[tuple[str, Any]]:
+    """``(text, display-space bbox)`` of every text of a drawn figure a reader sees: tick labels
+    (`tick_labels`), point labels, titles, axis and legend labels."""
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ticks, seen = [], set()
+    for ax in fig.axes:
+        for which, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                seen.update((id(tick.label1), id(tick.label2)))
+            ticks += tick_labels(ax, which)
+    others = [t for t in fig.findobj(Text)
+              if id(t) not in seen and t.get_visible() and t.get_text().strip()]
+    return [(t.get_text(), t.get_window_extent(renderer)) for t in ticks + others]
+
+
+def overlapping_texts(fig: Any, *, tolerance: float = 0.5) -> list[tuple[str, str]]:
+    """Pairs of texts of ``fig`` whose boxes share more than ``tolerance`` pixels each way."""
+    boxes = text_boxes(fig)
+    bad = []
+    for i, (ta, a) in enumerate(boxes):
+        for tb, b in boxes[i + 1:]:
+            if min(a.x1, b.x1) - max(a.x0, b.x0) > tolerance and min(a.y1, b.y1) - max(a.y0, b.y0) > tolerance:
+                bad.append((ta, tb))
+    return bad

@@ -320,7 +320,8 @@ def test_cost_figures_labels_do_not_overlap(x: str) -> None:
 
     plt.close(fig)
     # costs spanning decades (the paper's full networks): still few, plain ticks
-    wide = _leaderboard([("convlstm", "rgb", 4_700_000, 52.0), ("a", "rgb", 530_000, 56.0), ("b", "rgb", 670_000, 44.0)])
+    wide = _leaderboard([("convlstm", "rgb", 4_700_000, 52.0), ("a", "rgb", 530_000, 56.0),
+                         ("b", "rgb", 670_000, 44.0)])
     fig = plots.accuracy_vs_cost(wide, x=x)
     assert overlapping_texts(fig) == []
     _no_crowded_x_ticks(fig.axes[0])
@@ -439,3 +440,16 @@ def test_a_trial_stopped_early_is_not_selected_over_a_full_length_one() -> None:
     assert by["weak"]["reason"].startswith("another configuration of this seed's search was selected: full")
     alone = select_trials(trials_frame([row("short", 0.9, 2, 0.1)]))
     assert alone["selected"].to_list() == [True]          # no full-length trial: the stopped one counts
+
+
+def test_a_search_is_reported_with_what_it_selected(reported: dict) -> None:
+    """The fixture's search (a second lr for one seed of a/rgb) appears as a search: the
+    selected configuration per seed, the trial count, and the lr column of every trial."""
+    rep = reported["res"].report
+    s = rep.search.filter((pl.col("cell") == "a") & (pl.col("modality") == "rgb")).row(0, named=True)
+    assert s["trials"] == 4 and s["stopped_early"] == 0
+    chosen = rep.trials.filter(pl.col("selected") & (pl.col("cell") == "a") & (pl.col("modality") == "rgb"))
+    assert s["selected"] == "; ".join(f"s{r['seed']}: lr={r['lr']:.4g}" for r in chosen.sort("seed").iter_rows(named=True))
+    md = (reported["out"] / "report.md").read_text()
+    assert "## Hyperparameter search" in md and "### What each study selected" in md
+    assert (reported["out"] / "tables" / "search.csv").is_file()

@@ -83,9 +83,27 @@ def test_later_state_of_the_art(table) -> None:
     for (source, modality), value in LATER.items():
         rows = table.filter((table["source"] == source) & (table["modality"] == modality)).to_dicts()
         assert len(rows) == 1 and rows[0]["value"] == value, (source, modality)
-        assert rows[0]["split"] in ("valid", "unstated")      # every row names its split (or says SPEC does not)
+        assert rows[0]["split"] in ("valid", "unstated")      # every row names its split, or says it is not named
     assert table.height == 10 + 19 + len(LATER)             # nothing else hides in the file
     assert all(table["citation"].str.len_chars() > 20)
+
+
+def test_distinct_results_for_readers(table) -> None:
+    """What the report shows: one row per published result, the split in words, notes without
+    their remark on the split (the split column carries it)."""
+    from bench.report.baselines import RESULT_KEY, UNSTATED_TEXT, distinct_results, note_text
+
+    d = distinct_results(table)
+    assert d.columns == table.columns
+    assert d.height == d.unique(subset=list(RESULT_KEY)).height == table.height - 2   # IsoGD RGB convlstm, a
+    assert set(d["split"]) == {"valid", UNSTATED_TEXT}
+    assert set(d.filter(d["table"].str.contains(","))["table"]) == {"Table 1, Table 2"}
+    assert not d["note"].str.contains("split not named").any()
+    assert note_text("split not named in X (papers often report the test split); compare with care") == \
+        "papers often report the test split; compare with care"
+    assert note_text("learned fusion (CAPF); split not named in X; compare with care") == \
+        "learned fusion (CAPF); compare with care"
+    assert note_text("") == ""
 
 
 def _spec_path() -> Path | None:

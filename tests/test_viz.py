@@ -50,13 +50,35 @@ def test_one_heat_map_per_recurrent_step(checkpoint: Path, tmp_path: Path) -> No
     for t, c in enumerate(out.channels):
         assert np.allclose(out.maps[t], h[c, t].numpy(), atol=1e-5)
         assert sums[c, t] >= sums[:, t].max() - 1e-4
-    # the figure: a frame and a heat map per step
-    fig = draw(out.frames, out.maps, out.channels, title="t")
+    # the figure: a frame and a heat map per step, one colour scale shown by a colour bar, and
+    # where the clip comes from (a loose video file: not recorded)
+    assert out.meta["provenance"].startswith("clip swipe_up_down.mp4: a video file, provenance not recorded")
+    assert "network trained on isogd at 'unused' (not on this machine" in out.meta["provenance"]
+    fig = draw(out.frames, out.maps, out.channels, title="t", provenance=out.meta["provenance"])
     images = [ax for ax in fig.axes if ax.images]
     assert len(images) == 2 * out.steps
+    _assert_colour_bar_and_provenance(fig, out, "clip swipe_up_down.mp4")
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def _assert_colour_bar_and_provenance(fig, out, provenance_start: str) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _helpers_report import overlapping_texts
+
+    bars = [ax for ax in fig.axes if getattr(ax, "_colorbar", None) is not None]
+    assert len(bars) == 1 and bars[0].get_label() == "<colorbar>"
+    heat = [ax.images[0] for ax in fig.axes if ax.images and ax.images[0].get_cmap().name == "jet"]
+    assert len(heat) == out.steps
+    lo, hi = float(out.maps.min()), float(out.maps.max())
+    assert all(im.get_clim() == pytest.approx((lo, hi)) for im in heat)     # one scale for every step
+    assert bars[0]._colorbar.mappable.get_clim() == pytest.approx((lo, hi))
+    texts = [t.get_text().replace("\n", " ") for t in fig.texts]
+    assert any(t.startswith(provenance_start) for t in texts), texts
+    assert overlapping_texts(fig) == []
 
 
 def test_cli_and_mlflow_logging(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -97,6 +119,14 @@ def test_clip_from_a_dataset_sample(checkpoint: Path, tmp_path: Path) -> None:
                       modality="depth", out=tmp_path / "d.png")
     assert out.sample_id == "valid/001/M_00002"
     assert out.steps == 4 and out.png.is_file()
+    assert out.meta["provenance"].startswith("SYNTHETIC isogd (valid) clip valid/001/M_00002")
+    from bench.report.viz import draw
+
+    fig = draw(out.frames, out.maps, out.channels, title="t", provenance=out.meta["provenance"])
+    _assert_colour_bar_and_provenance(fig, out, "SYNTHETIC isogd (valid)")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
     assert (out.frames[..., 0] == out.frames[..., 2]).all()         # depth: one gray channel, three times
     with pytest.raises(ValueError, match="not in the 'valid' split"):
         render_fig3(checkpoint=checkpoint, dataset="isogd", root=root, sample="nope", out=tmp_path / "x.png")

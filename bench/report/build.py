@@ -14,7 +14,9 @@
   one table, each row saying which data it comes from -- synthetic data is never passed off
   as IsoGD or Jester.
 - ``confusions``: confusion matrices (sklearn) of the best cell per dataset/stage/modality and
-  of its best fusion, summed over seeds.
+  of its best fusion, summed over seeds, with the dataset's class names when its root is
+  readable here (``classes.txt``, or Jester's labels file).
+- ``published``: the published results, one row per result (`bench.report.baselines.distinct_results`).
 
 Accuracies in every table are percentages; differences are in percentage points.
 """
@@ -23,14 +25,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import polars as pl
 
+from bench.data.formats import CLASSES_FILE, JESTER_LABELS, read_class_names
 from bench.data.index import MODALITIES
 from bench.report import fusion as fz
-from bench.report.baselines import load_baselines
+from bench.report.baselines import distinct_results, load_baselines, split_text
+from bench.report.search import importance, searched_keys
 from bench.report.stats import ALPHA, mcnemar_exact, mean_ci, paired_test
 from bench.report.trials import KEY, select_trials
 
@@ -43,6 +48,7 @@ class Confusion:
     title: str
     matrix: np.ndarray          # (C, C) counts, rows = true class, columns = predicted
     accuracy: float             # percent
+    classes: list[str] | None = None    # names in label order; None when the dataset's are not at hand
 
 
 @dataclass
@@ -60,14 +66,24 @@ class Report:
     baselines: pl.DataFrame
     confusions: list[Confusion] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    search: pl.DataFrame = field(default_factory=pl.DataFrame)       # what a search selected, per cell
+    importance: pl.DataFrame = field(default_factory=pl.DataFrame)   # each searched key's importance
+
+    @property
+    def published(self) -> pl.DataFrame:
+        """The published results as a reader gets them: one row per result, the split said."""
+        return distinct_results(self.baselines)
 
     def tables(self) -> dict[str, pl.DataFrame]:
         """The tables logged to MLflow and written as CSV, by file stem."""
         trials = self.trials
         if "scores_path" in trials.columns:   # local (often temporary) paths mean nothing elsewhere
             trials = trials.with_columns((pl.col("scores_path") != "").alias("has_scores")).drop("scores_path")
-        return {"leaderboard": self.leaderboard, "fusion": self.fusion, "significance": self.significance,
-                "fusion_per_seed": self.fusion_runs, "comparison": self.comparison, "trials": trials}
+        out = {"leaderboard": self.leaderboard, "fusion": self.fusion, "significance": self.significance,
+               "fusion_per_seed": self.fusion_runs, "comparison": self.comparison, "trials": trials}
+        if self.search.height:
+            out |= {"search": self.search, "importance": self.importance}
+        return out
 
 
 def data_label(dataset: str | None, synthetic: bool | None, split: str | None = None) -> str:
@@ -274,7 +290,8 @@ def comparison_table(leaderboard: pl.DataFrame, fusion: pl.DataFrame, baselines:
             continue
         seen.add(key)
         rows.append({"dataset": b["dataset"], "modality": b["modality"], "method": b["architecture"],
-                     "cell": b["cell"] or "", "source": b["source"], "data": f"real {b['dataset']} ({b['split']})",
+                     "cell": b["cell"] or "", "source": b["source"],
+                     "data": f"real {b['dataset']} ({split_text(b['split'])})",
                      "split": b["split"], "top1": float(b["value"]), "top1_std": math.nan, "seeds": None,
                      "citation": b["citation"]})
     fmt_of = {r["dataset"]: (r["dataset_format"] or r["dataset"], r["synthetic"], r["split"])
@@ -308,6 +325,24 @@ def comparison_table(leaderboard: pl.DataFrame, fusion: pl.DataFrame, baselines:
 
 # ----------------------------------------------------------------------------- confusion matrices
 
+def class_names(fmt: str | None, root: str | None, num_classes: int) -> list[str] | None:
+    """The dataset's class names in label order, from its root: ``classes.txt`` (IsoGD layout,
+    frame lists, the suite's generated data) or Jester's labels file. None when the root is not
+    readable here or the file's count is not ``num_classes`` (then the labels are indices)."""
+    if not root:
+        return None
+    base = Path(root)
+    for name in ((JESTER_LABELS, CLASSES_FILE) if fmt == "jester" else (CLASSES_FILE,)):
+        f = base / name
+        try:
+            if f.is_file():
+                names = read_class_names(f)
+                return names if len(names) == num_classes else None
+        except (OSError, ValueError):        # DataError is a ValueError
+            return None
+    return None
+
+
 def confusion_matrices(selected: pl.DataFrame, leaderboard: pl.DataFrame, fusion: pl.DataFrame,
                        scores: _Scores, fused_preds: dict[tuple, dict[str, Any]]) -> list[Confusion]:
     """Best cell per dataset/stage/modality (and its best fitted fusion), summed over seeds."""
@@ -316,6 +351,18 @@ def confusion_matrices(selected: pl.DataFrame, leaderboard: pl.DataFrame, fusion
     out: list[Confusion] = []
     if leaderboard.is_empty():
         return out
+    names_cache: dict[tuple, list[str] | None] = {}
+
+    def names_of(dataset: str, n: int) -> list[str] | None:
+        rows = selected.filter(pl.col("dataset") == dataset)
+        if rows.is_empty():
+            return None
+        r = rows.row(0, named=True)
+        key = (r["dataset_format"], r["root"], n)
+        if key not in names_cache:
+            names_cache[key] = class_names(r["dataset_format"] or dataset, r["root"], n)
+        return names_cache[key]
+
     for (dataset, stage, modality), g in leaderboard.group_by(["dataset", "stage", "modality"], maintain_order=True):
         best = g.sort("top1", descending=True).row(0, named=True)
         trials = selected.filter((pl.col("dataset") == dataset) & (pl.col("stage") == stage)
@@ -332,7 +379,7 @@ def confusion_matrices(selected: pl.DataFrame, leaderboard: pl.DataFrame, fusion
             m = np.sum(mats, axis=0)
             out.append(Confusion(f"{dataset} / {stage} / {modality}: cell {best['cell']} "
                                  f"({len(mats)} seed{'s' * (len(mats) > 1)} summed)", m,
-                                 100.0 * np.trace(m) / max(m.sum(), 1)))
+                                 100.0 * np.trace(m) / max(m.sum(), 1), names_of(dataset, m.shape[0])))
     if not fusion.is_empty():
         fitted = fusion.filter(pl.col("rule") == "fitted")
         for (dataset, stage), g in fitted.group_by(["dataset", "stage"], maintain_order=True):
@@ -345,11 +392,32 @@ def confusion_matrices(selected: pl.DataFrame, leaderboard: pl.DataFrame, fusion
                 m = np.sum(mats, axis=0)
                 out.append(Confusion(f"{dataset} / {stage} / {best['modalities']} fused (fitted): cell "
                                      f"{best['cell']} ({len(mats)} seed{'s' * (len(mats) > 1)} summed)", m,
-                                     100.0 * np.trace(m) / max(m.sum(), 1)))
+                                     100.0 * np.trace(m) / max(m.sum(), 1), names_of(dataset, m.shape[0])))
     return out
 
 
 # ----------------------------------------------------------------------------- all of it
+
+def search_table(annotated: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Per (dataset, stage, cell, modality) of a search: its trials, how many the scheduler
+    stopped early, and each seed's selected trial with every searched key's value."""
+    if not keys or annotated.is_empty():
+        return pl.DataFrame()
+    rows = []
+    for group, g in annotated.group_by(["dataset", "stage", "cell", "modality"], maintain_order=True):
+        chosen = g.filter(pl.col("selected")).sort("seed")
+        config = "; ".join(
+            f"s{r['seed']}: " + ", ".join(f"{k}={_value(r[k])}" for k in keys) for r in chosen.iter_rows(named=True))
+        rows.append({"dataset": group[0], "stage": group[1], "cell": group[2], "modality": group[3],
+                     "trials": g.height, "stopped_early": int(g["stopped_early"].fill_null(False).sum()),
+                     "selected": config, "selected_trials": "; ".join(chosen["trial_name"].to_list()),
+                     "selected_top1": _pct(float(chosen["val_top1"].mean())) if chosen.height else math.nan})
+    return pl.DataFrame(rows)
+
+
+def _value(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
 
 def build_report(trials: pl.DataFrame, *, sweep: str, source: str, baselines: pl.DataFrame | None = None,
                  n_boot: int = 2000, seed: int = 0) -> Report:
@@ -380,6 +448,14 @@ def build_report(trials: pl.DataFrame, *, sweep: str, source: str, baselines: pl
         notes.append("Numbers marked SYNTHETIC come from the suite's generated gesture data, not from IsoGD or "
                      "Jester: they test the machinery and are NOT comparable with the published results.")
     confusions = confusion_matrices(selected, leaderboard, fusion, scores, fused_preds)
+    keys = searched_keys(annotated)
+    search = search_table(annotated, keys)
+    imp = importance(annotated, keys) if keys else pl.DataFrame()
+    if keys:
+        notes.append(f"A search varied {', '.join(keys)}: each seed's study selected its best full-length trial by "
+                     "final validation top-1 (see 'Hyperparameter search'); the scores above are on the split that "
+                     "selected them -- re-run the winners on a held-out split with `bench winners`.")
     return Report(sweep=sweep, source=source, trials=annotated, selected=selected, excluded=excluded,
                   leaderboard=leaderboard, significance=significance, fusion_runs=fusion_runs, fusion=fusion,
-                  comparison=comparison, baselines=baselines, confusions=confusions, notes=notes)
+                  comparison=comparison, baselines=baselines, confusions=confusions, notes=notes,
+                  search=search, importance=imp)

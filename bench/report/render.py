@@ -10,6 +10,7 @@ import base64
 import html
 import io
 import math
+import struct
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -18,6 +19,7 @@ import polars as pl
 
 from bench.report import plots
 from bench.report.build import Report
+from bench.report.search import MIN_TRIALS, objective_figure, searched_keys
 
 # (column, header, formatter)
 Col = tuple[str, str, Callable[[Any], str]]
@@ -120,8 +122,30 @@ TRIAL_COLS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("lr", lambda r: "-" if r["lr"] is None or math.isnan(r["lr"]) else f"{r['lr']:.3g}"),
     ("selected", lambda r: "yes" if r["selected"] else "no"), ("why not", lambda r: _s(r["reason"])),
 ]
+SEARCH_COLS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+    ("dataset", lambda r: _s(r["dataset"])), ("stage", lambda r: _s(r["stage"])), ("cell", lambda r: _s(r["cell"])),
+    ("modality", lambda r: _s(r["modality"])), ("trials", lambda r: _int(r["trials"])),
+    ("stopped early", lambda r: _int(r["stopped_early"])), ("selected (per seed)", lambda r: _s(r["selected"])),
+    ("selected top-1 %", lambda r: _f(2)(r["selected_top1"])),
+]
+IMPORTANCE_COLS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+    ("dataset", lambda r: _s(r["dataset"])), ("stage", lambda r: _s(r["stage"])), ("cell", lambda r: _s(r["cell"])),
+    ("modality", lambda r: _s(r["modality"])), ("key", lambda r: _s(r["key"])),
+    ("importance (fANOVA)", lambda r: _f(3)(r["importance"])), ("full-length trials", lambda r: _int(r["trials"])),
+]
+
+
+def trial_cols(keys: Sequence[str]) -> list[tuple[str, Callable[[dict[str, Any]], str]]]:
+    """The trials table's columns with every searched key beside ``lr``."""
+    extra = [(k, (lambda k: lambda r: "-" if r[k] is None or (isinstance(r[k], float) and math.isnan(r[k]))
+                  else (f"{r[k]:.3g}" if isinstance(r[k], float) else str(r[k])))(k)) for k in keys if k != "lr"]
+    i = next(j for j, (name, _) in enumerate(TRIAL_COLS) if name == "lr") + 1
+    return [*TRIAL_COLS[:i], *extra, *TRIAL_COLS[i:]]
+
+
 BASELINE_COLS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("dataset", lambda r: _s(r["dataset"])), ("split", lambda r: _s(r["split"])),
+    ("printed in", lambda r: _s(r["table"])),
     ("modality", lambda r: _s(r["modality"])),
     ("architecture", lambda r: _s(r["architecture"])), ("top-1 %", lambda r: _f(2)(r["value"])),
     ("params (M)", lambda r: _f(3)(r["params_m"])), ("Mult-Adds (M)", lambda r: _f(0)(r["mult_adds_m"])),
@@ -143,13 +167,24 @@ def markdown_table(df: pl.DataFrame, cols: Sequence[tuple[str, Callable[[dict[st
     return "\n".join(lines) + "\n"
 
 
+# Columns of free text: they wrap (every other cell stays on one line) and align left.
+TEXT_COLUMNS = frozenset({"citation", "note", "why not", "method", "source", "architecture", "weights (fitted)"})
+# Columns of names and labels: one line, aligned left.
+LABEL_COLUMNS = frozenset({"data", "stage", "cell", "modality", "modalities", "rule", "trial", "dataset", "split",
+                           "printed in", "measured on", "status", "synthetic", "vs", "selected"})
+
+
 def html_table(df: pl.DataFrame, cols: Sequence[tuple[str, Callable[[dict[str, Any]], str]]]) -> str:
+    """A table in a horizontally scrolling box: a frame narrower than the table (MLflow's
+    artifact view) scrolls it instead of squeezing every column into a stack of short lines."""
     if df.is_empty():
         return "<p><em>(none)</em></p>\n"
-    head = "".join(f"<th>{html.escape(h)}</th>" for h, _ in cols)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>\n"
+    kinds = [' class="text"' if h in TEXT_COLUMNS else ' class="label"' if h in LABEL_COLUMNS else ""
+             for h, _ in cols]
+    head = "".join(f"<th{k}>{html.escape(h)}</th>" for (h, _), k in zip(cols, kinds))
+    body = "".join("<tr>" + "".join(f"<td{k}>{html.escape(c)}</td>" for c, k in zip(row, kinds)) + "</tr>\n"
                    for row in _cells(df, cols))
-    return f"<table><thead><tr>{head}</tr></thead><tbody>\n{body}</tbody></table>\n"
+    return f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>\n{body}</tbody></table></div>\n'
 
 
 def summary_markdown(report: Report) -> str:
@@ -171,6 +206,8 @@ FIGURE_TEXT = {
     "accuracy_vs_macs": "Top-1 against the measured multiply-adds per clip.",
     "cell_bars": "Top-1 per cell and modality (95% CI over seeds; dotted: chance).",
     "fusion_gains": "Gain of late fusion over the best single modality on the same clips (std over seeds).",
+    **{f"objective_{k}": f"Final validation top-1 of every finished trial against {k} (x: stopped early by the "
+       "scheduler)." for k in ("lr", "weight_decay", "batch_size", "momentum", "lr_end", "lr_power")},
 }
 
 
@@ -183,7 +220,13 @@ def make_figures(report: Report) -> dict[str, Any]:
         if fig is not None:
             figs[name] = fig
     for i, cm in enumerate(report.confusions):
-        figs[f"confusion_{i + 1}"] = plots.confusion(cm.matrix, f"{cm.title}: top-1 {cm.accuracy:.1f}%")
+        figs[f"confusion_{i + 1}"] = plots.confusion(cm.matrix, f"{cm.title}: top-1 {cm.accuracy:.1f}%",
+                                                     cm.classes)
+    if report.search.height:
+        for key in searched_keys(report.trials):
+            fig = objective_figure(report.trials, key)
+            if fig is not None:
+                figs[f"objective_{key}"] = fig
     return figs
 
 
@@ -232,7 +275,7 @@ def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
     for name, df in report.tables().items():
         if df.width:
             _csv_safe(df).write_csv(out / "tables" / f"{name}.csv")
-    _csv_safe(report.baselines).write_csv(out / "tables" / "baselines.csv")
+    _csv_safe(report.published).write_csv(out / "tables" / "baselines.csv")
 
     datasets = report.leaderboard["dataset"].unique(maintain_order=True).to_list() if report.leaderboard.height else []
     md = [f"# Leaderboard: sweep `{report.sweep}`", "", _source_line(report), ""]
@@ -254,7 +297,8 @@ def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
         text = FIGURE_TEXT.get(name, "")
         md.extend([f"![{name}](figures/{name}.png)", "", f"_{text}_" if text else "", ""])
         b64 = base64.b64encode(pngs[name]).decode()
-        hx.append(f'<figure><img alt="{name}" src="data:image/png;base64,{b64}"/>'
+        w, h = struct.unpack(">II", pngs[name][16:24])          # the PNG's IHDR: width, height
+        hx.append(f'<figure><img alt="{name}" width="{w}" height="{h}" src="data:image/png;base64,{b64}"/>'
                   f"<figcaption>{html.escape(text)}</figcaption></figure>")
 
     md += ["## Single modalities", ""]
@@ -276,14 +320,29 @@ def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
     hx.append("<h2>Confusion matrices</h2>")
     for i in range(len(report.confusions)):
         figure(f"confusion_{i + 1}")
+    if report.search.height:
+        md += ["## Hyperparameter search", "", "Selected on the validation split; `bench winners` re-runs the "
+               "selection with more seeds on a held-out split.", ""]
+        hx.append("<h2>Hyperparameter search</h2><p>Selected on the validation split; <code>bench winners</code> "
+                  "re-runs the selection with more seeds on a held-out split.</p>")
+        section("What each study selected", report.search, SEARCH_COLS, 3)
+        section("How much each searched key mattered", report.importance, IMPORTANCE_COLS, 3)
+        if report.importance.is_empty():
+            why = (f"Not computed: Optuna's fANOVA needs at least {MIN_TRIALS} full-length trials of a cell whose "
+                   "scores differ.")
+            md += [f"_{why}_", ""]
+            hx.append(f"<p><em>{html.escape(why)}</em></p>")
+        for key in searched_keys(report.trials):
+            figure(f"objective_{key}")
     section("Paired comparisons (per modality and seed)", report.significance, SIGNIFICANCE_COLS)
-    section("Trials", report.trials, TRIAL_COLS)
-    section("Published results (bench/resources/baselines.csv)", report.baselines, BASELINE_COLS)
+    section("Trials", report.trials, trial_cols(searched_keys(report.trials)))
+    section("Published results (bench/resources/baselines.csv)", report.published, BASELINE_COLS)
     md.append(METHOD_MD)
     hx.append(_md_list_to_html(METHOD_MD))
 
     (out / "report.md").write_text("\n".join(md))
     page = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"/>"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"/>"
             f"<title>Leaderboard {html.escape(report.sweep)}</title><style>{CSS}</style></head>"
             f"<body>\n" + "\n".join(hx) + "\n</body></html>\n")
     (out / "report.html").write_text(page)
@@ -320,11 +379,15 @@ def _md_list_to_html(md: str) -> str:
 
 
 CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1500px}
-table{border-collapse:collapse;margin:8px 0 20px;font-size:13px}
-th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
-th{background:#f3f3f3}td:nth-child(-n+4){text-align:left}
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:12px 16px;color:#222;font-size:14px;
+line-height:1.4}
+h1{font-size:22px;margin:4px 0 8px}h2{font-size:18px;margin:22px 0 6px}h3{font-size:15px;margin:14px 0 4px}
+.table-wrap{overflow-x:auto;max-width:100%;margin:6px 0 18px}
+table{border-collapse:collapse;font-size:13px}
+th,td{border:1px solid #ccc;padding:3px 7px;text-align:right;white-space:nowrap;vertical-align:top}
+th{background:#f3f3f3}.label{text-align:left}
+.text{text-align:left;white-space:normal;min-width:14em;max-width:36em}
 .note{background:#fff6d6;border-left:4px solid #e0b400;padding:6px 10px}
-figure{margin:10px 0 24px}img{max-width:100%}figcaption{font-size:12px;color:#555}
+figure{margin:10px 0 24px}img{max-width:100%;height:auto}figcaption{font-size:12px;color:#555}
 code{background:#f3f3f3;padding:0 3px}
 """

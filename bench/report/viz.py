@@ -23,6 +23,8 @@ from bench.data.formats import FORMATS
 from bench.data.index import DatasetIndex, Sample
 from pipelines import make_loader
 
+SYNTHETIC_FILE = "SYNTHETIC.json"     # what the suite's generated datasets hold at their root
+
 
 @dataclass
 class Fig3:
@@ -117,8 +119,36 @@ def strongest_maps(net: Any, clip: Any) -> tuple[np.ndarray, list[int]]:
     return maps.float().numpy(), [int(c) for c in channels]
 
 
-def draw(frames: np.ndarray, maps: np.ndarray, channels: list[int], *, title: str) -> Any:
-    """Two rows, one column per step: the frame that starts the step, the strongest map."""
+def clip_provenance(*, video: Path | None, index_root: Path | None, dataset: str | None, split: str,
+                    sample_id: str, train_root: str | None, train_dataset: str | None) -> str:
+    """What the figure's clip and network come from, said plainly, SYNTHETIC first when it is.
+
+    A dataset clip is SYNTHETIC when its root holds ``SYNTHETIC.json`` (the suite's generated
+    data), real otherwise; a ``--video`` file is SYNTHETIC when a folder above it holds that
+    file, else of unrecorded provenance. The network's training data likewise, from the
+    checkpoint's ``root`` (unknown when that root is not on this machine)."""
+    if video is not None:
+        marker = next((d for d in Path(video).resolve().parents if (d / SYNTHETIC_FILE).is_file()), None)
+        clip = (f"SYNTHETIC clip {Path(video).name} (generated data under {marker})" if marker is not None
+                else f"clip {Path(video).name}: a video file, provenance not recorded")
+    else:
+        kind = "SYNTHETIC" if index_root is not None and (index_root / SYNTHETIC_FILE).is_file() else "real"
+        clip = f"{kind} {dataset} ({split}) clip {sample_id}"
+    if train_root and Path(train_root).is_dir():
+        kind = "SYNTHETIC" if (Path(train_root) / SYNTHETIC_FILE).is_file() else "real"
+        trained = f"network trained on {kind} {train_dataset or 'data'}"
+    else:
+        trained = (f"network trained on {train_dataset or 'data'} at {train_root!r} "
+                   f"(not on this machine: provenance unknown)")
+    return f"{clip}; {trained}"
+
+
+def draw(frames: np.ndarray, maps: np.ndarray, channels: list[int], *, title: str, provenance: str = "") -> Any:
+    """Two rows, one column per step: the frame that starts the step, the strongest map.
+
+    The maps share one colour scale (the smallest and largest activation over all steps), shown
+    by the colour bar on the right, so steps can be compared; ``provenance`` (`clip_provenance`)
+    is printed under the panels."""
     import matplotlib  # heavy
 
     matplotlib.use("Agg", force=True)
@@ -127,21 +157,36 @@ def draw(frames: np.ndarray, maps: np.ndarray, channels: list[int], *, title: st
     s = maps.shape[0]
     cols = min(s, 16)
     rows = math.ceil(s / cols)
-    fig, axes = plt.subplots(2 * rows, cols, figsize=(1.4 * cols + 0.6, 3.0 * rows + 0.5), squeeze=False)
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(1.4 * cols + 1.4, 3.0 * rows + 0.9), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
+    lo, hi = float(np.min(maps)), float(np.max(maps))
+    if hi <= lo:
+        hi = lo + 1.0
+    heat = None
     for t in range(s):
         r, c = divmod(t, cols)
         img = frames[t]
-        axes[2 * r, c].imshow(img[..., 0] if np.all(img[..., 0] == img[..., 1]) else img,
-                              cmap="gray" if np.all(img[..., 0] == img[..., 1]) else None)
+        gray = bool(np.all(img[..., 0] == img[..., 1]))
+        axes[2 * r, c].imshow(img[..., 0] if gray else img, cmap="gray" if gray else None)
         axes[2 * r, c].set_title(f"step {t + 1}", fontsize=7)
-        axes[2 * r + 1, c].imshow(maps[t], cmap="jet", interpolation="bilinear")
+        heat = axes[2 * r + 1, c].imshow(maps[t], cmap="jet", interpolation="bilinear", vmin=lo, vmax=hi)
         axes[2 * r + 1, c].set_title(f"ch {channels[t]}", fontsize=7)
     import textwrap
 
     fig.suptitle("\n".join(textwrap.wrap(title, width=max(50, 16 * cols))), fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    bottom = 0.0
+    if provenance:
+        lines = textwrap.wrap(provenance, width=max(60, 18 * cols))
+        bottom = min(0.25, (0.05 + 0.035 * len(lines)) * 3.9 / (3.0 * rows + 0.9))
+        fig.text(0.01, 0.01, "\n".join(lines), fontsize=7, ha="left", va="bottom",
+                 color="#b00000" if provenance.startswith("SYNTHETIC") else "#333333")
+    fig.tight_layout(rect=(0, bottom, 0.9, 0.93))
+    if heat is not None:
+        cax = fig.add_axes((0.915, bottom + 0.08, 0.018, 0.93 - bottom - 0.16), label="<colorbar>")
+        fig.colorbar(heat, cax=cax, label="activation (shared scale)")
+        cax.tick_params(labelsize=6)
+        cax.yaxis.label.set_size(7)
     return fig
 
 
@@ -160,7 +205,10 @@ def render_fig3(*, checkpoint: str | Path, video: str | Path | None = None, data
     step_frames = frames[::2][:steps]                 # Res3D halves time: step t starts at frame 2t
     title = (f"first recurrent layer (cell {cfg['cell']}), strongest channel per step -- {sid} "
              f"({modality}, {frames.shape[0]} frames -> {steps} steps)")
-    fig = draw(step_frames, maps, channels, title=title)
+    provenance = clip_provenance(video=Path(video) if video else None, index_root=Path(root) if root else None,
+                                 dataset=dataset, split=split, sample_id=sid, train_root=cfg.get("root"),
+                                 train_dataset=cfg.get("dataset"))
+    fig = draw(step_frames, maps, channels, title=title, provenance=provenance)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     import matplotlib.pyplot as plt  # heavy
@@ -168,7 +216,8 @@ def render_fig3(*, checkpoint: str | Path, video: str | Path | None = None, data
     fig.savefig(out, dpi=110)
     plt.close(fig)
     result = Fig3(png=out, frames=step_frames, maps=maps, channels=channels, sample_id=sid,
-                  meta={"cell": cfg["cell"], "modality": modality, "checkpoint": str(checkpoint)})
+                  meta={"cell": cfg["cell"], "modality": modality, "checkpoint": str(checkpoint),
+                        "provenance": provenance})
     if run_id:
         from bench.report.store import client
         from bench.tracking.uri import resolve_tracking_uri
