@@ -26,7 +26,7 @@ run: setup
 # Ray, a killed driver, the MLflow UI in headless Chromium -- are the checks users rely on most).
 # Quicker: make test PYTEST_ARGS='-m "not slow and not gpu"'. Chromium comes from Debian.
 test: setup
-	sh dashboards/install_chromium.sh || echo "chromium could not be installed: the browser test will skip"
+	sh dashboards/install_chromium.sh || echo "chromium could not be installed: the browser test will skip"; sh dashboards/install_postgres.sh || echo "postgresql could not be installed: the team-server test will skip"
 	$(PY) -m pytest -m "not gpu" --timeout=900 $(PYTEST_ARGS)
 
 # Everything, GPU tests included (they skip themselves where no CUDA device is visible).

@@ -35,9 +35,13 @@ RAYJOB = CLUSTERS / "kuberay" / "rayjob.yaml"
 # The sweep files the project ships: bench/configs/ and the GPU check in clusters/sweeps/.
 SWEEP_FILES = sorted((ROOT / "bench" / "configs").glob("*.yaml")) + sorted((CLUSTERS / "sweeps").glob("*.yaml"))
 
-MLFLOW_ARGS = {"--backend-store-uri": "sqlite:////shared/mlflow.db",
-               "--default-artifact-root": "/shared/mlartifacts", "--host": "0.0.0.0",
+# The team's tracking server on the head (`bench server`): runs in PostgreSQL (the launchers start
+# one on the head; KubeRay names one in a secret, else SQLite on the shared volume), artifacts
+# proxied to the shared file system.
+MLFLOW_ARGS = {"--backend-store-uri": "postgresql://mlflow@127.0.0.1:5432/mlflow",
+               "--artifacts-destination": "/shared/mlartifacts", "--host": "0.0.0.0",
                "--port": "5000", "--workers": "2"}
+KUBERAY_BACKEND = "${MLFLOW_BACKEND_STORE_URI:-sqlite:////shared/mlflow.db}"
 # KubeRay name limits (ray-operator utils/constant.go): service names must stay <= 63 chars.
 MAX_RAYCLUSTER_NAME = 53
 MAX_RAYJOB_NAME = MAX_RAYCLUSTER_NAME - 6
@@ -245,36 +249,53 @@ def test_launcher_node_types(cloud):
                 f"gcp/{name}: GPU VMs cannot live-migrate"
 
 
-def _mlflow_server_args(command: str) -> list[str]:
+def _bench_server_args(command: str) -> list[str]:
+    """The words after ``bench server`` in a shell command, up to its redirections."""
     words = shlex.split(command)
-    i = words.index("mlflow")
-    assert words[i + 1] == "server"
+    i = next(j for j in range(len(words) - 1) if words[j] == "bench" and words[j + 1] == "server")
     end = next((j for j in range(i + 2, len(words)) if words[j] in (">", "&", "&&", ";", "2>&1")), len(words))
     return words[i + 2:end]
 
 
-def _check_mlflow_args(args: list[str]) -> None:
-    """The brief's server options, parsed by the installed MLflow's own CLI (a wrong flag fails)."""
+def _check_server_args(args: list[str], backend: str = MLFLOW_ARGS["--backend-store-uri"]) -> list[str]:
+    """The head's `bench server` options, parsed by bench's own CLI, and the `mlflow server` argv
+    they make, parsed by the installed MLflow's CLI (a wrong flag fails either); returns that argv."""
     from mlflow.cli import server
 
-    ctx = server.make_context("server", list(args))
-    assert ctx.params["backend_store_uri"] == MLFLOW_ARGS["--backend-store-uri"]
-    assert ctx.params["default_artifact_root"] == MLFLOW_ARGS["--default-artifact-root"]
+    from bench.report.ui import team_server_command
+
+    a = _bench_parser().parse_args(["server", *args])
+    assert a.backend_store_uri == backend
+    assert a.artifacts_destination == MLFLOW_ARGS["--artifacts-destination"]
+    cmd = team_server_command(a.backend_store_uri, a.artifacts_destination, host=a.host, port=a.port,
+                              workers=a.workers, allowed_hosts=a.allowed_hosts)
+    ctx = server.make_context("server", cmd[4:])
+    assert ctx.params["backend_store_uri"] == backend
+    assert ctx.params["artifacts_destination"] == MLFLOW_ARGS["--artifacts-destination"]
+    assert ctx.params["serve_artifacts"] is True and ctx.params["default_artifact_root"] is None
     assert ctx.params["host"] == "0.0.0.0" and ctx.params["port"] == 5000
     assert str(ctx.params["workers"]) == "2"
+    return cmd[4:]
 
 
 @pytest.mark.parametrize("cloud", sorted(LAUNCHERS))
 def test_launcher_head_runs_mlflow_after_ray(cloud):
+    """After Ray: PostgreSQL on the head (127.0.0.1, the port the server's URI names), then the
+    team's `bench server` over it, in the background; nothing of it on the workers."""
     cfg = launcher_config(LAUNCHERS[cloud])
     cmds = cfg["head_start_ray_commands"]
     ray_i = next(i for i, c in enumerate(cmds) if "ray start --head" in c)
-    ml_i = [i for i, c in enumerate(cmds) if "mlflow server" in c]
-    assert len(ml_i) == 1 and ml_i[0] > ray_i
+    pg_i = [i for i, c in enumerate(cmds) if "pg_ctl" in c]
+    ml_i = [i for i, c in enumerate(cmds) if "bench server" in c]
+    assert len(ml_i) == 1 and len(pg_i) == 1 and ray_i < pg_i[0] < ml_i[0]
     assert "--num-cpus=0" in cmds[ray_i]
-    _check_mlflow_args(_mlflow_server_args(cmds[ml_i[0]]))
+    assert not any("mlflow server" in c for c in cmds)
+    _check_server_args(_bench_server_args(cmds[ml_i[0]]))
+    assert '-p 5432 -h 127.0.0.1' in cmds[pg_i[0]] and "createdb -h 127.0.0.1 -U mlflow mlflow" in cmds[pg_i[0]]
     assert "nohup" in cmds[ml_i[0]] and cmds[ml_i[0]].rstrip().count("&") >= 1
-    assert not any("mlflow server" in c for c in cfg["worker_start_ray_commands"])
+    assert not any("bench server" in c or "pg_ctl" in c for c in cfg["worker_start_ray_commands"])
+    setup = cfg["head_setup_commands"]
+    assert any("install_postgres.sh" in c for c in setup) and any("psycopg" in c for c in setup)
 
 
 def _pyproject_pin(name: str) -> str:
@@ -399,11 +420,14 @@ def test_raycluster_head_serves_mlflow():
     assert 5000 in [p["containerPort"] for p in ray_c["ports"]]
     for port in (6379, 8265, 10001):      # user ports replace KubeRay's defaults in older operators
         assert port in [p["containerPort"] for p in ray_c["ports"]]
-    ml = [c for c in pod["containers"] if "mlflow server" in " ".join(c.get("command", []) + c.get("args", []))]
+    ml = [c for c in pod["containers"] if "bench server" in " ".join(c.get("command", []) + c.get("args", []))]
     assert len(ml) == 1
     cmd = " ".join(ml[0].get("args", []))
-    args = _mlflow_server_args(cmd)
-    _check_mlflow_args(args)
+    args = _bench_server_args(cmd)
+    _check_server_args(args, backend=KUBERAY_BACKEND)
+    env = {e["name"]: e for e in ml[0].get("env", [])}      # the database URI: an optional secret
+    ref = env["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"]
+    assert ref["optional"] is True and ref["key"] == "uri"
     allowed = [h.strip() for h in args[args.index("--allowed-hosts") + 1].split(",")]
     svc = f"{rc['metadata']['name']}-head-svc"
     for host in (f"{svc}:5000", f"{svc}.default.svc.cluster.local:5000", "localhost:5000", "10.4.2.7:5000"):
@@ -491,7 +515,7 @@ def test_readme_bench_commands_parse():
         joined = re.sub(r"\\\n\s*", " ", b)
         for line in joined.splitlines():
             line = line.split(" #")[0].strip()
-            m = re.search(r"(?:^|--\s+|\s)(bench\s+(?:sweep|run|sync)\b.*)$", line)
+            m = re.search(r"(?:^|--\s+|\s)(bench\s+(?:sweep|run|sync|server|report|ui)\b.*)$", line)
             if m:
                 lines.append(m.group(1).rstrip("'\""))
     assert lines, "clusters/README.md shows no bench command"

@@ -1,20 +1,26 @@
-"""MLflow tracking without Ray: idempotent writes, the resilient callback, fail-fast probing."""
+"""MLflow tracking without Ray: idempotent writes, the resilient callback, fail-fast probing, and
+every tracking-URI mistake answered in one line by every command."""
 
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import re
 import socket
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from bench.tracking.uri import (
+    TrackingMisconfigured,
     TrackingUnavailable,
     check_tracking,
     default_tracking_uri,
     resolve_tracking_uri,
+    shown,
 )
 
 
@@ -51,6 +57,86 @@ def test_probe_fails_fast_on_a_dead_server(tmp_path):
     with pytest.raises(TrackingUnavailable, match="maintenance mode"):
         check_tracking(f"file://{tmp_path}/mlruns")
     check_tracking(f"sqlite:///{tmp_path}/mlflow.db")    # a new file in an existing folder is fine
+    (tmp_path / "empty.db").write_bytes(b"")
+    check_tracking(f"sqlite:///{tmp_path}/empty.db")     # an empty file: SQLite makes it a database
+    with pytest.raises(TrackingMisconfigured, match="is not a SQLite database"):
+        (tmp_path / "notes.db").write_text("not a database")
+        check_tracking(f"sqlite:///{tmp_path}/notes.db")
+    with pytest.raises(TrackingMisconfigured, match="three slashes"):
+        check_tracking("sqlite://")
+
+
+def test_a_password_in_a_database_uri_is_never_shown() -> None:
+    assert shown("postgresql://bob:s3cret@db:5432/mlflow") == "postgresql://bob:***@db:5432/mlflow"
+    assert shown("http://h:5000") == "http://h:5000"
+
+
+# ----------------------------------------------------------------------------- URI mistakes, per command
+
+def _sqlite_header(path: Path) -> None:
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        db.execute("create table t (x)")
+
+
+def _mistake(kind: str, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    """(URI, a regex of what the one line must say) of one kind of tracking-URI mistake."""
+    if kind == "unknown scheme":
+        return f"sqlit:///{tmp}/x.db", r"tracking URI sqlit:///\S+x\.db: unknown scheme 'sqlit://'.*use sqlite:///"
+    if kind == "unreachable server":
+        uri = f"http://127.0.0.1:{_free_port()}"
+        return uri, rf"MLflow tracking server {uri} is not reachable.*start it"
+    if kind == "missing folder":
+        return f"sqlite:///{tmp}/nope/mlflow.db", r"sqlite:///\S+/nope/mlflow\.db: folder \S+/nope does not exist; create it"
+    if kind == "folder, not a file":
+        (tmp / "store").mkdir()
+        return f"sqlite:///{tmp}/store", r"sqlite:///\S+/store: \S+/store is a folder, not a SQLite file; name the database file"
+    if kind == "unwritable file":
+        db = tmp / "ro.db"
+        _sqlite_header(db)
+        db.chmod(0o444)
+        if os.geteuid() == 0:     # root may write anything: judge by the mode bits, as another user would
+            monkeypatch.setattr("bench.tracking.uri._writable", lambda p: bool(Path(p).stat().st_mode & 0o200))
+        return f"sqlite:///{db}", r"sqlite:///\S+/ro\.db: \S+/ro\.db is not writable.*chmod u\+w"
+    if kind == "database without its driver":
+        for mod in ("psycopg", "psycopg2"):
+            monkeypatch.setitem(sys.modules, mod, None)        # importing it raises ImportError
+        uri = f"postgresql://mlflow:pw@127.0.0.1:{_free_port()}/mlflow"
+        return uri, (r"tracking store postgresql://mlflow:\*\*\*@127\.0\.0\.1:\d+/mlflow: its Python driver "
+                     r"'psycopg' is not installed; pip install 'psycopg\[binary\]'")
+    raise AssertionError(kind)
+
+
+MISTAKES = ["unknown scheme", "unreachable server", "missing folder", "folder, not a file", "unwritable file",
+            "database without its driver"]
+COMMANDS = ["run", "sweep", "report", "ui", "sync"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("kind", MISTAKES)
+def test_every_tracking_uri_mistake_is_one_line(kind, command, tmp_path, capsys, monkeypatch):
+    """Each command answers each mistake with ``bench: error: <URI>: <what is wrong>; <what to do>``,
+    exit 2, no traceback, and before any work (no data generated, no sweep folder)."""
+    from bench.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri, says = _mistake(kind, tmp_path, monkeypatch)
+    f = tmp_path / "s.yaml"
+    f.write_text("name: t\ndatasets: {syn: {format: isogd, root: data/syn, synthetic: {num_classes: 2}}}\n"
+                 "stages: [{name: pretrain, epochs: 1}]\npreset: small\n")
+    argv = {"run": ["run", "--out", str(tmp_path / "runs")], "sweep": ["sweep", str(f)],
+            "report": ["report", "--sweep", "t", "--out", str(tmp_path / "rep")], "ui": ["ui", "--port", "0"],
+            "sync": ["sync", str(tmp_path)]}[command]
+    rc = main([*argv, "--tracking-uri", uri])
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert rc == 2, err
+    assert len(lines) == 1 and lines[0].startswith("bench: error: "), err
+    assert re.search(says, lines[0]), lines[0]
+    assert "Traceback" not in err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists() and not (tmp_path / "rep").exists()
 
 
 def test_sweep_with_dead_server_fails_before_any_work(tmp_path, capsys, monkeypatch):

@@ -1,4 +1,4 @@
-"""``bench report``, ``bench ui`` and ``bench viz``: top-level commands.
+"""``bench report``, ``bench ui``, ``bench server`` and ``bench viz``: top-level commands.
 
 Heavy imports (mlflow, torch, matplotlib, scipy) happen inside the handlers, so that
 ``bench --help`` stays fast.
@@ -15,9 +15,10 @@ from pathlib import Path
 
 from bench.data.formats import FORMATS
 from bench.errors import CLIError, DataError
-from bench.report.ui import serve
+from bench.report.ui import serve, serve_team
 from bench.report.viz import render_fig3
 from bench.tracking.uri import (
+    TrackingMisconfigured,
     TrackingUnavailable,
     apply_http_env,
     check_tracking,
@@ -63,6 +64,26 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for /health (120)")
     u.set_defaults(func=_ui_cmd)
 
+    t = sub.add_parser(
+        "server", help="a team's MLflow tracking server: PostgreSQL for runs, an artifact root, every driver logs to it",
+        description="Run `mlflow server` with its runs in a database (PostgreSQL: --backend-store-uri "
+                    "postgresql://USER@HOST:PORT/DB) and artifacts proxied to --artifacts-destination (a folder "
+                    "or s3://BUCKET/PREFIX), bound to 127.0.0.1 unless --host; serve until Ctrl-C. Drivers log "
+                    "there with --tracking-uri http://HOST:PORT. See clusters/README.md.")
+    t.add_argument("--backend-store-uri", required=True, metavar="URI",
+                   help="database of runs: postgresql://USER[:PASSWORD]@HOST:PORT/DB (or sqlite:///PATH)")
+    t.add_argument("--artifacts-destination", required=True, metavar="ROOT",
+                   help="where artifacts go: a folder, or s3://BUCKET/PREFIX (needs boto3 and credentials)")
+    t.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only; "
+                                                       "0.0.0.0 on a cluster's head, inside its network)")
+    t.add_argument("--port", type=int, default=5000, help="port (default 5000; 0 = any free port)")
+    t.add_argument("--workers", type=int, default=2, help="server worker processes (default 2)")
+    t.add_argument("--allowed-hosts", metavar="LIST",
+                   help="MLflow's Host-header allow-list (default: localhost and private IPs)")
+    t.add_argument("--log", type=Path, metavar="FILE", help="server log (default: ./mlflow-server-PORT.log)")
+    t.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for /health (120)")
+    t.set_defaults(func=_server_cmd)
+
     v = sub.add_parser(
         "viz", help="the paper's Fig. 3: the first recurrent layer's strongest feature map at every step",
         description="For a checkpoint and one clip, draw the input frames and, below, the first recurrent "
@@ -96,7 +117,9 @@ def report_sweep(*, sweep: str | None = None, experiment: str | None = None, tra
                  n_boot: int = 2000, seed: int = 0, quiet: bool = False) -> ReportOutcome:
     """The whole of ``bench report`` as a function (``bench run`` and tests call it).
 
-    Raises `bench.cli.CLIError` for a user error (no such sweep, store unreachable)."""
+    Raises `bench.errors.CLIError` for a user error (no such sweep, no store file) and
+    `TrackingUnavailable` for a tracking URI that is wrong or a store that cannot be reached
+    (unless the sweep's Tune storage can be read instead)."""
     from bench.report.build import build_report  # heavy: polars
     from bench.report.render import summary_markdown, write_report  # heavy: polars
     from bench.report.trials import load_trials_tune  # heavy: polars
@@ -110,12 +133,14 @@ def report_sweep(*, sweep: str | None = None, experiment: str | None = None, tra
     with tempfile.TemporaryDirectory(prefix="bench-report-") as tmp:
         if tune_dir is None:
             uri = resolve_tracking_uri(tracking_uri)
-            problem = None
+            problem, error = None, TrackingUnavailable
             try:
                 check_tracking(uri)
                 db = sqlite_path(uri)
                 if db is not None and not db.is_file():
-                    problem = f"no tracking store at {db}"
+                    problem, error = f"no tracking store at {db}", CLIError
+            except TrackingMisconfigured:
+                raise                     # a wrong URI: say so rather than read something else
             except TrackingUnavailable as e:
                 problem = str(e)
             fallback = DEFAULT_STORAGE / sweep if sweep else None
@@ -126,7 +151,7 @@ def report_sweep(*, sweep: str | None = None, experiment: str | None = None, tra
                     ref = store.find_sweep(uri, sweep=sweep, experiment=experiment)
                     trials = store.load_trials_mlflow(uri, ref, scores_dir=tmp)
                 except store.SweepNotFound as e:
-                    problem = str(e)
+                    problem, error = str(e), CLIError
                 else:
                     name, sweep_id, exp_name = ref.name, ref.sweep_id, ref.experiment_name
                     source = f"MLflow {uri} (experiment {ref.experiment_name!r})"
@@ -139,7 +164,7 @@ def report_sweep(*, sweep: str | None = None, experiment: str | None = None, tra
                 else:
                     hint = (f"; if the sweep's Ray Tune folder survives, pass --from-tune-dir <storage>/<sweep>"
                             f" (default storage: {DEFAULT_STORAGE}/)")
-                    raise CLIError(problem + hint)
+                    raise error(problem + hint)
         if tune_dir is not None:
             tune_dir = Path(tune_dir)
             if not (tune_dir / "sweep.json").is_file():
@@ -149,6 +174,8 @@ def report_sweep(*, sweep: str | None = None, experiment: str | None = None, tra
             exp_name = experiment or meta.get("experiment") or "gesturebench"
             source = f"Ray Tune storage {tune_dir.resolve()}"
             uri = resolve_tracking_uri(explicit_uri) if explicit_uri else None
+            if uri is not None and log_to_mlflow:
+                check_tracking(uri)       # before the report is built: where it is to be logged
             if trials.is_empty():
                 raise CLIError(f"{tune_dir}: the sweep has no trials yet")
         say(f"bench report: {trials.height} trial(s) of sweep {name!r} from {source}")
@@ -197,6 +224,12 @@ def _report_cmd(args: argparse.Namespace) -> int:
 def _ui_cmd(args: argparse.Namespace) -> int:
     return serve(tracking_uri=args.tracking_uri, host=args.host, port=args.port,
                  artifact_root=args.artifact_root, timeout=args.timeout)
+
+
+def _server_cmd(args: argparse.Namespace) -> int:
+    return serve_team(backend_store_uri=args.backend_store_uri, artifacts_destination=args.artifacts_destination,
+                      host=args.host, port=args.port, workers=args.workers, allowed_hosts=args.allowed_hosts,
+                      timeout=args.timeout, log_path=args.log)
 
 
 # ----------------------------------------------------------------------------- bench viz

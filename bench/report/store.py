@@ -104,18 +104,37 @@ def _fused_cost(singles: dict[tuple, dict[str, Any]], key: tuple, modalities: li
     return out
 
 
+def _data_of(report: Report) -> dict[tuple, dict[str, Any]]:
+    """(dataset, stage, cell) -> the dataset its trials were validated on, as a trial config
+    holds it (for the entries' dataset inputs): from the first selected trial of each."""
+    sel = report.selected
+    need = {"dataset", "stage", "cell", "dataset_format", "root"}
+    if sel.is_empty() or not need <= set(sel.columns):
+        return {}
+    out: dict[tuple, dict[str, Any]] = {}
+    for r in sel.iter_rows(named=True):
+        key = (r["dataset"], r["stage"], r["cell"])
+        if key not in out and r["dataset_format"] and r["root"]:
+            out[key] = {"dataset": r["dataset_format"], "root": r["root"], "val_split": r.get("split") or "valid",
+                        "sweep": {"dataset": r["dataset"]}}
+    return out
+
+
 def entries(report: Report) -> list[LeaderboardEntry]:
     """Every row of the report's leaderboard (``entry=single``) and of its fusion table
-    (``entry=fusion``, rule and modality combination in the identity), as entry runs."""
+    (``entry=fusion``, rule and modality combination in the identity), as entry runs; named
+    ``<cell>/<modality> <top-1>% <stage>`` and ``<cell>/<modalities> <top-1>% <rule> <stage>``."""
     out: list[LeaderboardEntry] = []
+    data = _data_of(report)
     singles: dict[tuple, dict[str, Any]] = {}
     for r in (report.leaderboard.iter_rows(named=True) if not report.leaderboard.is_empty() else ()):
         singles[(r.get("dataset"), r.get("stage"), r.get("cell"), r.get("modality"))] = r
         identity = {"entry": "single", **{k: r[k] for k in SINGLE_IDENTITY if k in r and r[k] is not None},
                     "rule": "none"}
         metrics = {m: _num(r.get(col)) for col, m in SINGLE_METRICS.items() if _num(r.get(col)) is not None}
-        out.append(LeaderboardEntry(name=f"{r['cell']}/{r['modality']} {r['stage']} {_pct_label(r.get('top1'))}",
-                                    identity=identity, metrics=metrics))
+        out.append(LeaderboardEntry(name=f"{r['cell']}/{r['modality']} {_pct_label(r.get('top1'))} {r['stage']}",
+                                    identity=identity, metrics=metrics,
+                                    data=data.get((r.get("dataset"), r.get("stage"), r.get("cell")))))
     for r in (report.fusion.iter_rows(named=True) if not report.fusion.is_empty() else ()):
         mods = str(r["modalities"])
         key = (r.get("dataset"), r.get("stage"), r.get("cell"))
@@ -127,8 +146,8 @@ def entries(report: Report) -> list[LeaderboardEntry]:
         metrics = {m: _num(r.get(col)) for col, m in FUSION_METRICS.items() if _num(r.get(col)) is not None}
         metrics.update(_fused_cost(singles, key, mods.split("+")))
         out.append(LeaderboardEntry(
-            name=f"{r['cell']}/{mods} {r['rule']} {r['stage']} {_pct_label(r.get('top1'))}",
-            identity=identity, metrics=metrics))
+            name=f"{r['cell']}/{mods} {_pct_label(r.get('top1'))} {r['rule']} {r['stage']}",
+            identity=identity, metrics=metrics, data=data.get(key)))
     return out
 
 

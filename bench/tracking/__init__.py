@@ -2,7 +2,8 @@
 runs are laid out in it.
 
 - `bench.tracking.uri`: which store to use (a local SQLite file by default -- MLflow 3 has
-  no file store), and a fast reachability probe for servers.
+  no file store), and a fast check of it: every mistake in a tracking URI (unknown scheme, dead
+  server, missing folder, database without its driver) is one `TrackingUnavailable` line.
 - `bench.tracking.records`: the run layout -- tag names, run kinds, how a config becomes
   params and how params come back as a typed config -- shared by every writer and the reader.
 - `bench.tracking.store`: `Tracker`, idempotent MLflow writes keyed by tags (one parent run
@@ -12,7 +13,9 @@ runs are laid out in it.
 - `bench.tracking.sync`: `bench sync`, which replays a sweep's Tune storage into MLflow.
 - `bench.tracking.reader`: a sweep read back (`find_sweep`, `read_trials`): typed trial
   records and their downloaded score files, for `bench report`.
-- `bench.tracking.leaderboard`: the leaderboard run a report writes, and the newest one.
+- `bench.tracking.datasets`: a trial's splits as MLflow dataset inputs (the UI's Dataset column).
+- `bench.tracking.leaderboard`: the leaderboard run a report writes, its rows as entry runs
+  (`records.LEADERBOARD_FILTER` shows the newest), and the newest of each.
 
 mlflow (and ray) are imported inside functions, so importing this package costs nothing.
 """

@@ -12,7 +12,7 @@ twice, and dies with the tracking server. This one
 - keeps every result in memory until MLflow took it: if the server drops, training goes on
   (Ray's storage keeps checkpoints and result.json), a warning says so once, and the next
   successful call flushes what was missed; `bench sync` catches up whatever is left;
-- names the run ``<cell>/<modality>/s<seed> <stage> <top-1>%`` (`records.trial_run_name`,
+- names the run ``<cell>/<modality>/s<seed> <top-1>% <stage>`` (`records.trial_run_name`,
   renamed as epochs arrive) and logs the trial's splits as MLflow dataset inputs;
 - logs the final epoch's ``val_scores.parquet`` and ``metrics.json`` as artifacts and ends
   the run FINISHED (or FAILED).

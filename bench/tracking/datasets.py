@@ -1,6 +1,7 @@
 """A trial's data as MLflow dataset inputs: what the runs table's Dataset column shows.
 
-One input per split a trial reads (its ``train_split`` and ``val_split``), logged through
+One input per split a trial reads (its ``train_split`` and ``val_split``; a leaderboard entry
+run: the validation split its numbers come from), logged through
 ``MlflowClient.log_inputs`` as an `mlflow.data.meta_dataset.MetaDataset` (the data itself stays
 where it is):
 
@@ -24,7 +25,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from bench.tracking.records import is_synthetic
 
@@ -73,8 +74,9 @@ def _files_digest(fmt: str, root: Path, split: str) -> tuple[str, int] | None:
     return h.hexdigest()[:10], lines
 
 
-def trial_datasets(config: Mapping[str, Any]) -> list[DatasetRef]:
-    """The splits a trial's config reads (train, then validation), described for MLflow."""
+def trial_datasets(config: Mapping[str, Any], splits: Sequence[str] | None = None) -> list[DatasetRef]:
+    """The splits a trial's config reads (train, then validation; or ``splits``), described for
+    MLflow."""
     sweep = config.get("sweep") or {}
     fmt = str(config.get("dataset") or "")
     root_s = config.get("root")
@@ -85,7 +87,9 @@ def trial_datasets(config: Mapping[str, Any]) -> list[DatasetRef]:
     base = str(sweep.get("dataset") or fmt)
     name = base + (" (synthetic)" if synthetic and "synth" not in base.lower() else "")
     out = []
-    for split in dict.fromkeys((str(config.get("train_split") or "train"), str(config.get("val_split") or "valid"))):
+    if splits is None:
+        splits = (str(config.get("train_split") or "train"), str(config.get("val_split") or "valid"))
+    for split in dict.fromkeys(splits):
         profile: dict[str, Any] = {"format": fmt, "split": split, "synthetic": synthetic}
         found = _files_digest(fmt, root, split)
         if found is not None:

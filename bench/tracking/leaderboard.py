@@ -114,11 +114,14 @@ class LeaderboardEntry:
 
     ``identity``: what the row is (``cell``, ``modality``, ``rule``, ``stage``, ...), written as
     tags and params; ``metrics``: its numbers (NaN and None are left out: MLflow would show
-    them as values)."""
+    them as values); ``data``: the dataset its numbers were measured on, as a trial config
+    holds it (``dataset`` format, ``root``, ``sweep.dataset``) with the split in ``val_split``,
+    logged as the run's dataset input (`bench.tracking.datasets`)."""
 
     name: str
     identity: dict[str, Any]
     metrics: dict[str, float] = field(default_factory=dict)
+    data: dict[str, Any] | None = None
 
 
 def write_leaderboard_entries(tracking_uri: str, *, experiment: str, leaderboard_run_id: str, sweep: str,
@@ -137,10 +140,12 @@ def write_leaderboard_entries(tracking_uri: str, *, experiment: str, leaderboard
         run = c.create_run(tracker.experiment_id, tags=tags, run_name=e.name)
         rid = run.info.run_id
         try:
-            metrics = [Metric(k, float(v), ts, 0) for k, v in e.metrics.items()
+            metrics = [Metric(k, _shown(k, float(v)), ts, 0) for k, v in e.metrics.items()
                        if v is not None and not (isinstance(v, float) and math.isnan(v))]
             params = [Param(k, str(v)[:records.MAX_PARAM_LEN]) for k, v in e.identity.items()]
             c.log_batch(rid, metrics=metrics, params=params)
+            if e.data:
+                tracker.log_datasets(rid, e.data, splits=[str(e.data.get("val_split") or "valid")])
             c.set_terminated(rid, "FINISHED")
         except Exception:
             c.set_terminated(rid, "FAILED")
@@ -153,6 +158,12 @@ def write_leaderboard_entries(tracking_uri: str, *, experiment: str, leaderboard
         if r.info.run_id not in new:
             c.log_batch(r.info.run_id, tags=[RunTag(records.LATEST_TAG, "false")])
     return ids
+
+
+def _shown(key: str, v: float) -> float:
+    """Percent and percentage-point metrics rounded as trial runs' are (`records.PCT_DIGITS`); the
+    leaderboard tables keep the report's own digits."""
+    return round(v, records.PCT_DIGITS) if key.endswith(("_pct", "_pts")) else v
 
 
 def _all_runs(c: Any, exp_ids: list[str], flt: str) -> list[Any]:

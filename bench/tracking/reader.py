@@ -59,6 +59,14 @@ def client(tracking_uri: str) -> Any:
     return MlflowClient(tracking_uri=tracking_uri)
 
 
+def training_experiments(tracking_uri: str) -> list[tuple[str, str]]:
+    """``(experiment_id, name)`` of the experiments tagged as model training
+    (`records.EXPERIMENT_KIND_TAG`: the suite's), oldest first."""
+    c = client(tracking_uri)
+    exps = c.search_experiments(filter_string=f"tags.`{records.EXPERIMENT_KIND_TAG}` = {quote(records.EXPERIMENT_KIND)}")
+    return sorted(((e.experiment_id, e.name) for e in exps), key=lambda x: int(x[0]) if x[0].isdigit() else 0)
+
+
 def _search(c: Any, exp_ids: list[str], flt: str) -> list[Any]:
     """Every run matching ``flt``, oldest first, across result pages."""
     out, token = [], None

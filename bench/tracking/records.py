@@ -18,8 +18,8 @@ Run layout (the names below; changing any of them makes existing stores unreadab
   provenance;
 - trial runs: tags ``mlflow.parentRunId``, ``bench.kind=trial``, ``sweep``, ``sweep_id``,
   ``trial_name``, the trial's identity (`TRIAL_CONFIG_TAGS`), provenance; run name
-  ``<cell>/<modality>/s<seed> <stage>``, and `` <top-1>%`` once an epoch is logged
-  (`trial_run_name`: the UI shows run names without any column chosen); params = the whole
+  ``<cell>/<modality>/s<seed> <stage>``, ``<cell>/<modality>/s<seed> <top-1>% <stage>`` once an
+  epoch is logged (`trial_run_name`: the UI shows run names without any column chosen); params = the whole
   config flattened (``sweep.name``, ...) as strings (`param_strings`); metrics per epoch with
   ``step=epoch`` (``val_top1`` a fraction, ``val_top1_pct`` the same in percent, the report's
   unit); dataset inputs, one per split (`trial_datasets`); artifacts the final epoch's
@@ -75,6 +75,34 @@ EXPERIMENT_KIND = "custom_model_development"
 # The MLflow search filter of the newest report's leaderboard entries (of every sweep; add
 # ``and tags.sweep = 'NAME'`` for one), as typed into the UI's search box.
 LEADERBOARD_FILTER = f"tags.{KIND_TAG} = '{KIND_ENTRY}' and tags.{LATEST_TAG} = 'true'"
+TRIALS_FILTER = f"tags.{KIND_TAG} = '{KIND_TRIAL}'"
+
+# Views of the runs table stored with the experiment, as MLflow's UI stores the views a person
+# shares: experiment tag ``mlflow.sharedViewState.<key>`` = the view's state (filter, sort,
+# visible columns) as JSON; the UI opens one at ``#/experiments/<id>/runs?viewStateShareKey=<key>``.
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+LEADERBOARD_VIEW, TRIALS_VIEW = "leaderboard", "trials"
+
+
+def _col(kind: str, key: str) -> str:
+    return f"{kind}.`{key}`"       # the UI's column id: attributes / metrics / params / tags
+
+
+def ui_views() -> dict[str, dict[str, Any]]:
+    """key -> view state: ``leaderboard`` (the newest entries, best top-1 first, with their
+    interval, seeds and cost) and ``trials`` (every trial, best top-1 first, with its identity)."""
+    entry_metrics = ("top1_pct", "top1_ci_low_pct", "top1_ci_high_pct", "seeds", "params", "macs_per_clip",
+                     "train_clips_per_s")
+    trial_cols = [_col("metrics", "val_top1_pct"), _col("metrics", "best_val_top1_pct"), _col("metrics", "epoch"),
+                  *(_col("tags", k) for k in ("cell", "modality", "seed", "stage")), _col("attributes", "Dataset")]
+    return {
+        LEADERBOARD_VIEW: {"searchFilter": LEADERBOARD_FILTER, "orderByKey": _col("metrics", "top1_pct"),
+                           "orderByAsc": False,
+                           "selectedColumns": [*(_col("metrics", m) for m in entry_metrics), _col("tags", "stage"),
+                                               _col("attributes", "Dataset")]},
+        TRIALS_VIEW: {"searchFilter": TRIALS_FILTER, "orderByKey": _col("metrics", "val_top1_pct"), "orderByAsc": False,
+                      "selectedColumns": trial_cols},
+    }
 
 # The trial tags copied from its config (`trial_tags`), read back by `parse_trial_tags`.
 TRIAL_CONFIG_TAGS = ("sweep", "unit", "cell", "modality", "seed", "dataset", "dataset_format", "stage",
@@ -85,6 +113,7 @@ EPOCH_METRIC = "epoch"             # its step is the epoch; its presence marks a
 TOP1_METRIC = "val_top1"           # a fraction, as the trainer reports it
 PCT_SUFFIX = "_pct"                # ``val_top1_pct``: the same metric in percent (the report's unit)
 PCT_METRICS = ("val_top1", "val_top5", "best_val_top1")
+PCT_DIGITS = 3                     # decimals of a percent metric
 MAX_PARAM_LEN = 6000               # MLflow's limit on a param value
 SEP = "."                          # nested config keys: ``sweep.name``
 
@@ -137,18 +166,20 @@ def trial_tags(config: Mapping[str, Any], *, trial_id: str, parent_run_id: str |
 
 
 def trial_run_name(config: Mapping[str, Any], top1: float | None = None) -> str:
-    """``a/rgb/s0 pretrain``, then ``a/rgb/s0 pretrain 85.4%`` (``top1`` a fraction): what a trial
-    is, and how well it does, in the first characters the UI's run-name column shows. Not a
-    key: two trials of a search share it; the ``trial_name`` tag tells them apart."""
-    name = f"{config.get('cell')}/{config.get('modality')}/s{config.get('seed')} {config.get('stage')}"
+    """``a/rgb/s0 pretrain``, then ``a/rgb/s0 85.4% pretrain`` (``top1`` a fraction): what a trial
+    is and how well it does, in the first characters the UI's run-name column shows (about 20;
+    the stage, last, is the one a long cell name pushes out). Not a key: two trials of a search
+    share it; the ``trial_name`` tag tells them apart."""
+    who = f"{config.get('cell')}/{config.get('modality')}/s{config.get('seed')}"
     if top1 is not None and not math.isnan(top1):
-        name += f" {100.0 * top1:.1f}%"
-    return name
+        who += f" {100.0 * top1:.1f}%"
+    return f"{who} {config.get('stage')}"
 
 
 def pct_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
-    """``val_top1_pct`` (& co) for the accuracy fractions in ``metrics``."""
-    return {k + PCT_SUFFIX: 100.0 * float(v) for k, v in metrics.items() if k in PCT_METRICS}
+    """``val_top1_pct`` (& co) for the accuracy fractions in ``metrics``, rounded to 0.001 points
+    (what the UI's cells show uncut; the fraction keeps every digit)."""
+    return {k + PCT_SUFFIX: round(100.0 * float(v), PCT_DIGITS) for k, v in metrics.items() if k in PCT_METRICS}
 
 
 def leaderboard_tags(*, sweep: str, sweep_id: str, source: str, summary_md: str = "",

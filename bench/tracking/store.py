@@ -50,6 +50,12 @@ def epoch_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+def _view_tags() -> dict[str, str]:
+    import json
+
+    return {records.VIEW_TAG_PREFIX + k: json.dumps(v, separators=(",", ":")) for k, v in records.ui_views().items()}
+
+
 class Tracker:
     """One MLflow experiment, written through ``MlflowClient`` (no fluent global state: the
     Tune driver logs many trials at once)."""
@@ -91,7 +97,7 @@ class Tracker:
                 try:
                     self._exp_id = self.client.create_experiment(
                         self.experiment, artifact_location=location,
-                        tags={records.EXPERIMENT_KIND_TAG: records.EXPERIMENT_KIND})
+                        tags={records.EXPERIMENT_KIND_TAG: records.EXPERIMENT_KIND, **_view_tags()})
                 except MlflowException:          # created concurrently
                     exp = self.client.get_experiment_by_name(self.experiment)
                     self._exp_id = exp.experiment_id
@@ -105,10 +111,15 @@ class Tracker:
 
     def _mark_kind(self, exp: Any) -> None:
         """Tag an experiment made elsewhere (or before this tag existed) as model training; a kind
-        someone chose on purpose (the UI's toggle writes the same tag) is left alone."""
-        kind = (exp.tags or {}).get(records.EXPERIMENT_KIND_TAG, "")
+        someone chose on purpose (the UI's toggle writes the same tag) is left alone. Store the
+        suite's views of its runs table (`records.ui_views`) where they are missing or older."""
+        tags = exp.tags or {}
+        kind = tags.get(records.EXPERIMENT_KIND_TAG, "")
         if not kind or kind.endswith("_inferred") or kind == "no_inferred_type":
             self.client.set_experiment_tag(exp.experiment_id, records.EXPERIMENT_KIND_TAG, records.EXPERIMENT_KIND)
+        for key, value in _view_tags().items():
+            if tags.get(key) != value:
+                self.client.set_experiment_tag(exp.experiment_id, key, value)
 
     def find_runs(self, **tags: str) -> list[Any]:
         flt = " and ".join(f"tags.{k} = {quote(v)}" for k, v in tags.items())
@@ -204,7 +215,7 @@ class Tracker:
         ts = int(time.time() * 1000)
         self.client.log_batch(run_id, metrics=[
             Metric("best_val_top1", float(best.value), ts, last),
-            Metric("best_val_top1" + records.PCT_SUFFIX, 100.0 * float(best.value), ts, last),
+            Metric("best_val_top1" + records.PCT_SUFFIX, round(100.0 * float(best.value), records.PCT_DIGITS), ts, last),
             Metric("best_epoch", float(best.step), ts, last)])
 
     def name_run(self, run_id: str, config: Mapping[str, Any]) -> str:
@@ -217,12 +228,13 @@ class Tracker:
             self.client.update_run(run_id, name=name)
         return name
 
-    def log_datasets(self, run_id: str, config: Mapping[str, Any]) -> int:
-        """The trial's splits as MLflow dataset inputs (`bench.tracking.datasets`); returns how
-        many. MLflow keeps one record per dataset and per run input, so repeating this is harmless."""
+    def log_datasets(self, run_id: str, config: Mapping[str, Any], splits: Iterable[str] | None = None) -> int:
+        """The trial's splits (or ``splits``) as MLflow dataset inputs (`bench.tracking.datasets`);
+        returns how many. MLflow keeps one record per dataset and per run input, so repeating
+        this is harmless."""
         from bench.tracking.datasets import dataset_inputs, trial_datasets
 
-        refs = trial_datasets(config)
+        refs = trial_datasets(config, None if splits is None else list(splits))
         if refs:
             self.client.log_inputs(run_id, datasets=dataset_inputs(refs))
         return len(refs)
