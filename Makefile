@@ -24,9 +24,10 @@ run: setup
 
 # The suite: everything but the GPU tests (about 12 min on 2 cores; the slow ones -- two-node
 # Ray, a killed driver, the MLflow UI in headless Chromium -- are the checks users rely on most).
-# Quicker: make test PYTEST_ARGS='-m "not slow and not gpu"'. Chromium comes from Debian.
+# Quicker: make test PYTEST_ARGS='-m "not slow and not gpu"'. Chromium and PostgreSQL come from Debian.
 test: setup
-	sh dashboards/install_chromium.sh || echo "chromium could not be installed: the browser test will skip"; sh dashboards/install_postgres.sh || echo "postgresql could not be installed: the team-server test will skip"
+	sh dashboards/install_chromium.sh || echo "chromium could not be installed: the browser test will skip"
+	sh dashboards/install_postgres.sh || echo "postgresql could not be installed: the team-server test will skip"
 	$(PY) -m pytest -m "not gpu" --timeout=900 $(PYTEST_ARGS)
 
 # Everything, GPU tests included (they skip themselves where no CUDA device is visible).
