@@ -382,7 +382,7 @@ def test_02_experiment_opens_on_the_runs_table(site: Site) -> None:
     """A first visit, the experiment opened as a person does -- the experiment link `bench ui`
     prints when it prints one, else the experiment clicked in the home page's list: the runs
     table, not the GenAI overview ("Traces 0", "No data available") or its traces page."""
-    printed = re.search(r"experiment:\s+(http\S+)", site.printed)
+    printed = re.search(r"Experiment [^\n:]+:\s+(http\S+)", site.printed)   # `bench ui`'s "Experiment NAME: URL"
     if printed:
         site.fresh(printed.group(1).split("/", 3)[3])
     else:
@@ -422,15 +422,25 @@ def test_03_trials_show_cell_modality_seed_stage_top1(site: Site) -> None:
     assert not problems, "\n".join(problems)
 
 
-def _trial_rows(site: Site) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """The runs table with the sweep's run expanded (its trials are nested under it): the store's
-    trial runs and the rows on screen."""
-    _runs_table(site)
-    sweep = site.runs("tags.`bench.kind` = 'sweep'")
-    assert len(sweep) == 1
+def _trial_rows(site: Site, *, printed_link: bool = True) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The experiment as `bench ui`'s printed link opens it (the stored trials view: every trial,
+    best top-1 first, with its columns), or (``printed_link=False``) as the README's click on
+    the "Model training" toggle opens it: the store's trial runs and the rows on screen."""
+    if printed_link:
+        printed = re.search(r"Experiment [^\n:]+:\s+(http\S+)", site.printed)
+        assert printed, f"`bench ui` printed no experiment link:\n{site.printed}"
+        site.fresh(printed.group(1).split("/", 3)[3])
+        site.wait("the runs table", lambda: "/runs" in site.driver.current_url.split("?")[0] and
+                  NAME_CELL in site.column_headers())
+        site.settle()
+        site.close_assistant()
+    else:
+        _runs_table(site)
     trials = site.trial_runs()
-    site.wait("the sweep's run", lambda: sweep[0].info.run_id in site.grid_rows())
-    if not set(trials) & set(site.grid_rows()):
+    if not set(trials) <= set(site.grid_rows()):            # nested under the sweep's run
+        sweep = site.runs("tags.`bench.kind` = 'sweep'")
+        assert len(sweep) == 1
+        site.wait("the sweep's run", lambda: sweep[0].info.run_id in site.grid_rows())
         site.expand(sweep[0].info.run_id)
     site.wait("the trials' rows", lambda: set(trials) <= set(site.grid_rows()), timeout=30)
     site.settle()
@@ -472,6 +482,17 @@ def test_04_leaderboard_filter_shows_exactly_the_entries(site: Site) -> None:
     assert set(rows) == set(entries), (
         f"on screen but not entries: {extra}; {len(set(entries) - set(rows))} of {len(entries)} entries not on "
         f"screen" + (" (nested under the leaderboard run, behind its expander)" if site.res.run_id in rows else ""))
+    # what each entry is: on the leaderboard view `bench ui` prints (the same filter, already typed,
+    # with the entries' columns), as the README says
+    printed = re.search(r"leaderboard as runs[^\n]*\n\s+(http\S+)", site.printed)
+    assert printed, f"`bench ui` printed no leaderboard view:\n{site.printed}"
+    site.fresh(printed.group(1).split("/", 3)[3])
+    site.wait("the leaderboard view", lambda: set(entries) <= set(site.grid_rows()))
+    site.settle()
+    site.close_assistant()
+    assert records.LEADERBOARD_FILTER in site.body() or set(site.grid_rows()) == set(entries)
+    rows = site.grid_rows()
+    site.shot("04-leaderboard-view")
     problems = []
     for rid, run in entries.items():
         t = run.data.tags
@@ -480,7 +501,7 @@ def test_04_leaderboard_filter_shows_exactly_the_entries(site: Site) -> None:
                 and rows[rid]["cells"].get("tags.`rule`", "") not in RULES:
             missing.append(f"fusion rule {t.get('rule')}")
         if missing:
-            problems.append(f"{rows[rid]['name']!r} does not show {', '.join(missing)}")
+            problems.append(f"{rows[rid]['name']!r} does not show {', '.join(missing)} (columns: {rows[rid]['cells']})")
     assert not problems, "\n".join(problems)
 
 
@@ -509,8 +530,9 @@ def test_05_sort_by_top1(site: Site) -> None:
 
 def test_06_open_a_trial(site: Site) -> None:
     """Click a trial's name: its page names it and shows its cell, modality, seed, stage, top-1
-    in percent and its dataset."""
-    trials, rows = _trial_rows(site)
+    in percent and its dataset. (From the toggled runs table: MLflow 3.17 opens a run clicked in a
+    shared view in its GenAI layout, which lists no datasets.)"""
+    trials, rows = _trial_rows(site, printed_link=False)
     best = max(trials.values(), key=lambda r: site.spec_of(r).accuracy)
     spec = site.spec_of(best)
     assert rows[best.info.run_id]["link"] is not None

@@ -327,8 +327,9 @@ def _print_leaderboard(uri: str, base: str, latest=None) -> None:
     from bench.tracking.records import LEADERBOARD_FILTER, LEADERBOARD_VIEW, TRIALS_VIEW
 
     for exp_id, name in training_experiments(uri):
-        print(f"Experiment {name}: {experiment_url(base, exp_id)}\n"
-              f"  trials, best top-1 first: {view_url(base, exp_id, TRIALS_VIEW)}")
+        print(f"Experiment {name}: {view_url(base, exp_id, TRIALS_VIEW)}\n"
+              f"  (its trials, best top-1 first, with cell, modality, seed, stage and top-1 as columns; every run: "
+              f"{experiment_url(base, exp_id)})")
     if latest is None:
         from bench.report.store import latest_leaderboard as latest
     found = latest(uri)

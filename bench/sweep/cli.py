@@ -37,12 +37,15 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
         "run", help="the default benchmark: synthetic data, every cell, RGB + depth, 2 seeds, leaderboard",
         description="Generate a small synthetic IsoGD-layout dataset if missing (./data/synthetic-isogd), "
                     "run the default sweep (bench/configs/default.yaml) on a local Ray, log to MLflow "
-                    "(./mlflow.db) and print a leaderboard. A few minutes on 2 CPU cores (docs/BENCHMARKS.md).")
+                    "(./mlflow.db), print a leaderboard and write the report (reports/<sweep>/, and the leaderboard "
+                    "runs in MLflow). A few minutes on 2 CPU cores (docs/BENCHMARKS.md).")
     r.add_argument("--out", type=Path, help="storage root for the sweep's results (default: ./runs)")
     _tracking_arg(r)
     r.add_argument("--config", type=Path, help="another sweep file instead of the bundled default")
     r.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     r.add_argument("--resume", action="store_true", help="continue the most recent interrupted `bench run`")
+    r.add_argument("--no-report", action="store_true",
+                   help="skip the report (`bench report`: reports/<sweep>/ and the leaderboard runs in MLflow)")
     r.set_defaults(func=_run_cmd)
 
     s = sub.add_parser(
@@ -118,7 +121,15 @@ def _run_cmd(args: argparse.Namespace) -> int:
         name = f"{spec.name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     import dataclasses
 
-    return _execute(dataclasses.replace(spec, name=name), args)
+    rc = _execute(dataclasses.replace(spec, name=name), args)
+    if rc != 0 or args.no_report:
+        return rc
+    # the report too, so that `bench ui` opens on the leaderboard runs after `make run`
+    from bench.report.cli import report_sweep  # heavy: polars, mlflow
+
+    res = report_sweep(sweep=name, tracking_uri=_tracking_uri(args), out=Path("reports") / name)
+    print(f"report: {res.out_dir / 'report.html'}; browse it with `bench ui`")
+    return 0
 
 
 def _sync_cmd(args: argparse.Namespace) -> int:
