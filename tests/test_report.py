@@ -453,3 +453,23 @@ def test_a_search_is_reported_with_what_it_selected(reported: dict) -> None:
     md = (reported["out"] / "report.md").read_text()
     assert "## Hyperparameter search" in md and "### What each study selected" in md
     assert (reported["out"] / "tables" / "search.csv").is_file()
+
+
+def test_leaderboard_entries_of_a_search_say_what_won() -> None:
+    """The MLflow leaderboard entry of a searched (cell, modality) carries the selected
+    configuration, the trial count and the early stops."""
+    from bench.report.store import entries
+
+    class R:
+        pass
+
+    rep = R()
+    rep.leaderboard = pl.DataFrame([{"dataset": "d", "stage": "pretrain", "cell": "a", "modality": "rgb",
+                                     "top1": 80.0, "data": "SYNTHETIC d (valid)"}])
+    rep.fusion = pl.DataFrame()
+    rep.selected = pl.DataFrame()
+    rep.search = pl.DataFrame([{"dataset": "d", "stage": "pretrain", "cell": "a", "modality": "rgb", "trials": 8,
+                                "stopped_early": 3, "selected": "s0: lr=0.01; s1: lr=0.02"}])
+    (e,) = entries(rep)
+    assert e.identity["selected"] == "s0: lr=0.01; s1: lr=0.02"
+    assert (e.metrics["search_trials"], e.metrics["stopped_early"]) == (8.0, 3.0)

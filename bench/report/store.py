@@ -123,15 +123,23 @@ def _data_of(report: Report) -> dict[tuple, dict[str, Any]]:
 def entries(report: Report) -> list[LeaderboardEntry]:
     """Every row of the report's leaderboard (``entry=single``) and of its fusion table
     (``entry=fusion``, rule and modality combination in the identity), as entry runs; named
-    ``<cell>/<modality> <top-1>% <stage>`` and ``<cell>/<modalities> <top-1>% <rule> <stage>``."""
+    ``<cell>/<modality> <top-1>% <stage>`` and ``<cell>/<modalities> <top-1>% <rule> <stage>``.
+    After a search, a single entry also holds what was selected (tag and param ``selected``: per
+    seed, every searched key's value) and metrics ``search_trials`` and ``stopped_early``."""
     out: list[LeaderboardEntry] = []
     data = _data_of(report)
     singles: dict[tuple, dict[str, Any]] = {}
+    searched = {(r["dataset"], r["stage"], r["cell"], r["modality"]): r
+                for r in (report.search.iter_rows(named=True) if report.search.height else ())}
     for r in (report.leaderboard.iter_rows(named=True) if not report.leaderboard.is_empty() else ()):
         singles[(r.get("dataset"), r.get("stage"), r.get("cell"), r.get("modality"))] = r
         identity = {"entry": "single", **{k: r[k] for k in SINGLE_IDENTITY if k in r and r[k] is not None},
                     "rule": "none"}
         metrics = {m: _num(r.get(col)) for col, m in SINGLE_METRICS.items() if _num(r.get(col)) is not None}
+        won = searched.get((r.get("dataset"), r.get("stage"), r.get("cell"), r.get("modality")))
+        if won is not None:      # a search: what each seed's study selected, with every searched key
+            identity["selected"] = won["selected"]
+            metrics |= {"search_trials": float(won["trials"]), "stopped_early": float(won["stopped_early"])}
         out.append(LeaderboardEntry(name=f"{r['cell']}/{r['modality']} {_pct_label(r.get('top1'))} {r['stage']}",
                                     identity=identity, metrics=metrics,
                                     data=data.get((r.get("dataset"), r.get("stage"), r.get("cell")))))
