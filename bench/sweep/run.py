@@ -177,8 +177,7 @@ class FailMarker:
 def trial_resources(spec: SweepSpec) -> dict[str, float]:
     """What one trial reserves (`bench.train.trainable.trial_resources`), plus custom resources."""
     r = spec.resources
-    driver = DriverConfig(cpus_per_worker=r.cpu, gpus_per_worker=r.gpu if r.gpu > 0 else None)
-    return reserve(workers=r.workers, use_gpu=r.use_gpu, driver=driver) | dict(r.custom)
+    return reserve(workers=r.workers, use_gpu=r.use_gpu, driver=driver_config(spec)) | dict(r.custom)
 
 
 def stage_config(spec: SweepSpec, stage: StageSpec, num_classes: dict[str, int]) -> TrainConfig:
@@ -190,9 +189,12 @@ def stage_config(spec: SweepSpec, stage: StageSpec, num_classes: dict[str, int])
     return cfg
 
 
-def driver_config(spec: SweepSpec, unit: Unit, sweep_dir: Path) -> DriverConfig:
+def driver_config(spec: SweepSpec, unit: Unit | None = None, sweep_dir: Path | None = None) -> DriverConfig:
+    """The driver's side of a trial from the sweep's resources; with ``unit``, the Ray Train
+    storage of its multi-worker runs is the unit's folder."""
     r = spec.resources
-    return DriverConfig(storage_path=str(sweep_dir / unit.name), max_failures=0, cpus_per_worker=r.cpu,
+    storage = str(sweep_dir / unit.name) if unit is not None and sweep_dir is not None else None
+    return DriverConfig(storage_path=storage, max_failures=0, cpus_per_worker=r.cpu,
                         gpus_per_worker=r.gpu if r.gpu > 0 else None)
 
 
