@@ -16,13 +16,16 @@ import pytest
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 BENCH = [sys.executable, "-m", "bench"]
+# Enough epochs that the second trial is still running when the kill lands, 2 s after its
+# 2nd epoch (Tune's 1 s snapshot must catch up first): on a fast machine 12 were all done by then.
+EPOCHS = 40
 
 
 @pytest.mark.timeout(400)
 def test_killed_driver_resumes_without_duplicates(short_tmp, tiny_sweep, stop_processes):
     tmp = short_tmp          # Ray's socket paths (RAY_TMPDIR below) must stay short
     # one trial at a time, a (first) then convlstm: the kill falls while a is done, convlstm not
-    sweep = tiny_sweep(tmp, name="killme", epochs=12, synthetic={"clips_per_class": 4}, max_concurrent_trials=1)
+    sweep = tiny_sweep(tmp, name="killme", epochs=EPOCHS, synthetic={"clips_per_class": 4}, max_concurrent_trials=1)
     uri = f"sqlite:///{tmp}/mlflow.db"
     env = dict(os.environ, RAY_TMPDIR=str(tmp / "rt"))
     (tmp / "rt").mkdir()
@@ -35,7 +38,7 @@ def test_killed_driver_resumes_without_duplicates(short_tmp, tiny_sweep, stop_pr
             seen.append(line)
             # trial 1 (a) has finished and trial 2 (convlstm) reported its 2nd epoch: kill -9,
             # after Tune's 1 s experiment snapshot (TUNE_GLOBAL_CHECKPOINT_S=1) caught up
-            if "pretrain-convlstm" in line and "epoch 2/12" in line:
+            if "pretrain-convlstm" in line and f"epoch 2/{EPOCHS}" in line:
                 time.sleep(2.0)
                 stop_processes(p, grace_s=0)            # SIGKILL, no SIGTERM first
                 killed = True
@@ -68,13 +71,13 @@ def test_killed_driver_resumes_without_duplicates(short_tmp, tiny_sweep, stop_pr
         pytest.fail(f"trials read: {sorted(by_cell)}; units: {listing}; trial dirs: {trial_files}; "
                     f"statuses: {[_statuses(u) for u in units]}\nresumed run:\n{r.stdout[-3000:]}")
     for t in trials:
-        assert t.status == "TERMINATED" and t.last_epoch == 12
+        assert t.status == "TERMINATED" and t.last_epoch == EPOCHS
     # the finished trial ran once; the interrupted one started twice and did not start over
     assert len((by_cell["a"].dir / "node.json").read_text().splitlines()) == 1
-    assert [r["epoch"] for r in by_cell["a"].results] == list(range(1, 13))
+    assert [r["epoch"] for r in by_cell["a"].results] == list(range(1, EPOCHS + 1))
     assert len((by_cell["convlstm"].dir / "node.json").read_text().splitlines()) == 2
     epochs = [r["epoch"] for r in by_cell["convlstm"].results]
-    assert epochs.count(1) == 1 and epochs.count(2) == 1 and sorted(set(epochs)) == list(range(1, 13))
+    assert epochs.count(1) == 1 and epochs.count(2) == 1 and sorted(set(epochs)) == list(range(1, EPOCHS + 1))
 
     from mlflow.tracking import MlflowClient
 
@@ -84,6 +87,6 @@ def test_killed_driver_resumes_without_duplicates(short_tmp, tiny_sweep, stop_pr
     for r in runs:
         assert r.info.status == "FINISHED"
         if r.data.tags["bench.kind"] == "trial":
-            assert sorted(m.step for m in c.get_metric_history(r.info.run_id, "epoch")) == list(range(1, 13))
+            assert sorted(m.step for m in c.get_metric_history(r.info.run_id, "epoch")) == list(range(1, EPOCHS + 1))
     meta = json.loads((tmp / "runs" / "killme" / "sweep.json").read_text())
     assert meta["units"]["pretrain"]["state"] == "done"

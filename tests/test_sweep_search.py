@@ -114,3 +114,61 @@ def test_winners_refuses_what_it_cannot_select_from(search, tmp_path):
         winners_file(plain, seeds=[0])
     with pytest.raises(CLIError, match=r"--seeds: distinct seeds >= 0, got \[1, 1\]"):
         winners_file(search["outcome"].sweep_dir, seeds=[1, 1])
+
+
+@pytest.mark.timeout(400)
+def test_killed_driver_resumes_every_study_without_running_a_trial_twice(short_tmp, tiny_sweep, stop_processes):
+    """SIGKILL the driver of a two-study search in its second trial; --resume continues: each
+    study ends with exactly its num_samples trials, the finished trial is not re-run and the
+    interrupted one continues from its checkpoint."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("optuna")
+    tmp = short_tmp
+    sweep = tiny_sweep(tmp, name="killhp", epochs=30, synthetic={"clips_per_class": 4}, max_concurrent_trials=1,
+                       search={"searcher": "optuna", "num_samples": 2, "seed": 0, "space": SPACE})
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    env = dict(os.environ, RAY_TMPDIR=str(tmp / "rt"))
+    (tmp / "rt").mkdir()
+    bench = [sys.executable, "-m", "bench", "sweep", str(sweep), "--tracking-uri", uri]
+    p = subprocess.Popen(bench, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp)
+    seen, done, killed = [], 0, False
+    try:
+        for line in p.stdout:
+            seen.append(line)
+            done += " done: val_top1" in line
+            if done == 1 and "epoch 2/30" in line:          # the second trial is under way
+                time.sleep(2.0)                            # Tune's 1 s experiment snapshot catches up
+                stop_processes(p, grace_s=0)
+                killed = True
+                break
+    finally:
+        stop_processes(p, grace_s=0)
+    assert killed and p.returncode == -signal.SIGKILL, "".join(seen)
+    first = next(x.split("]", 1)[1].split()[0] for x in seen if " done: val_top1" in x)   # "[ 7.5s] NAME done: ..."
+    time.sleep(1)
+    stop_processes(tmp / "rt", grace_s=0)
+
+    r = subprocess.run([*bench, "--resume"], capture_output=True, text=True, env=env, cwd=tmp, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "pretrain: resuming unfinished trials" in r.stdout
+
+    from bench.sweep.results import read_sweep
+
+    _, trials = read_sweep(tmp / "runs" / "killhp")
+    per_study: dict = {}
+    for t in trials:
+        per_study.setdefault(t.combo, []).append(t)
+    assert sorted(per_study) == [("a", "rgb", 0), ("convlstm", "rgb", 0)], [t.name for t in trials]
+    assert all(len(ts) == 2 for ts in per_study.values()), {k: [t.name for t in v] for k, v in per_study.items()}
+    assert all(t.status == "TERMINATED" and t.last_epoch == 30 for t in trials)
+    starts = {t.name: len((t.dir / "node.json").read_text().splitlines()) for t in trials}
+    assert starts[first] == 1                              # finished before the kill: not re-run
+    assert sorted(starts.values()) == [1, 1, 1, 2]         # only the interrupted trial started twice
+    for t in trials:                                       # and no epoch ran twice in any trial
+        epochs = [res["epoch"] for res in t.results]
+        assert sorted(set(epochs)) == list(range(1, 31)) and epochs.count(1) == 1
