@@ -51,7 +51,7 @@ from bench.sweep.results import (
     write_meta,
 )
 from bench.sweep.spec import PER_TRIAL, StageSpec, SweepIdentity, SweepSpec
-from bench.sweep.trainable import run_trial
+from bench.sweep.trainable import trainable
 from bench.tracking import records
 from bench.tracking.store import Tracker
 from bench.tracking.uri import (
@@ -425,7 +425,7 @@ def _make_tuner(spec: SweepSpec, unit: Unit, space: dict[str, Any], callbacks: l
             scheduler = ASHAScheduler(**asha)
 
     return tune.Tuner(
-        tune.with_resources(run_trial, trial_resources(spec)),
+        trainable(trial_resources(spec)),
         param_space=space,
         tune_config=tune_config(num_samples=num_samples, search_alg=search_alg, scheduler=scheduler,
                                 max_concurrent_trials=spec.max_concurrent_trials,
@@ -531,7 +531,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
             ]
             if resume and tune.Tuner.can_restore(str(unit_dir)):
                 print(f"{unit.name}: resuming unfinished trials", file=stream, flush=True)
-                tuner = tune.Tuner.restore(str(unit_dir), trainable=tune.with_resources(run_trial, trial_resources(spec)),
+                tuner = tune.Tuner.restore(str(unit_dir), trainable=trainable(trial_resources(spec)),
                                            resume_unfinished=True, resume_errored=True)
             else:
                 if unit_dir.exists():

@@ -1,0 +1,57 @@
+"""Restoring a trial whose snapshot names a checkpoint that retention has since deleted
+(ray-project/ray#27790): the trial restores from the newest checkpoint it reported."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.fs as pafs
+import pytest
+
+from bench.sweep.trainable import newest_reported_checkpoint
+
+pytest.importorskip("ray")
+
+
+def _trial_dir(tmp_path, reported: list[int], present: list[int], torn_last_line: bool = False):
+    trial = tmp_path / "pretrain" / "pretrain-a-rgb-s0-0001"
+    trial.mkdir(parents=True)
+    for k in present:
+        (trial / f"checkpoint_{k:06d}").mkdir()
+        (trial / f"checkpoint_{k:06d}" / "state.pt").write_bytes(b"x")
+    rows = [json.dumps({"epoch": k, "training_iteration": k, "checkpoint_dir_name": f"checkpoint_{k:06d}"})
+            for k in reported]
+    text = "\n".join(rows) + "\n"
+    if torn_last_line:
+        text += '{"epoch": 99, "checkpoint_dir_na'
+    (trial / "result.json").write_text(text)
+    return trial
+
+
+def _result(trial, k: int):
+    from ray import tune
+    from ray.train._internal.session import _TrainingResult
+
+    ckpt = tune.Checkpoint(str(trial / f"checkpoint_{k:06d}"), filesystem=pafs.LocalFileSystem())
+    return _TrainingResult(checkpoint=ckpt, metrics={"training_iteration": k})
+
+
+def test_a_deleted_checkpoint_is_replaced_by_the_newest_reported_one(tmp_path):
+    # the snapshot named checkpoint 5; the trial went on to 7 and retention (2 kept) deleted 5.
+    # checkpoint 8 exists on disk but was never reported (cut by the kill): not trusted.
+    trial = _trial_dir(tmp_path, reported=[1, 2, 3, 4, 5, 6, 7], present=[6, 7, 8], torn_last_line=True)
+    out = newest_reported_checkpoint(_result(trial, 5))
+    assert out.checkpoint.path == str(trial / "checkpoint_000007")
+    assert out.metrics["training_iteration"] == 7 and out.metrics["epoch"] == 7
+
+
+def test_an_existing_checkpoint_is_restored_as_named(tmp_path):
+    trial = _trial_dir(tmp_path, reported=[1, 2, 3], present=[2, 3])
+    res = _result(trial, 2)
+    assert newest_reported_checkpoint(res) is res
+
+
+def test_no_surviving_checkpoint_leaves_the_result_for_tune_to_refuse(tmp_path):
+    trial = _trial_dir(tmp_path, reported=[1, 2], present=[])
+    res = _result(trial, 2)
+    assert newest_reported_checkpoint(res) is res
