@@ -91,6 +91,10 @@ def test_sweep_with_fractional_gpus_runs_on_the_gpu_node_on_cpu(two_nodes, tmp_p
     errors = {t.name: (t.dir / "error.txt").read_text()[-1500:] for t in trials if (t.dir / "error.txt").is_file()}
     assert rc == 0 and not errors, f"bench sweep exited {rc}; trial errors: {errors}\n{out.out[-3000:]}{out.err[-3000:]}"
     assert len(trials) == 2 and all(t.status == "TERMINATED" for t in trials)
+    # the preflight ran on the cluster: 4 half-GPU trials fit the worker's 2 GPUs, but its 2 CPUs
+    # hold 4 half-CPU trials too; the head's 1 CPU has no GPU -- so 4 at once
+    assert "max_concurrent_trials unset: 4, what fits the cluster" in out.out, out.out[-3000:]
+    assert "estimated" in out.out.splitlines()[-1]
 
     for t in trials:
         # where it ran: every (re)start of the trial on the worker node, holding half a GPU
@@ -109,3 +113,28 @@ def test_sweep_with_fractional_gpus_runs_on_the_gpu_node_on_cpu(two_nodes, tmp_p
         state = torch.load(ckpt / "state.pt", weights_only=True)
         devices = {v.device.type for v in state["model"].values() if isinstance(v, torch.Tensor)}
         assert devices == {"cpu"}, f"{t.name}: weights on {devices}"
+
+
+def test_dry_run_checks_storage_and_datasets_on_every_node(two_nodes, tmp_path, capsys, tiny_sweep):
+    """`--dry-run --address`: the storage marker is read back and the dataset index agrees on
+    both nodes; the plan counts the cluster's resources; nothing is written."""
+    from bench.cli import main
+    from bench.data.synth import synthesize
+
+    gen = {"num_classes": 3, "clips_per_class": 2, "valid_clips_per_class": 1, "size": [48, 32],
+           "length_scale": 0.25, "modalities": ["rgb"]}
+    synthesize("isogd", tmp_path / "data", workers=1, **gen)
+    sweep = tiny_sweep(tmp_path, name="dry", experiment=None, max_concurrent_trials=None, root=tmp_path / "data",
+                       synthetic=gen, cells=["a", "convlstm"], seeds=[0, 1], resources={"cpu": 0.5, "gpu": 0.5})
+    before = sorted(p for p in tmp_path.rglob("*"))
+    rc = main(["sweep", str(sweep), "--dry-run", "--json", "--address", two_nodes["address"]])
+    out = capsys.readouterr()
+    assert rc == 0, out.out + out.err
+    plan = json.loads(out.out)
+    checks = {c["name"]: c for c in plan["checks"]}
+    assert all(c["ok"] for c in checks.values()), checks
+    assert "shared by all 2 nodes" in checks["storage"]["detail"]
+    assert "on all 2 nodes" in checks["datasets"]["detail"]
+    assert plan["cluster"]["nodes"] == 2 and plan["cluster"]["resources"]["GPU"] == 2
+    assert plan["trials"] == 4 and plan["max_concurrent_trials"] == 4
+    assert sorted(p for p in tmp_path.rglob("*")) == before        # the marker is gone, no runs/

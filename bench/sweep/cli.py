@@ -31,6 +31,14 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
                    help="continue an interrupted sweep: run only its unfinished trials")
     _tracking_arg(p)
     p.add_argument("--storage", type=Path, help="override the file's `storage:` (Tune storage root)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the sweep against this cluster (file, storage, datasets on every node, resources) "
+                        "and print its plan and estimated cost; start no trial, write nothing")
+    p.add_argument("--json", action="store_true", help="with --dry-run: one JSON object")
+    p.add_argument("--price-per-node-hour", type=float, default=None,
+                   help="with --dry-run: a node-hour's price, for the cost estimate")
+    p.add_argument("--perf-table", type=Path, default=None,
+                   help="`bench perf network` JSON for the estimate (default: the suite's docs/perf/network.json)")
     p.set_defaults(func=_sweep_cmd)
 
     r = sub.add_parser(
@@ -101,7 +109,33 @@ def _execute(spec, args: argparse.Namespace) -> int:
 
 
 def _sweep_cmd(args: argparse.Namespace) -> int:
-    return _execute(_load(args.file, args.storage), args)
+    spec = _load(args.file, args.storage)
+    if args.dry_run:
+        return _dry_run(spec, args)
+    if args.json:
+        raise CLIError("--json goes with --dry-run")
+    return _execute(spec, args)
+
+
+def _dry_run(spec, args: argparse.Namespace) -> int:
+    import json
+
+    from bench.sweep.dryrun import PERF_TABLE, format_plan, make_plan
+    from bench.sweep.run import apply_quiet_env
+
+    apply_quiet_env()
+    try:
+        plan = make_plan(spec, address=args.address, perf_table=args.perf_table or PERF_TABLE,
+                         price_per_node_hour=args.price_per_node_hour)
+    except DataError as e:
+        raise CLIError(str(e)) from None
+    print(json.dumps(plan.to_json(), indent=1) if args.json else format_plan(plan))
+    if not plan.ok:
+        if not args.json:
+            for c in plan.failed():
+                print(f"bench: check {c.name!r} failed: {c.detail}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def default_config_path() -> Path:

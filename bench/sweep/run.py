@@ -101,6 +101,7 @@ class SweepOutcome:
     num_classes: int | None = None
     leaderboard: list[Any] = field(default_factory=list)
     parent_run_id: str | None = None
+    estimate: dict[str, Any] | None = None     # the dry run's (bench.sweep.dryrun), made before the start
 
     @property
     def ok(self) -> bool:
@@ -345,6 +346,29 @@ def open_sweep_dir(spec: SweepSpec, *, resume: bool) -> dict[str, Any]:
 # Ray
 
 
+def preflight(spec: SweepSpec, *, stream: TextIO) -> tuple[SweepSpec, Any]:
+    """The dry run's checks on the cluster Ray is connected to (`bench.sweep.dryrun`), before
+    anything is written: raise `SweepError` naming the first that fails; with
+    ``max_concurrent_trials`` unset, the sweep runs as many trials at once as fit."""
+    import dataclasses
+
+    from bench.sweep.dryrun import make_plan, ray_nodes, require
+
+    # the estimate calibrates only where a few steps take a second or two (else: the dry run's)
+    plan = make_plan(spec, nodes=ray_nodes(), max_calibration_gmac=30.0)
+    require(plan)
+    if spec.max_concurrent_trials is None and plan.max_concurrent_trials:
+        spec = dataclasses.replace(spec, max_concurrent_trials=plan.max_concurrent_trials)
+        print(f"max_concurrent_trials unset: {spec.max_concurrent_trials}, what fits the cluster",
+              file=stream, flush=True)
+    e = plan.estimate
+    if e.get("wall_s") is not None:
+        print(f"plan: {plan.trials} trials, {spec.max_concurrent_trials} at once; estimated wall {e['wall_s']:.0f} s, "
+              f"{e['cpu_hours']:.3f} CPU-hours, {e['gpu_hours']:.3f} GPU-hours (from {e['source']})",
+              file=stream, flush=True)
+    return spec, plan
+
+
 def start_ray(address: str | None) -> bool:
     """Connect to ``address`` / ``$RAY_ADDRESS`` or start a local Ray; False if Ray was already
     initialised in this process (then the caller keeps it running)."""
@@ -476,11 +500,6 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     apply_http_env()
     check_sweep_dir(spec, resume=resume)
     num_classes = prepare_datasets(spec, stream=stream, workers=synth_workers)
-    meta = open_sweep_dir(spec, resume=resume)
-    sweep_dir, sweep_id = spec.sweep_dir, meta["sweep_id"]
-    outcome = SweepOutcome(sweep_dir=sweep_dir, sweep_id=sweep_id)
-    print(f"sweep {spec.name} ({sweep_id}): {sweep_dir}; tracking: {uri} (experiment {spec.experiment!r})",
-          file=stream, flush=True)
 
     from bench.tracking.callback import (  # heavy: pandas, pyarrow, ray
         MLflowTrialCallback,
@@ -488,6 +507,34 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     )
 
     tracker = Tracker(uri, spec.experiment)
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)
+    # MLflow's first contact (imports, creating a new SQLite schema: seconds) overlaps Ray's start.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ray import tune  # heavy
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        warm = pool.submit(_guarded, lambda: tracker.experiment_id, "opening the experiment", stream)
+        try:
+            started = start_ray(address)
+        finally:
+            warm.result()
+    try:
+        spec, plan = preflight(spec, stream=stream)
+    except BaseException:
+        if started:
+            import ray  # heavy
+
+            ray.shutdown()
+        raise
+
+    meta = open_sweep_dir(spec, resume=resume)
+    sweep_dir, sweep_id = spec.sweep_dir, meta["sweep_id"]
+    outcome = SweepOutcome(sweep_dir=sweep_dir, sweep_id=sweep_id)
+    outcome.estimate = plan.estimate
+    meta["estimate"] = plan.estimate
+    print(f"sweep {spec.name} ({sweep_id}): {sweep_dir}; tracking: {uri} (experiment {spec.experiment!r})",
+          file=stream, flush=True)
 
     def open_parent() -> str | None:
         pid = _guarded(lambda: tracker.ensure_run(
@@ -499,18 +546,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
             _guarded(lambda: tracker.log_text(pid, spec.text, "sweep.yaml"), "logging sweep.yaml", stream)
         return pid
 
-    logging.getLogger("ray.tune").setLevel(logging.WARNING)
-    # MLflow's first contact (imports, creating a new SQLite schema: seconds) overlaps Ray's start.
-    from concurrent.futures import ThreadPoolExecutor
-
-    from ray import tune  # heavy
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        parent_future = pool.submit(open_parent)
-        try:
-            started = start_ray(address)
-        finally:
-            parent_id = parent_future.result()
+    parent_id = open_parent()
     outcome.parent_run_id = parent_id
     meta["parent_run_id"] = parent_id
     meta["tracking_uri"] = uri
@@ -586,8 +622,10 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
         print(f"stage barrier: {barrier['idle_slot_s']:.0f} slot-seconds idle while the fine-tune stage waited for "
               f"the last pre-train trials ({100 * barrier['fraction']:.1f}% of the sweep's "
               f"{barrier['sweep_slot_s']:.0f} slot-seconds)", file=stream)
-    print(f"{len(outcome.trials)} trials, {outcome.errors} failed, wall time {outcome.wall_s:.0f} s; "
-          f"results: {sweep_dir}", file=stream, flush=True)
+    est = outcome.estimate.get("wall_s") if outcome.estimate else None
+    print(f"{len(outcome.trials)} trials, {outcome.errors} failed, wall time {outcome.wall_s:.0f} s"
+          + (f" (estimated {est:.0f} s before the start, from {outcome.estimate['source']})" if est else "")
+          + f"; results: {sweep_dir}", file=stream, flush=True)
     if parent_id:
         status = "KILLED" if outcome.interrupted else ("FAILED" if outcome.errors else "FINISHED")
 
