@@ -89,3 +89,17 @@ def test_concurrency_is_what_fits_and_unset_max_concurrent_trials_takes_it(tmp_p
     plan = make_plan(spec, nodes=nodes, estimate_cost=False, connected=False)
     assert plan.ok and plan.max_concurrent_trials == 2 and plan.derived_concurrency
     assert all(s.concurrent == 2 for s in plan.stages)
+
+
+@pytest.mark.parametrize("uri", ["s3://bench/runs", "gs://bucket/ray_results"])
+def test_object_store_storage_is_refused_not_turned_into_a_local_folder(tmp_path, tiny_sweep, uri):
+    from bench.errors import ConfigError
+
+    sweep = tiny_sweep(tmp_path, storage=uri)
+    with pytest.raises(ConfigError, match=r"storage: .*not supported .*folder every node mounts") as e:
+        load_spec(sweep)
+    assert str(sweep) in str(e.value)
+    r = subprocess.run([*BENCH, "sweep", str(tiny_sweep(tmp_path, file="ok.yaml")), "--storage", uri, "--dry-run"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and f"--storage '{uri}'" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "s3:").exists() and not (tmp_path / "gs:").exists()

@@ -30,7 +30,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted sweep: run only its unfinished trials")
     _tracking_arg(p)
-    p.add_argument("--storage", type=Path, help="override the file's `storage:` (Tune storage root)")
+    p.add_argument("--storage", help="override the file's `storage:` (Tune storage root: a folder every node mounts)")
     p.add_argument("--dry-run", action="store_true",
                    help="check the sweep against this cluster (file, storage, datasets on every node, resources) "
                         "and print its plan and estimated cost; start no trial, write nothing")
@@ -47,7 +47,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
                     "run the default sweep (bench/configs/default.yaml) on a local Ray, log to MLflow "
                     "(./mlflow.db), print a leaderboard and write the report (reports/<sweep>/, and the leaderboard "
                     "runs in MLflow). A few minutes on 2 CPU cores (docs/BENCHMARKS.md).")
-    r.add_argument("--out", type=Path, help="storage root for the sweep's results (default: ./runs)")
+    r.add_argument("--out", help="storage root for the sweep's results (default: ./runs)")
     _tracking_arg(r)
     r.add_argument("--config", type=Path, help="another sweep file instead of the bundled default")
     r.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
@@ -70,15 +70,15 @@ def _tracking_arg(p: argparse.ArgumentParser) -> None:
                                           "sqlite:///<cwd>/mlflow.db)")
 
 
-def _load(path: Path, storage: Path | None = None, name: str | None = None):
+def _load(path: Path, storage: str | None = None, name: str | None = None):
     import dataclasses
 
     try:
         spec = load_spec(path)
+        if storage is not None:
+            spec = spec.with_storage(storage)
     except ConfigError as e:
         raise CLIError(str(e)) from None
-    if storage is not None:
-        spec = spec.with_storage(storage)
     if name is not None:
         spec = dataclasses.replace(spec, name=name)
     return spec

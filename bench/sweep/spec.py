@@ -294,6 +294,8 @@ class SweepSpec:
         return self.grid.combos(self.modalities(stage))
 
     def with_storage(self, storage: str | Path) -> SweepSpec:
+        if storage_uri_error(str(storage)):
+            raise ConfigError(f"--storage {storage_uri_error(str(storage))}")
         return dataclasses.replace(self, storage=Path(storage).expanduser().resolve())
 
     def is_synthetic(self, dataset: str) -> bool:
@@ -450,6 +452,17 @@ def _unique(ctx: _Ctx, items: list[Any], path: tuple) -> None:
         seen.add(x)
 
 
+_URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+NO_URI = ("object-store URIs are not supported for the sweep's storage yet: give a folder every node "
+          "mounts at the same path (NFS, EFS, Filestore; clusters/README.md)")
+
+
+def storage_uri_error(v: str) -> str | None:
+    """Why ``v`` cannot be the sweep's storage, or None: a URI (``s3://``, ``gs://``, ...) would
+    otherwise become a local folder named ``s3:``."""
+    return f"{v!r}: {NO_URI}" if _URI_RE.match(str(v)) else None
+
+
 def _path(v: Any, base: Path) -> Path:
     p = Path(v).expanduser()
     return (p if p.is_absolute() else base / p).resolve()
@@ -467,7 +480,10 @@ def _build(data: Any, ctx: _Ctx, base: Path) -> SweepSpec:
     if not _NAME_RE.match(name):
         raise ctx.error(("name",), f"{name!r} must match {_NAME_RE.pattern} (it names a folder)")
     experiment = _str(ctx, top.get("experiment", "gesturebench"), ("experiment",))
-    storage = _path(_str(ctx, top.get("storage", "runs"), ("storage",)), base)
+    storage_v = _str(ctx, top.get("storage", "runs"), ("storage",))
+    if storage_uri_error(storage_v):
+        raise ctx.error(("storage",), storage_uri_error(storage_v))
+    storage = _path(storage_v, base)
 
     preset = _str(ctx, top.get("preset", "paper"), ("preset",))
     from bench.models import PRESETS  # heavy: torch
@@ -599,7 +615,10 @@ def _grid(ctx: _Ctx, v: Any) -> GridSpec:
     _mapping(ctx, v, path, optional=("cells", "modalities", "seeds"))
     from bench.models import list_cells  # heavy: torch
 
-    known = list(list_cells())
+    # "all" is the paper's cells and the order-blind controls (bench/models/controls.py): a
+    # control trained beside the cells on the same data is the floor that says whether a cell
+    # reads frame order. An explicit list may name a control too.
+    known = list_cells(include_controls=True)
     cells_v = v.get("cells", "all")
     if cells_v == "all":
         cells = list(known)
