@@ -3,7 +3,6 @@ the leaderboard run in MLflow, and the errors a user meets."""
 
 from __future__ import annotations
 
-import math
 import re
 import sys
 from pathlib import Path
@@ -77,9 +76,14 @@ def test_aggregation_over_seeds_known_answers(reported: dict) -> None:
     assert r["seeds"] == 3
     assert r["top1"] == pytest.approx(75.0)
     assert r["top1_std"] == pytest.approx(5.0)
-    half = 4.303 * 5.0 / math.sqrt(3)                      # t(0.975, 2) from the table
-    assert r["top1_ci_low"] == pytest.approx(75.0 - half, abs=1e-2)
-    assert r["top1_ci_high"] == pytest.approx(75.0 + half, abs=1e-2)
+    # the interval: hierarchical bootstrap over the 3 seeds and their 40 clips (the report's
+    # n_boot=500, seed 0), not Student's t; inside [0, 100] and around the mean
+    from bench.report.stats import hierarchical_ci
+
+    ci = hierarchical_ci([28, 30, 32], [40, 40, 40], n_boot=500, seed=0)
+    assert r["top1_ci_low"] == pytest.approx(100 * ci.ci_low) and r["top1_ci_high"] == pytest.approx(100 * ci.ci_high)
+    assert 0 <= r["top1_ci_low"] < 75.0 < r["top1_ci_high"] <= 100
+    assert r["clips"] == 40
     assert r["params"] == 20_000 and r["macs_per_clip"] == 2_000_000
     # throughput: each trial's median over epochs (11, 12, 13 clips/s), then the mean over seeds
     assert r["train_clips_per_s"] == pytest.approx(12.0 + 1.0)
@@ -108,21 +112,31 @@ def test_trial_selection_says_why(reported: dict) -> None:
     assert not unfinished["selected"] and "not finished" in unfinished["reason"]
 
 
-def test_significance_against_convlstm_and_a(reported: dict) -> None:
+def test_significance_every_pair_once_with_holm(reported: dict) -> None:
     sig = reported["res"].report.significance
-    # a vs convlstm per modality and seed (3 x 2); convlstm vs a likewise
-    assert sig.filter(pl.col("reference") == "convlstm").height == 6
-    assert sig.filter(pl.col("reference") == "a").height == 6
-    row = sig.filter((pl.col("cell") == "a") & (pl.col("reference") == "convlstm") & (pl.col("modality") == "rgb")
-                     & (pl.col("seed") == 0)).row(0, named=True)
-    # a right on clips 0..27, convlstm on 0..19: 8 clips only a gets right, none the other way
-    assert (row["only_cell_right"], row["only_ref_right"]) == (8, 0)
-    assert row["p_mcnemar"] == pytest.approx(2 / 2**8)
-    assert row["significant"] and row["diff"] == pytest.approx(20.0)
+    # one unordered pair of cells (a, convlstm) per modality, never mirrored: convlstm is the reference
+    assert sig.height == 2 and set(sig["reference"]) == {"convlstm"} and set(sig["cell"]) == {"a"}
+    row = sig.filter(pl.col("modality") == "rgb").row(0, named=True)
+    # a: 28/30/32 of 40 (70/75/80%); convlstm: 20/22/24 of 40 (50/55/60%), all seeds on 40 clips
+    assert (row["seeds"], row["seeds_ref"], row["n"]) == (3, 3, 40)
+    assert row["top1"] == pytest.approx(75.0) and row["top1_ref"] == pytest.approx(55.0)
+    assert row["diff"] == pytest.approx(20.0)
+    assert 0 < row["diff_ci_low"] < 20.0 < row["diff_ci_high"] <= 100
+    assert row["prob_improvement"] == 1.0                  # every run of a beats every run of convlstm
+    # a is right on a superset of convlstm's clips in every seed: a clear difference
+    assert row["p_boot"] < 0.01 and row["significant"]
+    fam = sig["p_boot"].to_list() + reported["res"].report.fusion["p_boot"].to_list()
+    assert row["p_holm"] >= row["p_boot"] and row["p_holm"] <= len(fam) * row["p_boot"] + 1e-12
+    assert row["significant"] == (row["p_holm"] < 0.05)
+    assert any(f"Holm over the report's {len(fam)} tests" in n for n in reported["res"].report.notes)
     lb = reported["res"].report.leaderboard
     r = _row(lb, "a", "rgb")
-    assert r["vs_convlstm_significant"] == "3/3" and r["vs_convlstm"] == pytest.approx(20.0)
-    assert _row(lb, "convlstm", "rgb")["vs_convlstm_significant"] == "-"
+    assert r["vs_convlstm"] == pytest.approx(20.0) and r["vs_convlstm_prob"] == 1.0
+    assert r["vs_convlstm_significant"] == ("yes" if row["significant"] else "no")
+    c = _row(lb, "convlstm", "rgb")                        # the same pair, seen from the other side
+    assert c["vs_convlstm_significant"] == "-"
+    assert c["vs_a"] == pytest.approx(-20.0) and c["vs_a_prob"] == 0.0
+    assert c["vs_a_ci_low"] == pytest.approx(-row["diff_ci_high"]) and c["vs_a_p_holm"] == row["p_holm"]
 
 
 def test_fusion_per_seed_and_over_seeds(reported: dict) -> None:
@@ -151,7 +165,8 @@ def test_files_every_cell_and_modality_and_self_contained_html(reported: dict) -
     for cell in ("convlstm", "a"):
         for mod in ("rgb", "depth"):
             assert re.search(rf"\| SYNTHETIC isogd \(valid\) \| pretrain \| {cell} \| {mod} \|", md), (cell, mod)
-    assert "rgb+depth" in md and "McNemar" in md
+    assert "rgb+depth" in md and "McNemar" in md and "Holm" in md
+    assert "_3 seeds x 40 clips per cell (cell x modality)_" in md
     assert "NOT comparable" in md
     assert "66.79" in md and "Zhou et al." in md           # later state of the art beside ours
     # self-contained: figures inline, nothing fetched from elsewhere
@@ -248,12 +263,15 @@ def test_stages_and_real_data_are_kept_apart(tmp_path: Path) -> None:
     for stage, top1 in (("pretrain", 50.0), ("finetune", 75.0)):
         lb = rep.leaderboard.filter(pl.col("stage") == stage)
         assert lb["top1"].to_list() == [top1] * 4 and (lb["seeds"] == 2).all()
-        assert set(rep.fusion.filter(pl.col("stage") == stage)["modalities"]) == {"rgb+depth"}
+    # both stages trained both modalities: fusion takes each modality from the later stage only
+    assert set(rep.fusion["stages"]) == {"finetune"} and set(rep.fusion["modalities"]) == {"rgb+depth"}
+    assert set(rep.fusion_runs["stage"]) == {"finetune"}
     assert set(rep.leaderboard["data"]) == {"real isogd (valid)"}
     assert not any("SYNTHETIC" in n for n in rep.notes)
-    # significance compares cells within a stage only
-    assert set(zip(rep.significance["stage"], rep.significance["reference"])) == {
-        ("pretrain", "convlstm"), ("pretrain", "a"), ("finetune", "convlstm"), ("finetune", "a")}
+    # significance compares cells within a stage only, each pair once
+    assert sorted(zip(rep.significance["stage"], rep.significance["modality"], rep.significance["cell"],
+                      rep.significance["reference"])) == sorted(
+        (st, m, "a", "convlstm") for st in ("pretrain", "finetune") for m in ("rgb", "depth"))
 
 
 def test_a_trial_without_scores_is_named_not_dropped(tmp_path: Path) -> None:

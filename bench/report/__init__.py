@@ -2,7 +2,7 @@
 
 - `bench.report.trials`: one polars table of trials, from MLflow (`bench.report.store`) or from
   Ray Tune's storage, and which trial counts per configuration and seed.
-- `bench.report.stats`: seed aggregates with t intervals; McNemar's exact test, paired bootstrap.
+- `bench.report.stats`: hierarchical bootstrap (seeds, then clips) intervals inside [0, 100], differences between architectures with P(improvement), Holm over a report's comparisons; McNemar and the paired bootstrap per trained model.
 - `bench.report.fusion`: late fusion of modalities from per-sample scores (mean, product,
   cross-fitted weights).
 - `bench.report.baselines`: the published results (``resources/baselines.csv``).

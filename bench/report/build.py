@@ -1,15 +1,18 @@
 """The report's tables, computed from a sweep's trials (`bench.report.trials`).
 
 - ``leaderboard``: per dataset x stage x cell x modality, the final-epoch top-1 / top-5 over
-  seeds (mean, sample std, 95% t interval, n), parameters, measured multiply-adds per clip,
-  training throughput, the paired comparison with ConvLSTM and with cell (a), and the
-  published number for the same cell and modality beside it.
-- ``significance``: every paired comparison behind those columns, per modality and seed --
-  McNemar's exact test on the clips where exactly one of the two is right, and a paired
-  bootstrap interval of the accuracy difference.
+  seeds (mean, sample std, n seeds, clips per seed) with a 95% interval from a hierarchical
+  bootstrap (seeds, then clips: `bench.report.stats`; inside [0, 100] however few the seeds),
+  parameters, measured multiply-adds per clip, training throughput, the comparison with ConvLSTM
+  and with cell (a), and the published number for the same cell and modality beside it.
+- ``significance``: every unordered pair of cells per dataset/stage/modality, once, over all
+  their seeds on the clips both scored: the mean difference and its bootstrap interval (seeds of
+  each cell resampled, the same clips for both), the probability of improvement P(a run of the
+  cell beats a run of the reference) and the bootstrap p, Holm-adjusted over the whole report.
 - ``fusion_runs`` / ``fusion``: late fusion of every modality combination present, per
-  (dataset, stage, cell, seed) and then over seeds (`bench.report.fusion`), with the gain over
-  the best single modality on the same clips and its McNemar p-value.
+  (dataset, cell, seed) across stages (`bench.report.fusion.fusion_sources`) and then over
+  seeds, with the gain over the best single modality on the same clips: its interval, P(fused
+  beats single), its Holm-adjusted p; McNemar's exact test per seed in ``fusion_runs``.
 - ``comparison``: the published results (`bench.report.baselines`) and this sweep's numbers in
   one table, each row saying which data it comes from -- synthetic data is never passed off
   as IsoGD or Jester.
@@ -26,7 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -36,7 +39,16 @@ from bench.data.index import MODALITIES
 from bench.report import fusion as fz
 from bench.report.baselines import distinct_results, load_baselines, split_text
 from bench.report.search import importance, searched_keys
-from bench.report.stats import ALPHA, mcnemar_exact, mean_ci, paired_test
+from bench.report.stats import (
+    ALPHA,
+    N_BOOT,
+    architecture_ci,
+    compare_runs,
+    hierarchical_ci,
+    holm,
+    mcnemar_exact,
+    mean_ci,
+)
 from bench.report.trials import KEY, select_trials
 
 REFERENCES = ("convlstm", "a")
@@ -96,12 +108,6 @@ def _pct(x: float) -> float:
     return x * 100.0 if x is not None and not math.isnan(x) else math.nan
 
 
-def _ci_cols(prefix: str, values: Sequence[float]) -> dict[str, Any]:
-    m = mean_ci([_pct(v) for v in values])
-    return {prefix: m.mean, f"{prefix}_std": m.std, f"{prefix}_ci_low": m.ci_low,
-            f"{prefix}_ci_high": m.ci_high}
-
-
 def _top5(values: list[float]) -> dict[str, float]:
     """top-5 mean and std over seeds; NaN when a trial did not report it (not an error: top-1 is
     what the leaderboard ranks on)."""
@@ -123,6 +129,7 @@ class _Scores:
     def __init__(self, selected: pl.DataFrame) -> None:
         self.tables: dict[tuple, tuple[list[str], np.ndarray, np.ndarray]] = {}
         self.missing: list[str] = []
+        self._right: dict[tuple, tuple[int, int]] = {}
         for r in selected.iter_rows(named=True):
             key = tuple(r[k] for k in KEY)
             if r["scores_path"]:
@@ -133,98 +140,192 @@ class _Scores:
     def get(self, key: tuple) -> tuple[list[str], np.ndarray, np.ndarray] | None:
         return self.tables.get(key)
 
+    def right(self, key: tuple) -> tuple[int, int] | None:
+        """``(clips right, clips scored)`` of one trial from its scores (argmax = label)."""
+        if key not in self._right:
+            t = self.get(key)
+            if t is None:
+                return None
+            c = fz.single(fz.align({"m": t}), "m").correct
+            self._right[key] = (int(c.sum()), int(c.size))
+        return self._right[key]
 
-# ----------------------------------------------------------------------------- significance
 
-def significance_table(selected: pl.DataFrame, scores: _Scores, *, references: Sequence[str] = REFERENCES,
-                       n_boot: int = 2000, seed: int = 0) -> pl.DataFrame:
-    """Each cell against each reference cell, per dataset/stage/modality/seed, on shared clips."""
+def _seed_counts(g: pl.DataFrame, scores: _Scores | None) -> tuple[list[int], list[int]] | None:
+    """Each seed's (right, clips) for the hierarchical interval: from its scores, else from its
+    final ``val_top1`` x ``num_val_samples`` (the binomial shortcut needs only the counts); None
+    when a seed has neither."""
+    rights, clips = [], []
+    for r in g.iter_rows(named=True):
+        rc = scores.right(tuple(r[k] for k in KEY)) if scores is not None else None
+        if rc is None:
+            n, v = r.get("num_val_samples"), r.get("val_top1")
+            if n is None or v is None or math.isnan(n) or math.isnan(v) or n <= 0:
+                return None
+            rc = (round(v * n), int(n))
+        rights.append(rc[0])
+        clips.append(rc[1])
+    return rights, clips
+
+
+def _interval_cols(prefix: str, counts: tuple[list[int], list[int]] | None, *, n_boot: int, seed: int
+                   ) -> dict[str, Any]:
+    if counts is None or not counts[0]:
+        return {f"{prefix}_ci_low": math.nan, f"{prefix}_ci_high": math.nan, "clips": None}
+    ci = hierarchical_ci(*counts, n_boot=n_boot, seed=seed)
+    return {f"{prefix}_ci_low": _pct(ci.ci_low), f"{prefix}_ci_high": _pct(ci.ci_high), "clips": ci.clips}
+
+
+def _cell_rank(c: str) -> tuple[bool, str]:
+    """ConvLSTM first, then the variants by name: the registry's order, and the reference side
+    of a pair is always the earlier cell (so each unordered pair is compared once)."""
+    return (c != "convlstm", c)
+
+
+# ----------------------------------------------------------------------------- architecture comparisons
+
+SIGNIFICANCE_SCHEMA = {
+    "dataset": pl.String, "stage": pl.String, "modality": pl.String, "cell": pl.String, "reference": pl.String,
+    "seeds": pl.Int64, "seeds_ref": pl.Int64, "n": pl.Int64, "top1": pl.Float64, "top1_ref": pl.Float64,
+    "diff": pl.Float64, "diff_ci_low": pl.Float64, "diff_ci_high": pl.Float64, "prob_improvement": pl.Float64,
+    "prob_ci_low": pl.Float64, "prob_ci_high": pl.Float64, "p_boot": pl.Float64, "p_holm": pl.Float64,
+    "significant": pl.Boolean, "dropped": pl.Int64}
+
+
+def significance_table(selected: pl.DataFrame, scores: _Scores, *, n_boot: int = N_BOOT, seed: int = 0
+                       ) -> pl.DataFrame:
+    """Every unordered pair of cells per dataset/stage/modality, all seeds of each, on the clips
+    both scored: the hierarchical bootstrap of the difference (`bench.report.stats.compare_runs`),
+    P(a run of ``cell`` beats a run of ``reference``) and the bootstrap p. ``p_holm`` and
+    ``significant`` are filled by `holm_family` once the report's whole family is known."""
     rows = []
-    for r in selected.iter_rows(named=True):
-        for ref in references:
-            if r["cell"] == ref:
-                continue
-            key = (r["dataset"], r["stage"], r["cell"], r["modality"], r["seed"])
-            rkey = (r["dataset"], r["stage"], ref, r["modality"], r["seed"])
-            a, b = scores.get(key), scores.get(rkey)
-            if a is None or b is None:
-                continue
-            al = fz.align({"cell": a, "ref": b})
-            t = paired_test(fz.single(al, "cell").correct, fz.single(al, "ref").correct, n_boot=n_boot, seed=seed)
-            rows.append({"dataset": r["dataset"], "stage": r["stage"], "modality": r["modality"],
-                         "seed": r["seed"], "cell": r["cell"], "reference": ref, "n": t.n,
-                         "top1": _pct(t.acc_a), "top1_ref": _pct(t.acc_ref), "diff": _pct(t.diff),
-                         "only_cell_right": t.b, "only_ref_right": t.c, "p_mcnemar": t.p_mcnemar,
-                         "significant": t.significant, "boot_ci_low": _pct(t.boot_low),
-                         "boot_ci_high": _pct(t.boot_high), "dropped": sum(al.dropped.values())})
-    schema = {"dataset": pl.String, "stage": pl.String, "modality": pl.String, "seed": pl.Int64,
-              "cell": pl.String, "reference": pl.String, "n": pl.Int64, "top1": pl.Float64,
-              "top1_ref": pl.Float64, "diff": pl.Float64, "only_cell_right": pl.Int64,
-              "only_ref_right": pl.Int64, "p_mcnemar": pl.Float64, "significant": pl.Boolean,
-              "boot_ci_low": pl.Float64, "boot_ci_high": pl.Float64, "dropped": pl.Int64}
-    return pl.DataFrame(rows, schema=schema)
+    for (dataset, stage, modality), g in selected.group_by(["dataset", "stage", "modality"], maintain_order=True):
+        runs: dict[str, dict[str, Any]] = {}
+        for r in g.sort("seed").iter_rows(named=True):
+            t = scores.get(tuple(r[k] for k in KEY))
+            if t is not None:
+                runs.setdefault(r["cell"], {})[f"{r['cell']}/seed {r['seed']}"] = t
+        cells = sorted(runs, key=_cell_rank)
+        for i, ref in enumerate(cells):
+            for cell in cells[i + 1:]:
+                al = fz.align({**runs[cell], **runs[ref]})
+                if not len(al):
+                    continue
+                a = np.stack([fz.single(al, k).correct for k in runs[cell]])
+                b = np.stack([fz.single(al, k).correct for k in runs[ref]])
+                c = compare_runs(a, b, n_boot=n_boot, seed=seed)
+                rows.append({"dataset": dataset, "stage": stage, "modality": modality, "cell": cell,
+                             "reference": ref, "seeds": c.seeds_a, "seeds_ref": c.seeds_b, "n": c.clips,
+                             "top1": _pct(c.mean_a), "top1_ref": _pct(c.mean_b), "diff": _pct(c.diff),
+                             "diff_ci_low": _pct(c.ci_low), "diff_ci_high": _pct(c.ci_high),
+                             "prob_improvement": c.prob_improvement, "prob_ci_low": c.prob_ci_low,
+                             "prob_ci_high": c.prob_ci_high, "p_boot": c.p_value, "p_holm": math.nan,
+                             "significant": False, "dropped": sum(al.dropped.values())})
+    return pl.DataFrame(rows, schema=SIGNIFICANCE_SCHEMA)
+
+
+def holm_family(significance: pl.DataFrame, fusion: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """Holm over every test the report makes -- each unordered pair of cells per modality once
+    (`significance_table` never holds A-vs-B and B-vs-A) and each fused row against its best
+    single modality -- so "significant" holds for the family at ``ALPHA``. Returns both tables
+    with ``p_holm`` and ``significant`` set, and the family's size."""
+    p = np.concatenate([significance["p_boot"].to_numpy(), fusion["p_boot"].to_numpy()]) \
+        if fusion.height else significance["p_boot"].to_numpy()
+    adj = holm(p) if p.size else np.zeros(0)
+    k = significance.height
+
+    def put(df: pl.DataFrame, a: np.ndarray) -> pl.DataFrame:
+        return df.with_columns(pl.Series("p_holm", a, dtype=pl.Float64),
+                               pl.Series("significant", np.nan_to_num(a, nan=1.0) < ALPHA, dtype=pl.Boolean))
+
+    sig = put(significance, adj[:k]) if k else significance
+    fus = put(fusion, adj[k:]) if fusion.height else fusion
+    return sig, fus, int((~np.isnan(p)).sum())
 
 
 # ----------------------------------------------------------------------------- fusion
 
-def fusion_tables(selected: pl.DataFrame, scores: _Scores, *, seed: int = 0
+def fusion_tables(selected: pl.DataFrame, scores: _Scores, *, n_boot: int = N_BOOT, seed: int = 0
                   ) -> tuple[pl.DataFrame, pl.DataFrame, dict[tuple, dict[str, Any]]]:
-    """``(per seed, aggregated, predictions)`` of every rule on every modality combination."""
-    rows = []
-    preds: dict[tuple, dict[str, Any]] = {}
-    groups = selected.group_by(["dataset", "stage", "cell", "seed"], maintain_order=True)
-    for (dataset, stage, cell, s), g in groups:
-        present = {m: scores.get((dataset, stage, cell, m, s)) for m in g["modality"].to_list()}
+    """``(per seed, aggregated, predictions)`` of every rule on every modality combination.
+
+    Grouped by (dataset, cell, seed) across stages (`bench.report.fusion.fusion_sources`: depth
+    from ``pretrain`` and RGB from ``finetune`` fuse; the later stage wins a modality both
+    trained). ``stage`` of a fused row is the latest stage it draws on, ``stages`` says which
+    stage each modality came from. The reference of a gain is the single modality with the best
+    mean top-1 over seeds on the fused clips, one choice for every seed (a per-seed best would
+    pick the luckier modality each time). Over seeds: the fused top-1's hierarchical interval,
+    and the gain's (paired by seed -- fused and single come from the same networks -- and by
+    clip), P(fused run beats its single run) and the bootstrap p; McNemar per seed stays in the
+    per-seed table."""
+    groups: dict[tuple, list[tuple[int, fz.Aligned]]] = {}
+    for (dataset, cell, s), by_mod in fz.fusion_sources(selected.iter_rows(named=True)).items():
+        present = {m: scores.get((dataset, st, cell, m, s)) for m, st in by_mod.items()}
         present = {m: v for m, v in present.items() if v is not None}
         for combo in fz.combinations(list(present)):
-            al = fz.align({m: present[m] for m in combo})
-            singles = {m: fz.single(al, m) for m in combo}
-            best_m = max(combo, key=lambda m: (singles[m].accuracy, -_modality_rank(m)[0]))
-            best = singles[best_m]
-            for rule in fz.RULES:
-                res = fz.fuse(al, rule=rule, seed=int(s))
-                p_best = mcnemar_exact(int((res.correct & ~best.correct).sum()),
-                                       int((~res.correct & best.correct).sum()))
-                name = "+".join(combo)
-                weights = ("" if res.weights is None else
-                           " ".join(f"{m}={w:.2f}" for m, w in zip(combo, res.weights)))
-                rows.append({"dataset": dataset, "stage": stage, "cell": cell, "seed": int(s),
+            stage = max((by_mod[m] for m in combo), key=fz.stage_rank)
+            key = (dataset, stage, fz.stages_label(by_mod, combo), cell, combo)
+            groups.setdefault(key, []).append((int(s), fz.align({m: present[m] for m in combo})))
+    rows, agg_rows = [], []
+    preds: dict[tuple, dict[str, Any]] = {}
+    for (dataset, stage, stages, cell, combo), runs in groups.items():
+        runs.sort(key=lambda x: x[0])
+        singles = [{m: fz.single(al, m) for m in combo} for _, al in runs]
+        best_m = max(combo, key=lambda m: (float(np.mean([sg[m].accuracy for sg in singles])), -_modality_rank(m)[0]))
+        name = "+".join(combo)
+        common = set.intersection(*(set(al.sample_ids) for _, al in runs))
+        order = [sid for sid in runs[0][1].sample_ids if sid in common]
+        idx = [np.asarray([{sid: i for i, sid in enumerate(al.sample_ids)}[sid] for sid in order], dtype=np.int64)
+               for _, al in runs]
+        for rule in fz.RULES:
+            results = []
+            for (s, al), sg in zip(runs, singles):
+                res = fz.fuse(al, rule=rule, seed=s)
+                results.append(res)
+                best = sg[best_m]
+                p_best = mcnemar_exact(int((res.correct & ~best.correct).sum()), int((~res.correct & best.correct).sum()))
+                weights = ("" if res.weights is None else " ".join(f"{m}={w:.2f}" for m, w in zip(combo, res.weights)))
+                rows.append({"dataset": dataset, "stage": stage, "stages": stages, "cell": cell, "seed": s,
                              "modalities": name, "rule": rule, "n": len(al), "top1": _pct(res.accuracy),
                              "top5": _pct(res.top5), "best_single": best_m, "best_single_top1": _pct(best.accuracy),
                              "gain": _pct(res.accuracy - best.accuracy), "p_vs_best_single": p_best,
-                             "significant": p_best < ALPHA, "weights": weights,
-                             "dropped": sum(al.dropped.values()),
+                             "significant": p_best < ALPHA, "weights": weights, "dropped": sum(al.dropped.values()),
                              "softmaxed": ",".join(m for m in combo if al.softmaxed.get(m))})
-                preds[(dataset, stage, cell, int(s), name, rule)] = {
+                preds[(dataset, stage, cell, s, name, rule)] = {
                     "labels": al.labels, "pred": res.pred, "num_classes": al.probs[combo[0]].shape[1]}
-    schema = {"dataset": pl.String, "stage": pl.String, "cell": pl.String, "seed": pl.Int64,
+            fused_ci = architecture_ci([r.correct for r in results], n_boot=n_boot, seed=seed)
+            gain = compare_runs(np.stack([r.correct[i] for r, i in zip(results, idx)]),
+                                np.stack([sg[best_m].correct[i] for sg, i in zip(singles, idx)]),
+                                paired_seeds=True, n_boot=n_boot, seed=seed)
+            per_gain = [r.accuracy - sg[best_m].accuracy for r, sg in zip(results, singles)]
+            w = ""
+            if rule == "fitted":
+                w = " ".join(f"{m}={v:.2f}" for m, v in zip(combo, np.mean([r.weights for r in results], axis=0)))
+            agg_rows.append({
+                "dataset": dataset, "stage": stage, "stages": stages, "cell": cell, "modalities": name, "rule": rule,
+                "seeds": len(runs), "top1": _pct(fused_ci.mean), "top1_std": _pct(fused_ci.std),
+                "top1_ci_low": _pct(fused_ci.ci_low), "top1_ci_high": _pct(fused_ci.ci_high),
+                "top5": _pct(float(np.mean([r.top5 for r in results]))), "best_single": best_m,
+                "best_single_top1": _pct(float(np.mean([sg[best_m].accuracy for sg in singles]))),
+                "gain": _pct(gain.diff), "gain_std": _pct(float(np.std(per_gain, ddof=1))) if len(runs) > 1 else math.nan,
+                "gain_ci_low": _pct(gain.ci_low), "gain_ci_high": _pct(gain.ci_high),
+                "prob_improvement": gain.prob_improvement, "p_boot": gain.p_value, "p_holm": math.nan,
+                "significant": False,
+                "significant_seeds": f"{sum(int(r['significant']) for r in rows[-len(runs):])}/{len(runs)}",
+                "weights": w, "n": gain.clips})
+    schema = {"dataset": pl.String, "stage": pl.String, "stages": pl.String, "cell": pl.String, "seed": pl.Int64,
               "modalities": pl.String, "rule": pl.String, "n": pl.Int64, "top1": pl.Float64,
               "top5": pl.Float64, "best_single": pl.String, "best_single_top1": pl.Float64,
               "gain": pl.Float64, "p_vs_best_single": pl.Float64, "significant": pl.Boolean,
               "weights": pl.String, "dropped": pl.Int64, "softmaxed": pl.String}
-    per_seed = pl.DataFrame(rows, schema=schema)
-    agg_rows = []
-    for (dataset, stage, cell, mods, rule), g in per_seed.group_by(
-            ["dataset", "stage", "cell", "modalities", "rule"], maintain_order=True):
-        gain = mean_ci(g["gain"].to_list())
-        w = ""
-        if rule == "fitted":
-            combo = mods.split("+")
-            ws = np.array([[float(x.split("=")[1]) for x in s.split()] for s in g["weights"].to_list()])
-            w = " ".join(f"{m}={v:.2f}" for m, v in zip(combo, ws.mean(axis=0)))
-        agg_rows.append({"dataset": dataset, "stage": stage, "cell": cell, "modalities": mods, "rule": rule,
-                         "seeds": g.height, **_ci_cols("top1", (g["top1"] / 100).to_list()),
-                         "top5": float(g["top5"].mean()),
-                         "best_single_top1": float(g["best_single_top1"].mean()),
-                         "gain": gain.mean, "gain_std": gain.std,
-                         "significant_seeds": f"{int(g['significant'].sum())}/{g.height}",
-                         "weights": w, "n": int(g["n"].min())})
-    agg_schema = {"dataset": pl.String, "stage": pl.String, "cell": pl.String, "modalities": pl.String,
-                  "rule": pl.String, "seeds": pl.Int64, "top1": pl.Float64, "top1_std": pl.Float64,
-                  "top1_ci_low": pl.Float64, "top1_ci_high": pl.Float64, "top5": pl.Float64,
-                  "best_single_top1": pl.Float64, "gain": pl.Float64, "gain_std": pl.Float64,
-                  "significant_seeds": pl.String, "weights": pl.String, "n": pl.Int64}
-    return per_seed, pl.DataFrame(agg_rows, schema=agg_schema), preds
+    agg_schema = {"dataset": pl.String, "stage": pl.String, "stages": pl.String, "cell": pl.String,
+                  "modalities": pl.String, "rule": pl.String, "seeds": pl.Int64, "top1": pl.Float64,
+                  "top1_std": pl.Float64, "top1_ci_low": pl.Float64, "top1_ci_high": pl.Float64, "top5": pl.Float64,
+                  "best_single": pl.String, "best_single_top1": pl.Float64, "gain": pl.Float64,
+                  "gain_std": pl.Float64, "gain_ci_low": pl.Float64, "gain_ci_high": pl.Float64,
+                  "prob_improvement": pl.Float64, "p_boot": pl.Float64, "p_holm": pl.Float64,
+                  "significant": pl.Boolean, "significant_seeds": pl.String, "weights": pl.String, "n": pl.Int64}
+    return pl.DataFrame(rows, schema=schema), pl.DataFrame(agg_rows, schema=agg_schema), preds
 
 
 # ----------------------------------------------------------------------------- leaderboard
@@ -237,17 +338,46 @@ def _published(baselines: pl.DataFrame, fmt: str | None, cell: str, modality: st
     return float(hit["value"][0]) if hit.height else math.nan
 
 
-def leaderboard_table(selected: pl.DataFrame, significance: pl.DataFrame, baselines: pl.DataFrame
-                      ) -> pl.DataFrame:
+def _vs_cols(significance: pl.DataFrame, dataset: str, stage: str, modality: str, cell: str, ref: str
+             ) -> dict[str, Any]:
+    """``cell`` against ``ref`` from the pair's row, whichever side the pair table holds it on."""
+    out: dict[str, Any] = {f"vs_{ref}": math.nan, f"vs_{ref}_ci_low": math.nan, f"vs_{ref}_ci_high": math.nan,
+                           f"vs_{ref}_prob": math.nan, f"vs_{ref}_p_holm": math.nan}
+    if cell == ref:
+        return out | {f"vs_{ref}_significant": "-"}
+    base = significance.filter((pl.col("dataset") == dataset) & (pl.col("stage") == stage)
+                               & (pl.col("modality") == modality))
+    for a, b, sign in ((cell, ref, 1.0), (ref, cell, -1.0)):
+        hit = base.filter((pl.col("cell") == a) & (pl.col("reference") == b))
+        if hit.height:
+            r = hit.row(0, named=True)
+            lo, hi = sign * r["diff_ci_low"], sign * r["diff_ci_high"]
+            return out | {f"vs_{ref}": sign * r["diff"], f"vs_{ref}_ci_low": min(lo, hi),
+                          f"vs_{ref}_ci_high": max(lo, hi),
+                          f"vs_{ref}_prob": r["prob_improvement"] if sign > 0 else 1.0 - r["prob_improvement"],
+                          f"vs_{ref}_p_holm": r["p_holm"],
+                          f"vs_{ref}_significant": "yes" if r["significant"] else "no"}
+    return out | {f"vs_{ref}_significant": "n/a"}
+
+
+def leaderboard_table(selected: pl.DataFrame, significance: pl.DataFrame, baselines: pl.DataFrame,
+                      scores: _Scores | None = None, *, n_boot: int = N_BOOT, seed: int = 0) -> pl.DataFrame:
+    """Per dataset x stage x cell x modality: top-1 mean and std over seeds and the hierarchical
+    95% interval (seeds, then clips; `bench.report.stats.hierarchical_ci`), ``clips`` per seed,
+    and the comparison with each reference cell (difference, its interval, P(better), Holm p)."""
     rows = []
     for (dataset, stage, cell, modality), g in selected.group_by(
             ["dataset", "stage", "cell", "modality"], maintain_order=True):
         first = g.row(0, named=True)
+        vals = [_pct(v) for v in g["val_top1"].to_list()]
+        if any(v is None or math.isnan(v) for v in vals):
+            raise ValueError(f"leaderboard: a selected trial of {cell}/{modality} has no final val_top1")
         row: dict[str, Any] = {
             "dataset": dataset, "data": data_label(first["dataset_format"] or dataset, first["synthetic"],
                                                    first["split"]),
             "stage": stage, "cell": cell, "modality": modality, "seeds": g.height,
-            **_ci_cols("top1", g["val_top1"].to_list()),
+            "top1": float(np.mean(vals)), "top1_std": float(np.std(vals, ddof=1)) if len(vals) > 1 else math.nan,
+            **_interval_cols("top1", _seed_counts(g, scores), n_boot=n_boot, seed=seed),
             **_top5(g["val_top5"].fill_null(math.nan).to_list()),
             "params": float(g["params"].mean()), "macs_per_clip": float(g["macs_per_clip"].mean()),
             "train_clips_per_s": float(g["train_clips_per_s"].mean()),
@@ -255,22 +385,14 @@ def leaderboard_table(selected: pl.DataFrame, significance: pl.DataFrame, baseli
             "trials": int(g["n_candidates"].sum()),
         }
         for ref in REFERENCES:
-            sig = significance.filter((pl.col("dataset") == dataset) & (pl.col("stage") == stage)
-                                      & (pl.col("cell") == cell) & (pl.col("modality") == modality)
-                                      & (pl.col("reference") == ref))
-            if cell == ref or sig.is_empty():
-                row[f"vs_{ref}"] = math.nan
-                row[f"vs_{ref}_significant"] = "-" if cell == ref else "n/a"
-            else:
-                row[f"vs_{ref}"] = float(sig["diff"].mean())
-                row[f"vs_{ref}_significant"] = f"{int(sig['significant'].sum())}/{sig.height}"
+            row.update(_vs_cols(significance, dataset, stage, modality, cell, ref))
         row["paper"] = _published(baselines, first["dataset_format"], cell, modality)
         rows.append(row)
     if not rows:
         return pl.DataFrame()
     lb = pl.DataFrame(rows, strict=False)
     # Column order: what the MLflow table view shows without scrolling comes first.
-    first = ["cell", "modality", "top1", "top1_std", "top1_ci_low", "top1_ci_high", "seeds", "data", "stage"]
+    first = ["cell", "modality", "top1", "top1_std", "top1_ci_low", "top1_ci_high", "seeds", "clips", "data", "stage"]
     lb = lb.select(first + [c for c in lb.columns if c not in first])
     return (lb.with_columns(pl.col("modality").map_elements(lambda m: _modality_rank(m)[0], return_dtype=pl.Int64)
                             .alias("_m"))
@@ -307,7 +429,7 @@ def comparison_table(leaderboard: pl.DataFrame, fusion: pl.DataFrame, baselines:
         for r in fusion.filter(pl.col("rule") == "fitted").iter_rows(named=True):
             fmt, syn, split = fmt_of.get(r["dataset"], (r["dataset"], None, None))
             rows.append({"dataset": fmt, "modality": r["modalities"],
-                         "method": f"cell {r['cell']} ({r['stage']}), late fusion (fitted weights)",
+                         "method": f"cell {r['cell']} ({r.get('stages') or r['stage']}), late fusion (fitted weights)",
                          "cell": r["cell"], "source": f"this suite: sweep {sweep}",
                          "data": data_label(fmt, syn, split), "split": split, "top1": r["top1"],
                          "top1_std": r["top1_std"], "seeds": r["seeds"], "citation": ""})
@@ -390,7 +512,7 @@ def confusion_matrices(selected: pl.DataFrame, leaderboard: pl.DataFrame, fusion
                     mats.append(confusion_matrix(p["labels"], p["pred"], labels=list(range(p["num_classes"]))))
             if mats:
                 m = np.sum(mats, axis=0)
-                out.append(Confusion(f"{dataset} / {stage} / {best['modalities']} fused (fitted): cell "
+                out.append(Confusion(f"{dataset} / {best['stages']} / {best['modalities']} fused (fitted): cell "
                                      f"{best['cell']} ({len(mats)} seed{'s' * (len(mats) > 1)} summed)", m,
                                      100.0 * np.trace(m) / max(m.sum(), 1), names_of(dataset, m.shape[0])))
     return out
@@ -429,8 +551,9 @@ def build_report(trials: pl.DataFrame, *, sweep: str, source: str, baselines: pl
     excluded = annotated.filter(~pl.col("selected"))
     scores = _Scores(selected)
     significance = significance_table(selected, scores, n_boot=n_boot, seed=seed)
-    fusion_runs, fusion, fused_preds = fusion_tables(selected, scores, seed=seed)
-    leaderboard = leaderboard_table(selected, significance, baselines)
+    fusion_runs, fusion, fused_preds = fusion_tables(selected, scores, n_boot=n_boot, seed=seed)
+    significance, fusion, family = holm_family(significance, fusion)
+    leaderboard = leaderboard_table(selected, significance, baselines, scores, n_boot=n_boot, seed=seed)
     comparison = comparison_table(leaderboard, fusion, baselines, selected, sweep=sweep)
     notes = []
     if scores.missing:
@@ -438,6 +561,14 @@ def build_report(trials: pl.DataFrame, *, sweep: str, source: str, baselines: pl
                      f"of fusion and significance: {', '.join(map(str, scores.missing))}")
     if excluded.height:
         notes.append(f"{excluded.height} trial(s) not in the leaderboard (see the trials table, column 'reason').")
+    if family:
+        notes.append(f"Significance is corrected for multiple comparisons: Holm over the report's {family} tests "
+                     f"(each pair of cells per modality once, each fused row against its best single modality); "
+                     f"'significant' means Holm-adjusted p < {ALPHA}.")
+    if fusion.height and fusion["stages"].str.contains(":").any():
+        notes.append("Late fusion pairs each modality's networks of one cell and seed from whichever stage trained "
+                     "it (column 'stages', e.g. depth from pretrain and RGB fine-tuned from it); a modality both "
+                     "stages trained comes from the later stage.")
     if fusion_runs.height and fusion_runs["dropped"].sum():
         notes.append("Some samples were scored by only some modalities (skipped by a loader); fusion uses the "
                      "samples every fused modality scored (column 'dropped').")

@@ -24,6 +24,11 @@ so calibration is not bought by mixing in a useless modality. A tiny ridge term 
 makes the optimum unique when a modality carries no information at all (its gradient is 0).
 The objective is the log-likelihood, not accuracy: smooth where accuracy is a step function.
 
+Which networks are fused (`fusion_sources`): one cell and seed, one network per modality, from
+whichever stage trained that modality -- the default sweep pre-trains depth and fine-tunes RGB
+from it, and those two networks are what a two-stream system of that cell would run; a modality
+both stages trained comes from the later stage.
+
 Softmax before fusion is explicit: `to_probabilities` keeps a score matrix whose rows are
 already distributions (non-negative, summing to 1 within 1e-3 -- what the training loop writes:
 ``val_scores.parquet`` ``probs`` = softmax of the logits) and applies a softmax otherwise, i.e.
@@ -38,7 +43,7 @@ import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -293,6 +298,46 @@ def single(aligned: Aligned, modality: str) -> FusionResult:
     pred = z.argmax(axis=1) if len(aligned) else np.zeros(0, dtype=np.int64)
     return FusionResult(rule="single", modalities=(modality,), pred=pred, correct=pred == aligned.labels,
                         top5_correct=_topk_hit(z, aligned.labels, 5))
+
+
+STAGE_ORDER = ("pretrain", "finetune")
+
+
+def stage_rank(stage: str) -> tuple[int, str]:
+    """Order of the sweep's stages (`bench.sweep.leaderboard.STAGE_ORDER`); unknown ones after, by name."""
+    return (STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER), str(stage))
+
+
+def fusion_sources(trials: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, int], dict[str, str]]:
+    """``(dataset, cell, seed) -> {modality: stage}``: which stage's scores each modality brings to
+    a fusion of that cell and seed.
+
+    Fusion is grouped by (dataset, cell, seed) and joined on sample ids, *whichever stage trained
+    each modality*: the default sweep (the paper's two-stage protocol) trains depth in
+    ``pretrain`` and fine-tunes RGB from it in ``finetune``, so grouping by stage as well would
+    find one modality per group and nothing to fuse. The networks of a cell and seed are scored
+    on the same validation clips of the same dataset either way (`align` checks ids and labels).
+    When both stages train the same modality on the same dataset, the later stage (``finetune``)
+    is preferred: it is the network the protocol ends with, trained longer and from the other's
+    weights, and it is what the sweep's own leaderboard ranks (the last stage per cell x
+    modality). ``trials`` are rows with ``dataset``, ``stage``, ``cell``, ``modality``, ``seed``
+    (the selected trials: one per configuration and seed)."""
+    out: dict[tuple[str, str, int], dict[str, str]] = {}
+    for t in trials:
+        key = (t["dataset"], t["cell"], int(t["seed"]))
+        by_mod = out.setdefault(key, {})
+        m, st = t["modality"], t["stage"]
+        if m not in by_mod or stage_rank(st) > stage_rank(by_mod[m]):
+            by_mod[m] = st
+    return out
+
+
+def stages_label(sources: Mapping[str, str], modalities: Sequence[str]) -> str:
+    """``"finetune"`` when every fused modality comes from one stage, else ``"rgb: finetune, depth: pretrain"``."""
+    stages = {sources[m] for m in modalities}
+    if len(stages) == 1:
+        return stages.pop()
+    return ", ".join(f"{m}: {sources[m]}" for m in modalities)
 
 
 def combinations(modalities: Sequence[str], order: Sequence[str] = MODALITIES) -> list[tuple[str, ...]]:

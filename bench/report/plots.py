@@ -32,11 +32,18 @@ def _groups(df: pl.DataFrame, by: list[str]) -> list[tuple[tuple, pl.DataFrame]]
 
 
 def _err(df: pl.DataFrame, col: str = "top1") -> np.ndarray:
-    """Asymmetric error bars from the t interval (0 where a single seed gives none)."""
+    """Asymmetric error bars from the table's interval (the hierarchical bootstrap's, inside
+    [0, 100]; 0 where a row has none)."""
     m = df[col].to_numpy()
-    lo = np.nan_to_num(m - df[f"{col}_ci_low"].to_numpy(), nan=0.0)
-    hi = np.nan_to_num(df[f"{col}_ci_high"].to_numpy() - m, nan=0.0)
+    lo = np.clip(np.nan_to_num(m - df[f"{col}_ci_low"].to_numpy(), nan=0.0), 0.0, None)
+    hi = np.clip(np.nan_to_num(df[f"{col}_ci_high"].to_numpy() - m, nan=0.0), 0.0, None)
     return np.vstack([lo, hi])
+
+
+def _percent_axis(ax: Any) -> None:
+    """Keep an accuracy axis within 0-100: no room is left for accuracies that cannot be."""
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(max(0.0, lo), min(100.0, hi))
 
 
 def _boxes_overlap(a: Any, b: Any, pad: float = 0.0) -> bool:
@@ -135,6 +142,7 @@ def accuracy_vs_cost(leaderboard: pl.DataFrame, *, x: str) -> Any:
             _cost_ticks(ax, [p[0] for p in points])
         ax.set_xlabel(label)
         ax.set_ylabel("val top-1 (%)")
+        _percent_axis(ax)
         ax.set_title(f"{dataset} / {stage}")
         ax.grid(alpha=0.3)
         to_label.append((ax, points))
@@ -154,7 +162,8 @@ def accuracy_vs_cost(leaderboard: pl.DataFrame, *, x: str) -> Any:
 
 
 def cell_bars(leaderboard: pl.DataFrame) -> Any:
-    """Per-cell bars, one group per cell and one bar per modality, 95% CI error bars, chance line."""
+    """Per-cell bars, one group per cell and one bar per modality, 95% interval error bars (the
+    hierarchical bootstrap's), chance line; the axis is 0-100, the range an accuracy has."""
     if leaderboard.is_empty():
         return None
     plt = _plt()
@@ -174,14 +183,15 @@ def cell_bars(leaderboard: pl.DataFrame) -> Any:
                     r = by_cell[c]
                     xs.append(i + (j - (len(mods) - 1) / 2) * width)
                     ys.append(r["top1"])
-                    lo.append(0 if math.isnan(r["top1_ci_low"]) else r["top1"] - r["top1_ci_low"])
-                    hi.append(0 if math.isnan(r["top1_ci_high"]) else r["top1_ci_high"] - r["top1"])
+                    lo.append(0 if math.isnan(r["top1_ci_low"]) else max(0.0, r["top1"] - r["top1_ci_low"]))
+                    hi.append(0 if math.isnan(r["top1_ci_high"]) else max(0.0, r["top1_ci_high"] - r["top1"]))
             ax.bar(xs, ys, width=width * 0.95, yerr=[lo, hi], capsize=3, label=m)
         chance = g["chance"].drop_nans().drop_nulls()
         if chance.len():
             ax.axhline(float(chance[0]), color="k", ls=":", lw=1, label="chance")
         ax.set_xticks(range(len(cells)), [f"cell {c}" for c in cells])
-        ax.set_ylabel("val top-1 (%), mean and 95% CI over seeds")
+        ax.set_ylabel("val top-1 (%), mean and 95% CI")
+        ax.set_ylim(0, 100)
         ax.set_title(f"{dataset} / {stage}")
         ax.legend(fontsize=8)
         ax.grid(axis="y", alpha=0.3)
@@ -191,11 +201,13 @@ def cell_bars(leaderboard: pl.DataFrame) -> Any:
 
 def fusion_gains(fusion: pl.DataFrame) -> Any:
     """Gain of each fusion rule over the best single modality (points), per cell, one panel per
-    dataset/stage/combination; error bars = std over seeds."""
+    dataset/stage/combination; error bars = the gain's 95% bootstrap interval (seeds and clips,
+    paired), the std over seeds where a table has no interval."""
     if fusion.is_empty():
         return None
     plt = _plt()
-    groups = _groups(fusion, ["dataset", "stage", "modalities"])
+    # a fusion across stages (depth pre-trained, RGB fine-tuned) is one panel, titled without a stage
+    groups = _groups(fusion, ["dataset", "stages" if "stages" in fusion.columns else "stage", "modalities"])
     cols = min(len(groups), 3)
     rows = math.ceil(len(groups) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 3.8 * rows), squeeze=False)
@@ -207,18 +219,27 @@ def fusion_gains(fusion: pl.DataFrame) -> Any:
             sub = {r["cell"]: r for r in g.filter(pl.col("rule") == rule).iter_rows(named=True)}
             xs = [i + (j - 1) * width for i, c in enumerate(cells) if c in sub]
             ys = [sub[c]["gain"] for c in cells if c in sub]
-            es = [0 if math.isnan(sub[c]["gain_std"]) else sub[c]["gain_std"] for c in cells if c in sub]
-            ax.bar(xs, ys, width=width * 0.95, yerr=es, capsize=3, label=rule)
+            es = [_gain_err(sub[c]) for c in cells if c in sub]
+            ax.bar(xs, ys, width=width * 0.95, yerr=np.array(es).T.reshape(2, -1), capsize=3, label=rule)
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xticks(range(len(cells)), [f"cell {c}" for c in cells])
         ax.set_ylabel("top-1 gain over best single (points)")
-        ax.set_title(f"{dataset} / {stage} / {mods}")
+        ax.set_title(f"{dataset} / {stage} / {mods}" if ":" not in str(stage) else f"{dataset} / {mods}")
         ax.legend(fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[len(groups):]:
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def _gain_err(r: dict[str, Any]) -> tuple[float, float]:
+    lo, hi = r.get("gain_ci_low"), r.get("gain_ci_high")
+    if lo is not None and hi is not None and not (math.isnan(lo) or math.isnan(hi)):
+        return (max(0.0, r["gain"] - lo), max(0.0, hi - r["gain"]))
+    s = r.get("gain_std")
+    s = 0.0 if s is None or math.isnan(s) else s
+    return (s, s)
 
 
 def confusion(matrix: np.ndarray, title: str, classes: list[str] | None = None) -> Any:

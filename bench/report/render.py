@@ -62,27 +62,70 @@ def _ci(row: dict[str, Any], col: str = "top1") -> str:
     return f"[{lo:.2f}, {hi:.2f}]"
 
 
+def _nan(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
 def _mean_std(row: dict[str, Any], col: str = "top1") -> str:
+    """``75.00 ± 5.00``; ``75.00 ± n/a`` for one seed (a spread over one seed is unknown, not 0);
+    a bare number for a published result (no seeds)."""
     m, s = row.get(col), row.get(f"{col}_std")
-    if m is None or math.isnan(m):
+    if _nan(m):
         return "-"
-    return f"{m:.2f}" + ("" if s is None or math.isnan(s) else f" ± {s:.2f}")
+    if not _nan(s):
+        return f"{m:.2f} ± {s:.2f}"
+    return f"{m:.2f} ± n/a" if row.get("seeds") == 1 else f"{m:.2f}"
+
+
+def _interval(lo: Any, hi: Any, *, signed: bool = False) -> str:
+    if _nan(lo) or _nan(hi):
+        return "-"
+    return f"[{lo:+.2f}, {hi:+.2f}]" if signed else f"[{lo:.2f}, {hi:.2f}]"
+
+
+def _prob(v: Any) -> str:
+    return "-" if _nan(v) else f"{v:.2f}"
+
+
+def _yes(v: Any) -> str:
+    return "-" if v is None else ("yes" if v else "no")
 
 
 def _vs(ref: str) -> Callable[[dict[str, Any]], str]:
+    """``+20.00 [+15.00, +25.00], Holm p 0.004, sig.``: the difference in points, its 95%
+    interval, and the Holm-adjusted p of the report's family."""
     def fmt(row: dict[str, Any]) -> str:
         d, sig = row.get(f"vs_{ref}"), row.get(f"vs_{ref}_significant")
         if sig == "-":
             return "(reference)"
-        if d is None or math.isnan(d):
+        if _nan(d):
             return "n/a"
-        return f"{d:+.2f} (sig. {sig})"
+        text = f"{d:+.2f} {_interval(row.get(f'vs_{ref}_ci_low'), row.get(f'vs_{ref}_ci_high'), signed=True)}"
+        text += f", Holm p {_p(row.get(f'vs_{ref}_p_holm'))}"
+        return text + (", sig." if sig == "yes" else "")
     return fmt
+
+
+def backing(df: pl.DataFrame, *, seeds: Sequence[str] = ("seeds",), clips: str = "clips", per: str = "cell") -> str:
+    """The caption a table's numbers rest on: ``3 seeds x 40 clips per cell`` (ranges where rows differ)."""
+    if df.is_empty():
+        return ""
+
+    def span(cols: Sequence[str]) -> str:
+        vals = [int(v) for c in cols if c in df.columns for v in df[c].to_list() if not _nan(v)]
+        if not vals:
+            return "?"
+        lo, hi = min(vals), max(vals)
+        return f"{lo:,}" if lo == hi else f"{lo:,}-{hi:,}"
+
+    n_seeds = span(seeds)
+    return f"{n_seeds} seed{'' if n_seeds == '1' else 's'} x {span([clips])} clips per {per}"
 
 
 LEADERBOARD_COLS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("data", lambda r: _s(r["data"])), ("stage", lambda r: _s(r["stage"])), ("cell", lambda r: _s(r["cell"])),
     ("modality", lambda r: _s(r["modality"])), ("seeds", lambda r: _int(r["seeds"])),
+    ("clips", lambda r: _int(r.get("clips"))),
     ("top-1 % (mean ± std)", _mean_std), ("95% CI", _ci), ("top-5 %", lambda r: _mean_std(r, "top5")),
     ("params", lambda r: _int(r["params"])), ("Mult-Adds/clip", lambda r: _mega(r["macs_per_clip"])),
     ("train clips/s", lambda r: _f(1)(r["train_clips_per_s"])),
@@ -90,22 +133,28 @@ LEADERBOARD_COLS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("paper % (real data)", lambda r: _f(2)(r["paper"])), ("chance %", lambda r: _f(2)(r["chance"])),
 ]
 FUSION_COLS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
-    ("stage", lambda r: _s(r["stage"])), ("cell", lambda r: _s(r["cell"])),
+    ("stages", lambda r: _s(r.get("stages") or r["stage"])), ("cell", lambda r: _s(r["cell"])),
     ("modalities", lambda r: _s(r["modalities"])), ("rule", lambda r: _s(r["rule"])),
-    ("seeds", lambda r: _int(r["seeds"])), ("top-1 % (mean ± std)", _mean_std), ("95% CI", _ci),
-    ("best single %", lambda r: _f(2)(r["best_single_top1"])), ("gain (pts)", lambda r: _signed(r["gain"])),
-    ("sig. vs best single", lambda r: _s(r["significant_seeds"])), ("weights (fitted)", lambda r: _s(r["weights"])),
-    ("clips", lambda r: _int(r["n"])),
+    ("seeds", lambda r: _int(r["seeds"])), ("clips", lambda r: _int(r["n"])),
+    ("top-1 % (mean ± std)", _mean_std), ("95% CI", _ci),
+    ("best single", lambda r: f"{_s(r.get('best_single'))} {_f(2)(r['best_single_top1'])}"),
+    ("gain (pts)", lambda r: _signed(r["gain"])),
+    ("gain 95% CI", lambda r: _interval(r.get("gain_ci_low"), r.get("gain_ci_high"), signed=True)),
+    ("P(fused > single)", lambda r: _prob(r.get("prob_improvement"))),
+    ("p (bootstrap)", lambda r: _p(r.get("p_boot"))), ("Holm p", lambda r: _p(r.get("p_holm"))),
+    ("significant (Holm)", lambda r: _yes(r.get("significant"))),
+    ("McNemar sig. seeds", lambda r: _s(r["significant_seeds"])), ("weights (fitted)", lambda r: _s(r["weights"])),
 ]
 SIGNIFICANCE_COLS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
-    ("stage", lambda r: _s(r["stage"])), ("modality", lambda r: _s(r["modality"])), ("seed", lambda r: _int(r["seed"])),
-    ("cell", lambda r: _s(r["cell"])), ("vs", lambda r: _s(r["reference"])), ("clips", lambda r: _int(r["n"])),
+    ("stage", lambda r: _s(r["stage"])), ("modality", lambda r: _s(r["modality"])),
+    ("cell", lambda r: _s(r["cell"])), ("vs", lambda r: _s(r["reference"])),
+    ("seeds", lambda r: f"{_int(r['seeds'])} vs {_int(r['seeds_ref'])}"), ("clips", lambda r: _int(r["n"])),
     ("top-1 %", lambda r: _f(2)(r["top1"])), ("ref top-1 %", lambda r: _f(2)(r["top1_ref"])),
     ("diff (pts)", lambda r: _signed(r["diff"])),
-    ("only cell right", lambda r: _int(r["only_cell_right"])), ("only ref right", lambda r: _int(r["only_ref_right"])),
-    ("McNemar p", lambda r: _p(r["p_mcnemar"])),
-    ("significant (p<0.05)", lambda r: "yes" if r["significant"] else "no"),
-    ("bootstrap 95% CI (pts)", lambda r: f"[{r['boot_ci_low']:+.2f}, {r['boot_ci_high']:+.2f}]"),
+    ("95% CI (pts)", lambda r: _interval(r["diff_ci_low"], r["diff_ci_high"], signed=True)),
+    ("P(cell > ref)", lambda r: _prob(r["prob_improvement"])),
+    ("p (bootstrap)", lambda r: _p(r["p_boot"])), ("Holm p", lambda r: _p(r["p_holm"])),
+    ("significant (Holm)", lambda r: _yes(r["significant"])),
 ]
 COMPARISON_COLS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("modality", lambda r: _s(r["modality"])), ("method", lambda r: _s(r["method"])),
@@ -170,7 +219,7 @@ def markdown_table(df: pl.DataFrame, cols: Sequence[tuple[str, Callable[[dict[st
 # Columns of free text: they wrap (every other cell stays on one line) and align left.
 TEXT_COLUMNS = frozenset({"citation", "note", "why not", "method", "source", "architecture", "weights (fitted)"})
 # Columns of names and labels: one line, aligned left.
-LABEL_COLUMNS = frozenset({"data", "stage", "cell", "modality", "modalities", "rule", "trial", "dataset", "split",
+LABEL_COLUMNS = frozenset({"data", "stage", "stages", "best single", "cell", "modality", "modalities", "rule", "trial", "dataset", "split",
                            "printed in", "measured on", "status", "synthetic", "vs", "selected"})
 
 
@@ -202,10 +251,11 @@ def summary_markdown(report: Report) -> str:
 
 
 FIGURE_TEXT = {
-    "accuracy_vs_params": "Top-1 against the network's parameters (mean and 95% CI over seeds).",
+    "accuracy_vs_params": "Top-1 against the network's parameters (mean and 95% interval over seeds and clips).",
     "accuracy_vs_macs": "Top-1 against the measured multiply-adds per clip.",
-    "cell_bars": "Top-1 per cell and modality (95% CI over seeds; dotted: chance).",
-    "fusion_gains": "Gain of late fusion over the best single modality on the same clips (std over seeds).",
+    "cell_bars": "Top-1 per cell and modality (95% hierarchical bootstrap interval over seeds and clips; dotted: "
+                 "chance).",
+    "fusion_gains": "Gain of late fusion over the best single modality on the same clips (95% bootstrap interval).",
     **{f"objective_{k}": f"Final validation top-1 of every finished trial against {k} (x: stopped early by the "
        "scheduler)." for k in ("lr", "weight_decay", "batch_size", "momentum", "lr_end", "lr_power")},
 }
@@ -236,19 +286,33 @@ METHOD_MD = """\
 - **Per trial**: the final epoch's validation top-1/top-5 (not the best epoch: choosing epochs on
   the validation split would select on the benchmark's test data). Where a search ran several
   trials for one configuration and seed, the one with the best final top-1 counts.
-- **Over seeds**: mean, sample standard deviation, and a 95% confidence interval from Student's t
-  with n-1 degrees of freedom (none for a single seed).
-- **Significance**: each cell against ConvLSTM and against cell (a), per modality and seed, on the
-  same validation clips: McNemar's exact test (two-sided binomial test on the clips exactly one of
-  the two gets right) and a paired bootstrap interval of the accuracy difference. "sig. k/n":
-  significant at p < 0.05 in k of n seeds.
+- **Over seeds**: mean and sample standard deviation ("± n/a" for one seed: its spread is
+  unknown, not zero), and a 95% interval from a hierarchical bootstrap: the seeds are resampled
+  with replacement, then the clips within each resampled seed; the interval is the percentile one
+  of the resampled means, so it lies within [0, 100] for any number of seeds (Student's t over two
+  seeds does not: its 97.5% quantile is 12.7). With one seed it covers clip sampling only. Each
+  table says how many seeds and clips back it.
+- **Architectures compared**: every pair of cells per modality, once, over all their seeds on the
+  clips both scored: the mean difference with a bootstrap interval (each replicate resamples each
+  cell's seeds and one set of clips shared by both, paired by clip); the probability of
+  improvement P(cell > ref), the chance that a random training run of the cell scores a higher
+  top-1 than a random run of the reference, ties 1/2 (Mann-Whitney U / (n x m) over the seeds'
+  accuracies, as in Agarwal et al. NeurIPS 2021 and Bouthillier et al. MLSys 2021); and a two-sided
+  p-value from the bootstrap's standard error (difference / se against the normal).
+- **Multiple comparisons**: the p-values of every pair and of every fusion against its best single
+  modality form one family, corrected with Holm's step-down method; "significant" means
+  Holm-adjusted p < 0.05.
 - **Late fusion** of the same cell and seed across modalities, on the clips every fused modality
-  scored: the mean of the class probabilities, the product rule (sum of log-probabilities), and a
-  fitted weighted product (one non-negative weight per modality, fitted by maximum likelihood).
-  Scores are probabilities (softmax of the logits; tables holding logits are softmaxed first).
-  Fitted weights are cross-fitted: the clips are split into two folds by a seeded hash of the
-  sample id, weights fitted on one fold score the other, so no clip is scored by weights fitted on
-  it. Gains are against the best single modality on the same clips; McNemar tests the difference.
+  scored, whichever stage trained each modality (depth pre-trained, RGB fine-tuned from it: one
+  fused row; a modality both stages trained is taken from the later stage): the mean of the class
+  probabilities, the product rule (sum of log-probabilities), and a fitted weighted product (one
+  non-negative weight per modality, fitted by maximum likelihood). Scores are probabilities
+  (softmax of the logits; tables holding logits are softmaxed first). Fitted weights are
+  cross-fitted: the clips are split into two folds by a seeded hash of the sample id, weights
+  fitted on one fold score the other, so no clip is scored by weights fitted on it. Gains are
+  against the single modality with the best mean top-1 on the same clips, with a bootstrap
+  interval paired by seed and clip and P(fused > single) over seeds; McNemar's exact test per seed
+  is in the per-seed table.
 - **Published results** come from `bench/resources/baselines.csv` with citation and split. Rows
   measured on SYNTHETIC data test the machinery and are not comparable with them.
 """
@@ -287,9 +351,10 @@ def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
     md += ["Accuracies are percentages; differences are percentage points.", ""]
     hx.append("<p>Accuracies are percentages; differences are percentage points.</p>")
 
-    def section(title: str, df: pl.DataFrame, cols: Any, level: int = 2) -> None:
-        md.extend([f"{'#' * level} {title}", "", markdown_table(df, cols)])
-        hx.extend([f"<h{level}>{html.escape(title)}</h{level}>", html_table(df, cols)])
+    def section(title: str, df: pl.DataFrame, cols: Any, level: int = 2, caption: str = "") -> None:
+        md.extend([f"{'#' * level} {title}", ""] + ([f"_{caption}_", ""] if caption else []) + [markdown_table(df, cols)])
+        hx.extend([f"<h{level}>{html.escape(title)}</h{level}>"]
+                  + ([f'<p class="caption">{html.escape(caption)}</p>'] if caption else []) + [html_table(df, cols)])
 
     def figure(name: str) -> None:
         if name not in pngs:
@@ -304,16 +369,18 @@ def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
     md += ["## Single modalities", ""]
     hx.append("<h2>Single modalities</h2>")
     for d in datasets:
-        section(f"Dataset {d}", report.leaderboard.filter(pl.col("dataset") == d), LEADERBOARD_COLS, 3)
+        lb = report.leaderboard.filter(pl.col("dataset") == d)
+        section(f"Dataset {d}", lb, LEADERBOARD_COLS, 3, caption=backing(lb) + " (cell x modality)")
     for name in ("cell_bars", "accuracy_vs_params", "accuracy_vs_macs"):
         figure(name)
     md += ["## Late fusion", ""]
     hx.append("<h2>Late fusion</h2>")
     if report.fusion.is_empty():
-        md += ["_Only one modality per cell and seed with scores: nothing to fuse._", ""]
-        hx.append("<p><em>Only one modality per cell and seed with scores: nothing to fuse.</em></p>")
+        md += ["_Only one modality per cell and seed with scores, in any stage: nothing to fuse._", ""]
+        hx.append("<p><em>Only one modality per cell and seed with scores, in any stage: nothing to fuse.</em></p>")
     for d in report.fusion["dataset"].unique(maintain_order=True).to_list() if report.fusion.height else []:
-        section(f"Dataset {d}", report.fusion.filter(pl.col("dataset") == d), FUSION_COLS, 3)
+        fu = report.fusion.filter(pl.col("dataset") == d)
+        section(f"Dataset {d}", fu, FUSION_COLS, 3, caption=backing(fu, clips="n", per="fused row"))
     figure("fusion_gains")
     section("Published results beside this sweep", report.comparison, COMPARISON_COLS)
     md += ["## Confusion matrices", ""]
@@ -334,7 +401,9 @@ def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
             hx.append(f"<p><em>{html.escape(why)}</em></p>")
         for key in searched_keys(report.trials):
             figure(f"objective_{key}")
-    section("Paired comparisons (per modality and seed)", report.significance, SIGNIFICANCE_COLS)
+    section("Architectures compared (every pair of cells per modality, over seeds and clips)", report.significance,
+            SIGNIFICANCE_COLS, caption=backing(report.significance, seeds=("seeds", "seeds_ref"), clips="n",
+                                               per="cell"))
     section("Trials", report.trials, trial_cols(searched_keys(report.trials)))
     section("Published results (bench/resources/baselines.csv)", report.published, BASELINE_COLS)
     md.append(METHOD_MD)
@@ -387,7 +456,7 @@ table{border-collapse:collapse;font-size:13px}
 th,td{border:1px solid #ccc;padding:3px 7px;text-align:right;white-space:nowrap;vertical-align:top}
 th{background:#f3f3f3}.label{text-align:left}
 .text{text-align:left;white-space:normal;min-width:14em;max-width:36em}
-.note{background:#fff6d6;border-left:4px solid #e0b400;padding:6px 10px}
+.caption{font-style:italic;color:#444;margin:2px 0}.note{background:#fff6d6;border-left:4px solid #e0b400;padding:6px 10px}
 figure{margin:10px 0 24px}img{max-width:100%;height:auto}figcaption{font-size:12px;color:#555}
 code{background:#f3f3f3;padding:0 3px}
 """

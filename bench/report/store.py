@@ -64,6 +64,8 @@ SINGLE_METRICS = {
     "top1_ci_high": "top1_ci_high_pct", "top5": "top5_pct", "seeds": "seeds", "params": "params",
     "macs_per_clip": "macs_per_clip", "train_clips_per_s": "train_clips_per_s", "chance": "chance_pct",
     "trials": "trials", "vs_convlstm": "vs_convlstm_pts", "vs_a": "vs_a_pts", "paper": "paper_top1_pct",
+    "clips": "clips", "vs_convlstm_prob": "vs_convlstm_prob_better", "vs_a_prob": "vs_a_prob_better",
+    "vs_convlstm_p_holm": "vs_convlstm_p_holm", "vs_a_p_holm": "vs_a_p_holm",
 }
 # Fusion column -> entry metric; cost (params, macs_per_clip, train_clips_per_s) is derived from
 # the fused modalities' own leaderboard rows (`_fused_cost`).
@@ -71,6 +73,8 @@ FUSION_METRICS = {
     "top1": "top1_pct", "top1_std": "top1_std_pct", "top1_ci_low": "top1_ci_low_pct",
     "top1_ci_high": "top1_ci_high_pct", "top5": "top5_pct", "seeds": "seeds",
     "best_single_top1": "best_single_top1_pct", "gain": "gain_pts", "gain_std": "gain_std_pts", "n": "clips",
+    "gain_ci_low": "gain_ci_low_pts", "gain_ci_high": "gain_ci_high_pts", "prob_improvement": "prob_improvement",
+    "p_holm": "p_holm",
 }
 SINGLE_IDENTITY = ("cell", "modality", "stage", "dataset", "data", "vs_convlstm_significant", "vs_a_significant")
 FUSION_IDENTITY = ("cell", "stage", "dataset", "significant_seeds", "weights")
@@ -87,10 +91,15 @@ def _pct_label(v: Any) -> str:
     return "n/a" if x is None else f"{x:.1f}%"
 
 
-def _fused_cost(singles: dict[tuple, dict[str, Any]], key: tuple, modalities: list[str]) -> dict[str, float]:
+def _fused_cost(singles: dict[tuple, dict[str, Any]], key: tuple, modalities: list[str],
+                stages: str | None = None) -> dict[str, float]:
     """Cost of a late fusion: one network per modality, run one after the other -- parameters and
-    Mult-Adds add up, clips/s is 1 / sum(1 / clips/s). Left out when a modality's row lacks it."""
-    rows = [singles.get((*key, m)) for m in modalities]
+    Mult-Adds add up, clips/s is 1 / sum(1 / clips/s). Left out when a modality's row lacks it.
+    ``stages`` ("rgb: finetune, depth: pretrain"): the stage that trained each modality, when
+    the fusion spans stages (``key`` names the latest)."""
+    per = dict(part.split(": ", 1) for part in (stages or "").split(", ") if ": " in part)
+    dataset, stage, cell = key
+    rows = [singles.get((dataset, per.get(m, stage), cell, m)) for m in modalities]
     if any(r is None for r in rows):
         return {}
     out: dict[str, float] = {}
@@ -152,7 +161,7 @@ def entries(report: Report) -> list[LeaderboardEntry]:
         if first.get("data"):
             identity["data"] = first["data"]
         metrics = {m: _num(r.get(col)) for col, m in FUSION_METRICS.items() if _num(r.get(col)) is not None}
-        metrics.update(_fused_cost(singles, key, mods.split("+")))
+        metrics.update(_fused_cost(singles, key, mods.split("+"), r.get("stages")))
         out.append(LeaderboardEntry(
             name=f"{r['cell']}/{mods} {_pct_label(r.get('top1'))} {r['rule']} {r['stage']}",
             identity=identity, metrics=metrics, data=data.get(key)))

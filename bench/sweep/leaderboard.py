@@ -9,6 +9,16 @@ among the trials that ran every epoch (a trial ASHA stopped early was compared a
 budget, so it is not eligible while a full-length trial exists). The rows then say which
 configuration won -- every searched key's value, per seed -- and how many trials each
 (cell, modality) ran and how many were stopped early.
+
+Spread and interval: the std over seeds is printed "n/a" for one seed (one seed says nothing
+about the spread; ``Row.std`` stays 0 for callers that read it), and the 95% interval is the
+report's hierarchical bootstrap (`bench.report.stats.hierarchical_ci`: seeds, then clips, from
+each seed's val_top1 x num_val_samples), which stays within [0, 1] however few the seeds.
+
+Late fusion (`fused_rows`): the networks of one cell and seed, one per modality, each from the
+last stage that trained that modality (depth pre-trained, RGB fine-tuned from it: the default
+sweep), fused from their ``val_scores.parquet`` with the report's rules (`bench.report.fusion`)
+-- the same rows `bench report` computes, printed here so the end of `bench run` shows them.
 """
 
 from __future__ import annotations
@@ -16,9 +26,11 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from bench.sweep.results import TrialRecord
+from bench.train.layout import VAL_SCORES_FILE
 
 
 @dataclass(frozen=True)
@@ -35,6 +47,31 @@ class Row:
     macs_per_clip: float
     stopped: int = 0                                 # trials stopped before their last epoch
     selected: tuple["Selected", ...] = ()           # per seed, in seed order
+    ci_low: float = math.nan                         # 95% hierarchical bootstrap interval of ``mean``
+    ci_high: float = math.nan
+    clips: int = 0                                   # validation clips per seed (the fewest)
+    dataset: str = ""                                # the sweep's dataset name
+    scores: tuple[tuple[int, str], ...] = ()         # (seed, val_scores.parquet) of the seeds that have one
+
+
+@dataclass(frozen=True)
+class FusedRow:
+    """A late fusion of one cell's modalities over the seeds they share (fractions, like `Row`)."""
+    cell: str
+    modalities: str          # "rgb+depth"
+    rule: str                # bench.report.fusion.RULES
+    stages: str              # "rgb: finetune, depth: pretrain"
+    mean: float              # fused top-1, mean over seeds
+    std: float               # over seeds; NaN for one seed
+    seeds: int
+    clips: int
+    best_single: str         # the modality with the best mean top-1 on the fused clips
+    best_single_mean: float
+    gain: float              # mean - best_single_mean
+    gain_low: float          # 95% bootstrap interval of the gain (paired by seed and clip)
+    gain_high: float
+    prob_improvement: float  # P(a seed's fused network beats its best single one), ties 1/2
+    p_value: float           # two-sided bootstrap p of "no gain"
 
 
 @dataclass(frozen=True)
@@ -98,6 +135,7 @@ def leaderboard(trials: Iterable[TrialRecord], *, stage: str | None = None, sear
     rows = []
     for (cell, mod), ts in groups.items():
         finals = [_num(t.final.get("val_top1")) for t in ts]
+        ci = _interval(ts)
         bests = [t.best() for t in ts]
         selected = tuple(Selected(seed=t.combo[2], trial=t.name, val_top1=_num(t.final.get("val_top1")),
                                   values=tuple((k, t.config.get(k)) for k in searched)) for t in ts)
@@ -106,9 +144,88 @@ def leaderboard(trials: Iterable[TrialRecord], *, stage: str | None = None, sear
                         best_mean=statistics.fmean(bests), seeds=len(ts), trials=n_trials[(cell, mod)],
                         params=_num(ts[0].final.get("params")),
                         macs_per_clip=_num(ts[0].final.get("macs_per_clip")),
-                        stopped=n_stopped[(cell, mod)], selected=selected if searched else ()))
+                        stopped=n_stopped[(cell, mod)], selected=selected if searched else (),
+                        ci_low=ci[0], ci_high=ci[1], clips=ci[2], dataset=_dataset(ts[0]),
+                        scores=tuple((t.combo[2], str(p)) for t in ts if (p := _scores_path(t)) is not None)))
     rows.sort(key=lambda r: (-r.mean if not math.isnan(r.mean) else math.inf, r.cell, r.modality))
     return rows
+
+
+def _dataset(t: TrialRecord) -> str:
+    sweep = t.config.get("sweep")
+    return str((sweep.get("dataset") if isinstance(sweep, dict) else None) or t.config.get("dataset") or "")
+
+
+def _scores_path(t: TrialRecord) -> Path | None:
+    ck = t.checkpoint
+    return ck / VAL_SCORES_FILE if ck is not None and (ck / VAL_SCORES_FILE).is_file() else None
+
+
+def _interval(ts: Sequence[TrialRecord]) -> tuple[float, float, int]:
+    """``(low, high, clips)``: the hierarchical 95% interval of the mean final val_top1, from each
+    seed's val_top1 x num_val_samples; NaN when a seed lacks either."""
+    from bench.report.stats import hierarchical_ci
+
+    right, clips = [], []
+    for t in ts:
+        v, n = _num(t.final.get("val_top1")), _num(t.final.get("num_val_samples"))
+        if math.isnan(v) or math.isnan(n) or n <= 0:
+            return math.nan, math.nan, 0
+        right.append(round(v * n))
+        clips.append(int(n))
+    ci = hierarchical_ci(right, clips)
+    return ci.ci_low, ci.ci_high, ci.clips
+
+
+def fused_rows(rows: Sequence[Row], *, n_boot: int | None = None, seed: int = 0) -> list[FusedRow]:
+    """Every rule on every combination of two or more modalities of each cell (same dataset),
+    over the seeds every fused modality has scores for; best fused first per cell. Each
+    modality's scores come from its row, i.e. from the last stage that trained it."""
+    import numpy as np  # heavy
+
+    from bench.report import fusion as fz
+    from bench.report.stats import N_BOOT, architecture_ci, compare_runs
+
+    n_boot = N_BOOT if n_boot is None else n_boot
+    by_cell: dict[tuple[str, str], dict[str, Row]] = {}
+    for r in rows:
+        if r.scores:
+            by_cell.setdefault((r.dataset, r.cell), {})[r.modality] = r
+    cache: dict[str, tuple[list[str], Any, Any]] = {}
+
+    def read(path: str) -> tuple[list[str], Any, Any]:
+        if path not in cache:
+            cache[path] = fz.read_scores(path)
+        return cache[path]
+
+    out: list[FusedRow] = []
+    for (_dataset, cell), mods in by_cell.items():
+        for combo in fz.combinations(list(mods)):
+            paths = [dict(mods[m].scores) for m in combo]
+            seeds = sorted(set.intersection(*(set(p) for p in paths)))
+            if not seeds:
+                continue
+            aligned = [fz.align({m: read(p[s]) for m, p in zip(combo, paths)}) for s in seeds]
+            singles = [{m: fz.single(al, m) for m in combo} for al in aligned]
+            best = max(combo, key=lambda m: sum(sg[m].accuracy for sg in singles))
+            common = set.intersection(*(set(al.sample_ids) for al in aligned))
+            order = [sid for sid in aligned[0].sample_ids if sid in common]
+            idx = [[{sid: i for i, sid in enumerate(al.sample_ids)}[sid] for sid in order] for al in aligned]
+            stage_of = {m: mods[m].stage for m in combo}
+            stages = fz.stages_label(stage_of, combo)
+            for rule in fz.RULES:
+                res = [fz.fuse(al, rule=rule, seed=s) for al, s in zip(aligned, seeds)]
+                ci = architecture_ci([r.correct for r in res], n_boot=n_boot, seed=seed)
+                g = compare_runs(np.stack([r.correct[i] for r, i in zip(res, idx)]),
+                                 np.stack([sg[best].correct[i] for sg, i in zip(singles, idx)]),
+                                 paired_seeds=True, n_boot=n_boot, seed=seed)
+                out.append(FusedRow(cell=cell, modalities="+".join(combo), rule=rule, stages=stages, mean=ci.mean,
+                                    std=ci.std, seeds=len(seeds), clips=g.clips, best_single=best,
+                                    best_single_mean=statistics.fmean(sg[best].accuracy for sg in singles),
+                                    gain=g.diff, gain_low=g.ci_low, gain_high=g.ci_high,
+                                    prob_improvement=g.prob_improvement, p_value=g.p_value))
+    out.sort(key=lambda f: (-f.mean if not math.isnan(f.mean) else math.inf, f.cell, f.modalities, f.rule))
+    return out
 
 
 def _selection_key(t: TrialRecord) -> tuple[bool, float]:
@@ -117,20 +234,54 @@ def _selection_key(t: TrialRecord) -> tuple[bool, float]:
     return (not stopped_early(t), -math.inf if math.isnan(score) else score)
 
 
-def format_table(rows: list[Row], *, num_classes: int | None = None, title: str = "") -> str:
+def _spread(std: float, seeds: int) -> str:
+    """The std over seeds, "n/a" with one seed (never a spread of 0.000 measured on nothing)."""
+    return "n/a" if seeds < 2 or math.isnan(std) else f"{std:.3f}"
+
+
+def _ci_text(lo: float, hi: float, signed: bool = False) -> str:
+    if math.isnan(lo) or math.isnan(hi):
+        return "-"
+    return f"[{lo:+.3f}, {hi:+.3f}]" if signed else f"[{lo:.3f}, {hi:.3f}]"
+
+
+def format_table(rows: list[Row], *, num_classes: int | None = None, title: str = "",
+                 fused: Sequence[FusedRow] | None = None) -> str:
+    """The printed leaderboard; ``fused`` rows below it (None: fused here from the rows'
+    scores, `fused_rows`; a score table that cannot be fused is said, not raised: the sweep
+    has finished by the time this prints)."""
     lines = []
     if title:
         lines.append(title)
-    head = (f"{'cell':<9}{'modality':<9}{'stage':<9}{'val_top1':>9}{'± std':>8}{'(best)':>8}{'seeds':>6}"
-            f"{'params':>10}{'MMAC/clip':>11}")
+    head = (f"{'cell':<9}{'modality':<9}{'stage':<9}{'val_top1':>9}{'± std':>8}{'95% CI':>17}{'(best)':>8}"
+            f"{'seeds':>6}{'clips':>7}{'params':>10}{'MMAC/clip':>11}")
     lines += [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r.cell:<9}{r.modality:<9}{r.stage:<9}{r.mean:>9.3f}{r.std:>8.3f}{r.best_mean:>8.3f}{r.seeds:>6}"
-                     f"{_int(r.params):>10}{r.macs_per_clip / 1e6 if not math.isnan(r.macs_per_clip) else math.nan:>11.1f}")
-    lines.append("val_top1: final epoch, mean ± std over seeds; (best): mean of each seed's best epoch, "
-                 "for reference only (it selects on the validation split)")
+        lines.append(f"{r.cell:<9}{r.modality:<9}{r.stage:<9}{r.mean:>9.3f}{_spread(r.std, r.seeds):>8}"
+                     f"{_ci_text(r.ci_low, r.ci_high):>17}{r.best_mean:>8.3f}{r.seeds:>6}"
+                     f"{(str(r.clips) if r.clips else '-'):>7}{_int(r.params):>10}"
+                     f"{r.macs_per_clip / 1e6 if not math.isnan(r.macs_per_clip) else math.nan:>11.1f}")
+    lines.append("val_top1: final epoch, mean ± std over seeds; 95% CI: bootstrap over seeds, then clips; "
+                 "(best): mean of each seed's best epoch, for reference only (it selects on the validation split)")
     if num_classes:
         lines.append(f"chance level: {1 / num_classes:.3f} (1/{num_classes} classes)")
+    if fused is None:
+        try:
+            fused = fused_rows(rows)
+        except (ValueError, OSError) as e:     # DataError is a ValueError: it names the file
+            fused = []
+            lines.append(f"late fusion: not computed ({e})")
+    if fused:
+        lines += ["", ("late fusion (each modality from the last stage that trained it; gain over the best single "
+                       "modality on the same clips, 95% CI paired by seed and clip; P: a seed's fused network beats "
+                       "its single one):")]
+        fhead = (f"{'cell':<9}{'modalities':<17}{'rule':<9}{'val_top1':>9}{'± std':>8}{'gain':>8}{'gain 95% CI':>19}"
+                 f"{'P':>6}{'p':>8}{'seeds':>6}{'clips':>7}  stages")
+        lines += [fhead, "-" * len(fhead)]
+        for f in fused:
+            lines.append(f"{f.cell:<9}{f.modalities:<17}{f.rule:<9}{f.mean:>9.3f}{_spread(f.std, f.seeds):>8}"
+                         f"{f.gain:>+8.3f}{_ci_text(f.gain_low, f.gain_high, signed=True):>19}"
+                         f"{f.prob_improvement:>6.2f}{f.p_value:>8.3g}{f.seeds:>6}{f.clips:>7}  {f.stages}")
     searched = [r for r in rows if r.selected]
     if searched:
         lines.append("")
