@@ -12,9 +12,17 @@ Reproducibility: each sample's randomness comes from ``(seed, epoch, its positio
 index)`` alone, so a batch does not depend on the number of workers, on the rank layout, or
 on the backend. Sharding follows ``torch.utils.data.DistributedSampler``: the (shuffled)
 order is padded by wrapping around (or cut, with ``drop_last``) to a multiple of
-``world_size``, then rank r takes every world_size-th entry from r, so every rank runs the
+``world_size``, then rank r takes every world_size-th entry from r, so every rank plans the
 same number of batches (a DDP all-reduce would otherwise hang). Wrapped duplicates are
 flagged in the batch's ``padded`` mask so evaluation can leave them out.
+
+What a rank *delivers* can still differ: with ``on_error="skip"`` a batch whose samples all
+fail is left out on that rank alone (its neighbours' batches decode), so the rank yields
+fewer than ``len()`` batches. The loader cannot hide this (an empty batch would not pass the
+network, and a made-up clip would be data); a consumer that runs a collective per batch must
+agree across ranks at every step: ``bench.train.loop.train_one_epoch`` all-reduces each
+rank's clip count before every step and lets a rank without a batch step on a zero-weight
+stand-in, so no rank waits in DDP's all-reduce for one that is not there.
 """
 
 from __future__ import annotations
@@ -85,7 +93,8 @@ def make_loader(index: DatasetIndex, *, modality: str = "rgb", clip_len: int = 1
     ``on_error``: "raise" stops at the first bad sample with a DataError naming its file and
     list line; "skip" leaves it out of its batch and records ``(sample_id, reason)`` in
     ``.skipped`` (a batch whose samples all fail is left out, so that rank then runs fewer than
-    ``len()`` batches). Whatever a decoder, a container or its metadata raises is such a
+    ``len()`` batches; DDP training keeps the ranks in step regardless, see the module
+    docstring). Whatever a decoder, a container or its metadata raises is such a
     DataError, at construction (probing for "auto") as mid-epoch.
     Frame counts are decodable frames (``bench.data.probe``), so frame k of a clip is frame k of
     a full PyAV decode on every backend that reads the file.

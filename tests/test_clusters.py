@@ -137,7 +137,8 @@ def trial_bundles(spec: Any) -> tuple[dict[str, float], dict[str, float] | None,
     """(what the trial reserves, what each DDP worker reserves or None, number of workers).
 
     The trial's own request is the sweep driver's (`bench.sweep.run.trial_resources`); a
-    trial with workers > 1 drives a Ray Train worker group of `workers` x {cpu, gpu}."""
+    trial with workers > 1 drives a Ray Train worker group of `workers` x {cpu, gpu, custom}
+    (`bench.train.trainable.worker_resources`)."""
     from bench.sweep.run import trial_resources
 
     key = {"cpu": "CPU", "gpu": "GPU"}
@@ -145,7 +146,8 @@ def trial_bundles(spec: Any) -> tuple[dict[str, float], dict[str, float] | None,
     r = spec.resources
     if r.workers == 1:
         return trial, None, 1
-    worker = {"CPU": float(r.cpu)} | ({"GPU": float(r.gpu)} if r.gpu else {})
+    worker = {"CPU": float(r.cpu)} | ({"GPU": float(r.gpu)} if r.gpu else {}) | \
+        {k: float(v) for k, v in r.custom.items()}
     return trial, worker, r.workers
 
 
@@ -552,7 +554,9 @@ def test_fit_check_names_file_and_node_types(clusters, tmp_path):
     base = ("name: big\ndatasets: {d: {format: isogd, root: data/x}}\nstages: [pretrain]\n"
             "epochs: 1\ngrid: {cells: [a]}\ntrain: {batch_size: 16}\n")   # 16 splits over 1-16 workers
     f = tmp_path / "too-big.yaml"
-    f.write_text(base + "resources: {cpu: 4, gpu: 16}\n")
+    # 16 GPUs for one trial: 16 DDP workers of one GPU each (`gpu: 16` alone is refused at load
+    # time: a worker trains on one GPU), more than any cluster's GPU node types hold together
+    f.write_text(base + "resources: {cpu: 4, gpu: 1, workers: 16}\n")
     with pytest.raises(AssertionError) as e:
         check_sweep_fits(f, load_spec(f, base_dir=tmp_path), clusters)
     msg = str(e.value)

@@ -217,9 +217,11 @@ def test_two_epochs_write_checkpoints(baseline, datasets):
         assert json.loads((ckpt / "metrics.json").read_text()) == m
         state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
         assert state["epoch"] == m["epoch"]
-        assert set(state) == {"epoch", "model", "optimizer", "scheduler", "rng", "config", "net_config",
-                              "classes", "num_classes", "clip_len", "image_size", "params",
+        assert set(state) == {"epoch", "model", "optimizer", "scheduler", "rng", "rng_ranks", "config",
+                              "net_config", "classes", "num_classes", "clip_len", "image_size", "params",
                               "macs_per_clip", "metrics"}   # as bench.train.layout documents
+        assert len(state["rng_ranks"]) == 1          # one state per rank (tests/test_ddp.py: two)
+        assert torch.equal(state["rng_ranks"][0]["torch"], state["rng"]["torch"])
         assert state["metrics"] == m and state["num_classes"] == 4 and len(state["classes"]) == 4
         assert (state["clip_len"], state["image_size"]) == (4, 32)
         assert TrainConfig.from_dict(state["config"]).cell == "a"
@@ -461,3 +463,42 @@ def test_trial_resources():
     assert trial_resources(workers=2, use_gpu=True, driver=one) == {"cpu": 0.01}   # the workers hold theirs
     with pytest.raises(ValueError, match=r"DriverConfig\.cpus_per_worker=0: must be a number > 0"):
         DriverConfig(cpus_per_worker=0)
+
+
+def test_custom_resources_reach_every_training_process():
+    """A sweep's ``resources.custom`` is reserved by the process that trains: the trial itself
+    with one worker, each Ray Train worker with several (not only the trial's driver)."""
+    from bench.train.config import DriverConfig
+    from bench.train.trainable import scaling_config, trial_resources, worker_resources
+
+    d = DriverConfig(cpus_per_worker=2, custom_per_worker={"train_slot": 0.5})
+    assert "custom_per_worker" in DRIVER_KEYS and DriverConfig.from_dict(d.to_dict()) == d
+    assert trial_resources(workers=1, use_gpu=False, driver=d) == {"cpu": 2.0, "train_slot": 0.5}
+    assert trial_resources(workers=2, use_gpu=True, driver=d) == {"cpu": 0.01}
+    assert worker_resources(use_gpu=True, driver=d) == {"CPU": 2.0, "GPU": 1.0, "train_slot": 0.5}
+    cfg = TrainConfig.from_dict(_config(Path("/data"), num_workers=2))
+    sc = scaling_config(cfg, d)
+    assert sc.num_workers == 2 and sc.resources_per_worker == {"CPU": 2.0, "train_slot": 0.5}
+    assert worker_resources(use_gpu=False, driver=DriverConfig()) == {"CPU": 1.0}
+
+
+@pytest.mark.parametrize("over, match", [
+    ({"gpus_per_worker": 2}, r"DriverConfig\.gpus_per_worker=2\.0: a training process uses one GPU"),
+    ({"custom_per_worker": {"GPU": 1}}, r"custom_per_worker=.*'GPU': must name a custom resource"),
+    ({"custom_per_worker": {"slot": 0}}, r"custom_per_worker=.*'slot': the amount must be a number > 0"),
+    ({"custom_per_worker": ["slot"]}, r"custom_per_worker=\['slot'\]: must be a mapping"),
+])
+def test_driver_config_refuses(over, match):
+    from bench.train.config import DriverConfig
+
+    with pytest.raises(ValueError, match=match):
+        DriverConfig(**over)
+
+
+def test_fast_ray_train_settings_are_test_only():
+    """The short Ray Train health-check interval is the test suite's (conftest), not the code's."""
+    from bench.train import trainable
+
+    src = Path(trainable.__file__).read_text()
+    assert "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S" not in src and not hasattr(trainable, "TRAIN_V2_FAST_ENV")
+    assert os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S") == "0.1"     # tests/conftest.py

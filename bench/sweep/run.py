@@ -176,9 +176,10 @@ class FailMarker:
 
 
 def trial_resources(spec: SweepSpec) -> dict[str, float]:
-    """What one trial reserves (`bench.train.trainable.trial_resources`), plus custom resources."""
+    """What one trial reserves (`bench.train.trainable.trial_resources`: with one worker, the
+    custom resources too; with several, each worker holds them)."""
     r = spec.resources
-    return reserve(workers=r.workers, use_gpu=r.use_gpu, driver=driver_config(spec)) | dict(r.custom)
+    return reserve(workers=r.workers, use_gpu=r.use_gpu, driver=driver_config(spec))
 
 
 def stage_config(spec: SweepSpec, stage: StageSpec, num_classes: dict[str, int]) -> TrainConfig:
@@ -196,7 +197,8 @@ def driver_config(spec: SweepSpec, unit: Unit | None = None, sweep_dir: Path | N
     r = spec.resources
     storage = str(sweep_dir / unit.name) if unit is not None and sweep_dir is not None else None
     return DriverConfig(storage_path=storage, max_failures=0, cpus_per_worker=r.cpu,
-                        gpus_per_worker=r.gpu if r.gpu > 0 else None)
+                        gpus_per_worker=r.gpu if r.gpu > 0 else None,
+                        custom_per_worker={k: float(v) for k, v in r.custom.items()} or None)
 
 
 def param_space(spec: SweepSpec, unit: Unit, *, sweep_id: str, sweep_dir: Path,

@@ -203,8 +203,15 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
+# Why more than one GPU per training process is refused (DriverConfig; the sweep file's
+# resources.gpu, bench.sweep.spec.ResourceSpec): a process trains on one device.
+GPUS_PER_PROCESS_REASON = ("a training process uses one GPU, so more than 1 per worker reserves GPUs "
+                           "that nothing trains on: for N GPUs use workers: N with gpu: 1 (DDP, one "
+                           "rank per GPU)")
+
+
 # Keys of a trial's dict that the trial's driver reads (`DriverConfig`), not the loop.
-DRIVER_KEYS = ("storage_path", "max_failures", "cpus_per_worker", "gpus_per_worker")
+DRIVER_KEYS = ("storage_path", "max_failures", "cpus_per_worker", "gpus_per_worker", "custom_per_worker")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -216,13 +223,20 @@ class DriverConfig:
       experiment's folder);
     - ``max_failures``: Ray Train ``FailureConfig(max_failures)`` of a multi-worker run;
     - ``cpus_per_worker``, ``gpus_per_worker``: ``ScalingConfig.resources_per_worker``
-      (``gpus_per_worker`` None: one GPU a worker when the run uses GPUs).
+      (``gpus_per_worker`` None: one GPU a worker when the run uses GPUs);
+    - ``custom_per_worker``: Ray custom resources (name -> amount) that every training process
+      reserves: the trial itself with one worker, each Ray Train worker with several (the
+      sweep's ``resources.custom``).
+
+    Each training process uses one GPU (DDP: one rank per GPU), so ``gpus_per_worker`` above 1
+    is refused: it would reserve GPUs nobody trains on.
     """
 
     storage_path: str | None = None
     max_failures: int = 0
     cpus_per_worker: float = 1.0
     gpus_per_worker: float | None = None
+    custom_per_worker: Mapping[str, float] | None = None
 
     def __post_init__(self) -> None:
         _int(self, "max_failures", minimum=0)
@@ -233,6 +247,20 @@ class DriverConfig:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
                 _bad(self, name, "must be a number > 0")
             object.__setattr__(self, name, float(v))
+        if self.gpus_per_worker is not None and self.gpus_per_worker > 1:
+            _bad(self, "gpus_per_worker", GPUS_PER_PROCESS_REASON)
+        custom = self.custom_per_worker
+        if custom is not None:
+            if not isinstance(custom, Mapping):
+                _bad(self, "custom_per_worker", "must be a mapping of resource name -> amount")
+            out: dict[str, float] = {}
+            for k, v in custom.items():
+                if not isinstance(k, str) or not k or k.upper() in ("CPU", "GPU"):
+                    _bad(self, "custom_per_worker", f"{k!r}: must name a custom resource (not CPU/GPU)")
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+                    _bad(self, "custom_per_worker", f"{k!r}: the amount must be a number > 0")
+                out[k] = float(v)
+            object.__setattr__(self, "custom_per_worker", out or None)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DriverConfig:

@@ -7,7 +7,7 @@ Each epoch reports one flat dict with `METRIC_KEYS` and leaves a checkpoint dire
 
 - ``state.pt`` (`STATE_FILE`): ``torch.load(path, map_location="cpu", weights_only=True)`` gives
   a dict: ``epoch`` (1-based, the epoch just finished), ``model`` (state_dict of the network,
-  no DDP prefix), ``optimizer``, ``scheduler``, ``rng`` (torch/numpy/python states), ``config``
+  no DDP prefix), ``optimizer``, ``scheduler``, ``rng`` (rank 0's torch/numpy/python states), ``rng_ranks`` (every rank's, in rank order), ``config``
   (`TrainConfig.to_dict()`), ``net_config`` (the NetConfig fields), ``classes`` (names),
   ``num_classes``, ``clip_len``, ``image_size``, ``params``, ``macs_per_clip``, ``metrics``.
 - ``val_scores.parquet`` (`VAL_SCORES_FILE`): one row per validation sample, in index order:

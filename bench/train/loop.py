@@ -18,6 +18,12 @@ Choices the paper leaves open, made here:
   gradient all-reduces pair up and every rank's learning-rate schedule is identical. Training
   uses the duplicates; validation leaves them out of every metric and of ``val_scores``.
   BatchNorm statistics stay per rank (no SyncBN).
+- Skipped samples (``on_error: skip``) cannot desynchronise the ranks: every rank runs exactly
+  the agreed number of steps, a rank left without a batch steps on a zero-weight stand-in, and
+  the loss is weighted so the averaged gradient is the mean over the clips actually trained
+  (`train_one_epoch`).
+- Each rank's RNG state is saved in the checkpoint and restored on that rank (`rank_rng_states`,
+  `restore_rng`).
 - Mixed precision (bf16 autocast, no loss scaling needed) only on CUDA; channels_last_3d everywhere.
 
 Every epoch leaves a checkpoint directory (see `save_checkpoint`):
@@ -155,6 +161,50 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def rank_rng_states(world: int) -> list[dict[str, Any]]:
+    """Every rank's `rng_state`, in rank order (a collective: every rank calls it).
+
+    With one process, ``[rng_state()]``. Gathered with ``all_gather_object`` so rank 0, which
+    writes the checkpoint, holds the others' states too (a state is a few kilobytes)."""
+    mine = rng_state()
+    if world == 1:
+        return [mine]
+    gathered: list[Any] = [None] * world
+    torch.distributed.all_gather_object(gathered, mine)
+    return gathered
+
+
+def derived_seed(seed: int, epoch: int, rank: int) -> int:
+    """The seed a rank starts its RNGs from when the checkpoint it resumes holds no state of
+    its own (one written before per-rank states were saved, or by fewer ranks): a function of
+    the run's seed, the epoch resumed after and the rank, so it is reproducible and differs
+    across ranks."""
+    return int(np.random.SeedSequence([seed, epoch, rank, 0x52A4]).generate_state(1)[0])
+
+
+def restore_rng(state: Mapping[str, Any], *, rank: int, seed: int) -> str:
+    """Set this rank's RNGs from a checkpoint ``state``; returns where they came from.
+
+    - ``state["rng_ranks"][rank]`` when the checkpoint holds this rank's own state ("own");
+    - else, on rank 0, ``state["rng"]`` (rank 0's state; every checkpoint has it) ("rank0");
+    - else (a checkpoint from before per-rank states, or one saved by fewer ranks) the RNGs are
+      seeded with `derived_seed` (seed, epoch, rank) ("derived"): never rank 0's state, which
+      would make every rank draw rank 0's numbers.
+    """
+    per_rank = state.get("rng_ranks") or []
+    if rank < len(per_rank):
+        set_rng_state(per_rank[rank])
+        return "own"
+    if rank == 0:
+        set_rng_state(state["rng"])
+        return "rank0"
+    s = derived_seed(seed, int(state["epoch"]), rank)
+    torch.manual_seed(s)            # seeds CUDA's generators too
+    np.random.seed(s)
+    random.seed(s)
+    return "derived"
+
+
 def write_val_scores(path: Path, *, sample_ids: list[str], labels: np.ndarray, preds: np.ndarray,
                      probs: np.ndarray) -> None:
     """Per-sample validation scores: sample_id str, label int64, pred int64, probs list<float32>."""
@@ -176,11 +226,14 @@ def write_val_scores(path: Path, *, sample_ids: list[str], labels: np.ndarray, p
 def save_checkpoint(directory: Path, *, epoch: int, net: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, cfg: TrainConfig, net_cfg: Any,
                     classes: list[str], num_classes: int, clip_len: int, image_size: int, params: int,
-                    macs: int, metrics: dict[str, Any], val_scores: dict[str, Any]) -> None:
+                    macs: int, metrics: dict[str, Any], val_scores: dict[str, Any],
+                    rng_ranks: list[dict[str, Any]] | None = None) -> None:
     """Write the epoch's checkpoint directory, the layout the sweep and report code read
     (`bench.train.layout`):
 
     - ``state.pt``: model, optimizer, scheduler, epoch, rng, config, ... (`load_checkpoint`);
+      ``rng`` is this process's RNG state, ``rng_ranks`` every rank's (`rank_rng_states`,
+      gathered by the caller; default ``[rng]``);
     - ``val_scores.parquet``: the epoch's per-sample validation scores (`write_val_scores`);
     - ``metrics.json``: the epoch's metric dict.
     """
@@ -200,6 +253,7 @@ def save_checkpoint(directory: Path, *, epoch: int, net: nn.Module, optimizer: t
         "macs_per_clip": macs,
         "metrics": metrics,
     }
+    state["rng_ranks"] = list(rng_ranks) if rng_ranks is not None else [state["rng"]]
     directory.mkdir(parents=True, exist_ok=True)
     torch.save(state, directory / STATE_FILE)
     write_val_scores(directory / VAL_SCORES_FILE, **val_scores)
@@ -212,13 +266,14 @@ def load_checkpoint(directory: str | Path) -> dict[str, Any]:
 
 
 def restore_checkpoint(state: Mapping[str, Any], *, net: nn.Module, optimizer: torch.optim.Optimizer,
-                       scheduler: torch.optim.lr_scheduler.LRScheduler) -> int:
-    """Continue from ``state`` (`load_checkpoint`): weights, optimiser, schedule and RNGs as they
-    were after its epoch; returns the epoch to run next."""
+                       scheduler: torch.optim.lr_scheduler.LRScheduler, rank: int = 0,
+                       seed: int = 0) -> int:
+    """Continue from ``state`` (`load_checkpoint`): weights, optimiser, schedule and this rank's
+    RNGs (`restore_rng`) as they were after its epoch; returns the epoch to run next."""
     net.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    set_rng_state(state["rng"])
+    restore_rng(state, rank=rank, seed=seed)
     return int(state["epoch"]) + 1
 
 
@@ -343,7 +398,8 @@ def _run(cfg: TrainConfig, session: Session, *, device: torch.device, use_amp: b
                                power=cfg.lr_power)
     start_epoch = 1
     if resume_state is not None:
-        start_epoch = restore_checkpoint(resume_state, net=net, optimizer=optimizer, scheduler=scheduler)
+        start_epoch = restore_checkpoint(resume_state, net=net, optimizer=optimizer, scheduler=scheduler,
+                                         rank=rank, seed=cfg.seed)
         if rank == 0:
             log.info("resuming %s/%s at epoch %d", cfg.cell, cfg.modality, start_epoch)
     model: nn.Module = net
@@ -368,7 +424,8 @@ def _run(cfg: TrainConfig, session: Session, *, device: torch.device, use_amp: b
         t0 = time.perf_counter()
         train_loader.set_epoch(epoch)
         tr, last_lr = train_one_epoch(model, train_loader, optimizer, scheduler, device=device, steps=steps,
-                                      channels_last=use_cl, autocast=autocast)
+                                      channels_last=use_cl, autocast=autocast, world=world,
+                                      clip_shape=(3, clip_len, size, size))
         if dist:
             tr = _all_reduce(tr, "sum")
             _check_replicas_in_sync(net, world)
@@ -413,12 +470,13 @@ def _run(cfg: TrainConfig, session: Session, *, device: torch.device, use_amp: b
         }
         assert set(metrics) == set(METRIC_KEYS), "bench.train.layout.METRIC_KEYS is the contract"
         ckpt_dir: Path | None = None
+        rng_ranks = rank_rng_states(world)      # every rank's, before rank 0 writes them
         if rank == 0:
             ckpt_dir = Path(tempfile.mkdtemp(prefix=f"ckpt-e{epoch:04d}-"))
             save_checkpoint(ckpt_dir, epoch=epoch, net=net, optimizer=optimizer, scheduler=scheduler,
                             cfg=cfg, net_cfg=net_cfg, classes=list(train_index.classes),
                             num_classes=num_classes, clip_len=clip_len, image_size=size, params=params,
-                            macs=macs, metrics=metrics, val_scores=val_scores)
+                            macs=macs, metrics=metrics, val_scores=val_scores, rng_ranks=rng_ranks)
         try:
             session.report(metrics, ckpt_dir)
         finally:
@@ -435,17 +493,21 @@ def _run(cfg: TrainConfig, session: Session, *, device: torch.device, use_amp: b
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer, *,
                scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-               autocast: Callable[[], Any] = contextlib.nullcontext) -> tuple[torch.Tensor, torch.Tensor]:
+               autocast: Callable[[], Any] = contextlib.nullcontext,
+               weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimisation step on a batch already on the device and in its layout: forward,
     cross-entropy (in float32 under autocast), backward, SGD step, then the per-step schedule.
 
-    Returns ``(loss, logits)``, detached. `bench perf network` times this very function.
+    ``weight`` scales the mean loss that is back-propagated (`train_one_epoch` uses it to keep
+    DDP's gradient average a mean over clips when ranks hold different numbers of them; 0: a
+    stand-in batch that contributes nothing). Returns ``(loss, logits)``, detached, the loss
+    unweighted. `bench perf network` times this very function.
     """
     with autocast():
         logits = model(x)
         loss = F.cross_entropy(logits.float(), y)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss if weight == 1.0 else loss * weight).backward()
     optimizer.step()
     if scheduler is not None:
         scheduler.step()
@@ -454,24 +516,77 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: to
 
 def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, *, device: torch.device, steps: int,
-                    channels_last: bool, autocast: Callable[[], Any] = contextlib.nullcontext
+                    channels_last: bool, autocast: Callable[[], Any] = contextlib.nullcontext,
+                    world: int = 1, clip_shape: tuple[int, ...] | None = None
                     ) -> tuple[torch.Tensor, float]:
-    """Train ``steps`` batches of ``loader``. Returns this rank's float64 sums on ``device``,
-    ``[loss * clips, correct, clips, clips that are not padding]`` (all-reduce them for DDP),
-    and the learning rate of the last step."""
+    """Train ``steps`` steps on ``loader``'s batches. Returns this rank's float64 sums on
+    ``device``, ``[loss * clips, correct, clips, clips that are not padding]`` (all-reduce them
+    for DDP), and the learning rate of the last step.
+
+    With ``world > 1`` (DDP) the ranks agree on every step, so none can wait in DDP's gradient
+    all-reduce for a rank that is not there (a hang until the process-group timeout):
+
+    - Every rank runs exactly ``steps`` steps (the caller agrees on ``steps``: the minimum of
+      the ranks' ``len(loader)``). The loader may yield fewer batches than its ``len()``: a
+      batch whose samples all failed to decode (``on_error: skip``) is left out on that rank
+      only. A rank whose batches have run out steps on a **zero-weight stand-in** (one clip of
+      zeros of ``clip_shape``, loss weight 0): it takes part in the all-reduce with zero
+      gradients, and its optimiser and schedule step with the others', so replicas, momentum
+      buffers and learning rates stay identical. The stand-in's forward leaves no trace: the
+      network's buffers (BatchNorm running statistics) are put back afterwards, and it counts
+      in no metric.
+    - Before each step the ranks all-reduce how many clips each holds (one 1-element
+      all-reduce). Each rank weights its mean loss by ``world * n_rank / n_total``, so DDP's
+      average of the ranks' gradients is the mean over every clip trained in the step, however
+      the clips are spread (a rank whose batch lost some samples does not over-weight the
+      rest). With equal batches, the normal case, the weight is exactly 1 (nothing changes).
+      When no rank holds a clip, nobody runs the network; only the schedule steps, so the
+      learning rate stays a function of the step index on every rank.
+
+    Why not ``torch.distributed.algorithms.Join`` (torch's answer to uneven inputs): a joined
+    rank shadows the all-reduces but does not step its optimiser or scheduler, so momentum
+    buffers and learning rates drift apart (DDP re-broadcasts only the parameters, at the end),
+    and ``Join`` only covers ranks that run out at the end of the epoch. The stand-in keeps the
+    ranks in lockstep with the same code path as a normal step.
+    """
     model.train()
     sums = torch.zeros(4, dtype=torch.float64, device=device)
     last_lr = optimizer.param_groups[0]["lr"]
-    for i, batch in enumerate(loader):
-        if i >= steps:
-            break
+    batches = iter(loader)
+    for _ in range(steps):
+        batch = next(batches, None)
+        n = 0 if batch is None else int(batch["label"].shape[0])
+        if batch is not None:
+            clip_shape = tuple(batch["clip"].shape[1:])
+        total, weight = n, 1.0
+        if world > 1:
+            counts = torch.tensor([n, int(n == 0)], dtype=torch.int64, device=device)
+            counts = _all_reduce(counts, "sum").tolist()
+            total, empty_ranks = int(counts[0]), int(counts[1])
+            if empty_ranks or total != n * world:
+                weight = world * n / total if total else 0.0
+        last_lr = optimizer.param_groups[0]["lr"]
+        if total == 0:                  # no rank holds a clip: nothing to train, keep the schedule
+            scheduler.step()
+            continue
+        if n == 0:
+            if clip_shape is None:
+                raise ValueError("train_one_epoch: a stand-in step needs clip_shape (no batch seen yet)")
+            x = torch.zeros((1, *clip_shape), device=device)
+            y = torch.zeros(1, dtype=torch.int64, device=device)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last_3d)
+            kept = [b.detach().clone() for b in model.buffers()]
+            train_step(model, x, y, optimizer, scheduler=scheduler, autocast=autocast, weight=0.0)
+            with torch.no_grad():
+                for b, old in zip(model.buffers(), kept):
+                    b.copy_(old)
+            continue
         x = batch["clip"].to(device, non_blocking=True)
         y = batch["label"].to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        last_lr = optimizer.param_groups[0]["lr"]
-        loss, logits = train_step(model, x, y, optimizer, scheduler=scheduler, autocast=autocast)
-        n = y.shape[0]
+        loss, logits = train_step(model, x, y, optimizer, scheduler=scheduler, autocast=autocast, weight=weight)
         real = int((~batch["padded"]).sum()) if "padded" in batch else n
         sums += torch.stack([loss.double() * n, (logits.argmax(1) == y).sum().double(),
                              torch.tensor(float(n), dtype=torch.float64, device=device),

@@ -15,43 +15,57 @@ The sweep wraps `trial_fn` as ``tune.with_resources(trial_fn, trial_resources(..
   name, which resumes from that run's latest checkpoint.
 
 Config keys: the `TrainConfig` fields, plus the `DriverConfig` keys (``storage_path``,
-``max_failures``, ``cpus_per_worker``, ``gpus_per_worker``). The trial turns them into the two
-dataclasses in its first line; sweep bookkeeping -- keys starting with ``_`` and the ``sweep``
-sub-dict -- is ignored here (tracking reads it).
+``max_failures``, ``cpus_per_worker``, ``gpus_per_worker``, ``custom_per_worker``). The trial
+turns them into the two dataclasses in its first line; sweep bookkeeping -- keys starting with
+``_`` and the ``sweep`` sub-dict -- is ignored here (tracking reads it).
+
+Ray's defaults apply to every Ray Train setting here; the test suite shortens a few for speed
+(``tests/conftest.py``, ``FAST_RAY_TRAIN_ENV``), never a real run.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from bench.train.config import DriverConfig, TrainConfig, split_config
 from bench.train.session import TuneSession
 
-# Ray Train V2 settings that shorten each fit's start-up by a few seconds (a fast health check,
-# no preemption watcher, no state reconciliation); V2 propagates them from the process that
-# calls fit() to its controller and workers. setdefault: a user's own values win.
-TRAIN_V2_FAST_ENV = {
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
-    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
-    "RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION": "0",
-}
-
 
 def trial_resources(*, workers: int, use_gpu: bool, driver: DriverConfig) -> dict[str, float]:
     """What the Tune trial itself reserves, for ``tune.with_resources(trial_fn, ...)``.
 
-    One worker: the trial trains, so it holds the worker's CPUs (and GPU share). Several
-    workers: the trial only drives a TorchTrainer whose workers reserve their own resources,
-    so it takes a token CPU share (Tune rejects ``{"cpu": 0}``).
+    One worker: the trial trains, so it holds the worker's CPUs (and GPU share) and the
+    sweep's custom resources (``driver.custom_per_worker``). Several workers: the trial only
+    drives a TorchTrainer whose workers reserve their own resources, custom ones included
+    (`worker_resources`), so it takes a token CPU share (Tune rejects ``{"cpu": 0}``).
     """
     if workers > 1:
         return {"cpu": 0.01}
     res = {"cpu": driver.cpus_per_worker}
     if use_gpu:
         res["gpu"] = driver.gpus_per_worker or 1.0
-    return res
+    return res | dict(driver.custom_per_worker or {})
+
+
+def worker_resources(*, use_gpu: bool, driver: DriverConfig) -> dict[str, float]:
+    """What each Ray Train worker of a multi-worker trial reserves
+    (``ScalingConfig.resources_per_worker``): its CPUs, its GPU when the run uses GPUs, and
+    the sweep's custom resources (``resources.custom``), so a custom resource that pins or
+    limits where training runs applies to the processes that train, not only to the driver."""
+    per_worker = {"CPU": driver.cpus_per_worker}
+    if use_gpu:
+        per_worker["GPU"] = driver.gpus_per_worker or 1.0
+    return per_worker | dict(driver.custom_per_worker or {})
+
+
+def scaling_config(cfg: TrainConfig, driver: DriverConfig) -> Any:
+    """The ``ray.train.ScalingConfig`` of a multi-worker trial: ``cfg.num_workers`` workers of
+    `worker_resources` each."""
+    import ray.train  # heavy
+
+    return ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                                   resources_per_worker=worker_resources(use_gpu=cfg.use_gpu, driver=driver))
 
 
 def _match_threads_to_reservation() -> None:
@@ -80,22 +94,16 @@ def trial_fn(config: dict[str, Any]) -> None:
         run_training(cfg, TuneSession())
         return
 
-    for k, v in TRAIN_V2_FAST_ENV.items():
-        os.environ.setdefault(k, v)
     import ray.train  # heavy
     from ray.train.torch import TorchTrainer  # heavy
     from ray.tune.integration.ray_train import TuneReportCallback  # heavy
 
     ctx = tune.get_context()
     storage = driver.storage_path or str(Path(ctx.get_trial_dir()).parent)
-    per_worker = {"CPU": driver.cpus_per_worker}
-    if cfg.use_gpu:
-        per_worker["GPU"] = driver.gpus_per_worker or 1.0
     trainer = TorchTrainer(
         train_loop_per_worker,          # each worker rebuilds the TrainConfig from this dict
         train_loop_config=cfg.to_dict(),
-        scaling_config=ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                               resources_per_worker=per_worker),
+        scaling_config=scaling_config(cfg, driver),
         run_config=ray.train.RunConfig(
             # The trial id is stable across Tune retries, so a retried trial resumes this run.
             name=f"train-{ctx.get_trial_id()}",
