@@ -4,6 +4,7 @@ improvement, Holm) and late fusion across stages, on hand-made numbers with know
 from __future__ import annotations
 
 import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -287,3 +288,24 @@ def test_fused_cost_of_a_fusion_across_stages_adds_each_modalitys_own_network():
     cost = _fused_cost(singles, ("syn", "finetune", "a"), ["rgb", "depth"], "rgb: finetune, depth: pretrain")
     assert cost == {"params": 150.0, "macs_per_clip": 15.0, "train_clips_per_s": 10.0}
     assert _fused_cost(singles, ("syn", "finetune", "a"), ["rgb", "depth"]) == {}   # depth not in finetune
+
+
+def test_bench_run_leaderboard_compares_cells_and_states_the_smallest_detectable_difference(two_stage: dict) -> None:
+    from bench.sweep.leaderboard import MDE_Z, cell_comparisons, format_table, leaderboard
+    from bench.sweep.results import read_sweep
+
+    _, trials = read_sweep(two_stage["dir"])
+    rows = leaderboard(trials)
+    pairs, mde = cell_comparisons(rows, n_boot=1000)
+    assert {(c.modality, c.cell, c.ref) for c in pairs} == {("rgb", "convlstm", "a"), ("depth", "convlstm", "a")}
+    rgb = next(c for c in pairs if c.modality == "rgb")
+    assert rgb.diff == pytest.approx((22 + 24 - 28 - 30) / 2 / 40)       # seeds' means, on the same 40 clips
+    assert rgb.low <= rgb.diff <= rgb.high and rgb.prob == 0.0 and rgb.seeds == 2 and rgb.clips == 40
+    ps = sorted(c.p for c in pairs)                                        # Holm over the 2 pairs
+    assert rgb.p_holm == pytest.approx(min(1.0, 2 * ps[0]) if rgb.p == ps[0] else max(min(1.0, 2 * ps[0]), ps[1]))
+    se = (rgb.high - rgb.low) / (2 * 1.959964)
+    assert mde["rgb"] == pytest.approx(MDE_Z * statistics.median(
+        [(c.high - c.low) / (2 * 1.959964) for c in pairs if c.modality == "rgb"])) and 0 < se < mde["rgb"] < 0.5
+    text = format_table(rows, fused=[])
+    assert "each cell against the best of its modality" in text and "over all 2 pairs" in text
+    assert f"rgb {100 * cell_comparisons(rows)[1]['rgb']:.1f} points" in text     # format_table's own bootstrap

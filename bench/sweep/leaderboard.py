@@ -228,6 +228,79 @@ def fused_rows(rows: Sequence[Row], *, n_boot: int | None = None, seed: int = 0)
     return out
 
 
+@dataclass(frozen=True)
+class CellComparison:
+    """One cell against another of the same modality on the same clips (fractions)."""
+    modality: str
+    cell: str
+    ref: str
+    diff: float
+    low: float
+    high: float
+    prob: float            # P(a seed of ``cell`` beats a seed of ``ref``), ties 1/2
+    p: float
+    p_holm: float          # Holm over every pair of the table (each unordered pair once)
+    seeds: int
+    clips: int
+
+
+# z_{0.975} + z_{0.80}: a difference of 2.8 standard errors is found 80% of the time at 5% two-sided
+MDE_Z = 1.959964 + 0.841621
+
+
+def cell_comparisons(rows: Sequence[Row], *, n_boot: int | None = None, seed: int = 0
+                     ) -> tuple[list[CellComparison], dict[str, float]]:
+    """Every pair of cells per (dataset, modality), from the seeds' per-clip correctness (the
+    rows' score files; the clips every seed of every cell has): `bench.report.stats.compare_runs`
+    (seeds resampled per cell, clips shared), Holm over all pairs of the table. Returns the
+    comparisons (``ref`` the better cell of the pair) and, per modality, the smallest difference
+    this run detects with 80% power at 5% two-sided: ``MDE_Z`` x the median bootstrap standard
+    error of a difference."""
+    import numpy as np  # heavy
+
+    from bench.report import fusion as fz
+    from bench.report.stats import N_BOOT, compare_runs, holm
+
+    n_boot = N_BOOT if n_boot is None else n_boot
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for r in rows:
+        if r.scores:
+            groups.setdefault((r.dataset, r.modality), []).append(r)
+    out: list[CellComparison] = []
+    mde: dict[str, float] = {}
+    for (_dataset, modality), rs in groups.items():
+        if len(rs) < 2:
+            continue
+        tables = {r.cell: [fz.read_scores(path) for _s, path in r.scores] for r in rs}
+        common = set.intersection(*(set(ids) for ts in tables.values() for ids, _l, _p in ts))
+        order = sorted(common)
+        correct: dict[str, Any] = {}
+        for cell, ts in tables.items():
+            mats = []
+            for ids, labels, probs in ts:
+                pos = {sid: i for i, sid in enumerate(ids)}
+                idx = np.array([pos[sid] for sid in order], dtype=np.int64)
+                mats.append(np.asarray(probs)[idx].argmax(axis=1) == np.asarray(labels)[idx])
+            correct[cell] = np.stack(mats) if mats else np.zeros((0, len(order)), dtype=bool)
+        ranked = sorted(rs, key=lambda r: -r.mean)
+        pairs, ses = [], []
+        for i, better in enumerate(ranked):
+            for worse in ranked[i + 1:]:
+                c = compare_runs(correct[worse.cell], correct[better.cell], n_boot=n_boot, seed=seed)
+                pairs.append(CellComparison(modality=modality, cell=worse.cell, ref=better.cell, diff=c.diff,
+                                            low=c.ci_low, high=c.ci_high, prob=c.prob_improvement, p=c.p_value,
+                                            p_holm=math.nan, seeds=min(c.seeds_a, c.seeds_b), clips=c.clips))
+                if not math.isnan(c.ci_low):
+                    ses.append((c.ci_high - c.ci_low) / (2 * 1.959964))
+        out += pairs
+        if ses:
+            mde[modality] = MDE_Z * statistics.median(ses)
+    if out:
+        adjusted = holm([c.p for c in out])
+        out = [CellComparison(**{**c.__dict__, "p_holm": float(a)}) for c, a in zip(out, adjusted)]
+    return out, mde
+
+
 def _selection_key(t: TrialRecord) -> tuple[bool, float]:
     """Full-length trials first, then the final val_top1 (NaN last)."""
     score = _num(t.final.get("val_top1")) if t.final else math.nan
@@ -265,6 +338,26 @@ def format_table(rows: list[Row], *, num_classes: int | None = None, title: str 
                  "(best): mean of each seed's best epoch, for reference only (it selects on the validation split)")
     if num_classes:
         lines.append(f"chance level: {1 / num_classes:.3f} (1/{num_classes} classes)")
+    try:
+        pairs, mde = cell_comparisons(rows)
+    except (ValueError, OSError) as e:
+        pairs, mde = [], {}
+        lines.append(f"cell comparisons: not computed ({e})")
+    best: dict[str, str] = {}
+    for c in pairs:                 # a modality's first pair has its best cell as ``ref``
+        best.setdefault(c.modality, c.ref)
+    against_best = [c for c in pairs if c.ref == best[c.modality]]
+    if pairs:
+        lines += ["", (f"each cell against the best of its modality (difference in val_top1, 95% CI over seeds then "
+                       f"clips; P: a seed of the cell beats a seed of the best; p Holm-adjusted over all "
+                       f"{len(pairs)} pairs of cells):")]
+        chead = f"{'modality':<9}{'cell':<9}{'vs':<9}{'diff':>8}{'95% CI':>19}{'P':>6}{'p (Holm)':>10}{'seeds':>6}{'clips':>7}"
+        lines += [chead, "-" * len(chead)]
+        for c in against_best:
+            lines.append(f"{c.modality:<9}{c.cell:<9}{c.ref:<9}{c.diff:>+8.3f}{_ci_text(c.low, c.high, signed=True):>19}"
+                         f"{c.prob:>6.2f}{c.p_holm:>10.3g}{c.seeds:>6}{c.clips:>7}")
+        lines.append("smallest difference this run detects (80% power, 5% two-sided, from the bootstrap's standard "
+                     "error): " + ", ".join(f"{m} {100 * v:.1f} points" for m, v in mde.items()))
     if fused is None:
         try:
             fused = fused_rows(rows)
