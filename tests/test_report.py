@@ -428,7 +428,7 @@ def test_published_results_once_each_with_their_split(reported: dict) -> None:
     rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert len(rows) == pub.height and len(set(rows)) == len(rows)
     assert "SPEC" not in md and "SPEC" not in html
-    assert f"| isogd | {UNSTATED_TEXT} | later SOTA | rgb+depth |" in section
+    assert f"| isogd | {UNSTATED_TEXT} | later SOTA | unverified | rgb+depth |" in section
     csv = pl.read_csv(out / "tables" / "baselines.csv")
     assert csv.height == pub.height
 

@@ -415,7 +415,7 @@ def comparison_table(leaderboard: pl.DataFrame, fusion: pl.DataFrame, baselines:
                      "cell": b["cell"] or "", "source": b["source"],
                      "data": f"real {b['dataset']} ({split_text(b['split'])})",
                      "split": b["split"], "top1": float(b["value"]), "top1_std": math.nan, "seeds": None,
-                     "citation": b["citation"]})
+                     "citation": b["citation"], "provenance": b.get("provenance") or ""})
     fmt_of = {r["dataset"]: (r["dataset_format"] or r["dataset"], r["synthetic"], r["split"])
               for r in selected.iter_rows(named=True)}
     if not leaderboard.is_empty():
@@ -424,7 +424,7 @@ def comparison_table(leaderboard: pl.DataFrame, fusion: pl.DataFrame, baselines:
             rows.append({"dataset": fmt, "modality": r["modality"], "method": f"cell {r['cell']} ({r['stage']})",
                          "cell": r["cell"], "source": f"this suite: sweep {sweep}", "data": r["data"],
                          "split": split, "top1": r["top1"], "top1_std": r["top1_std"], "seeds": r["seeds"],
-                         "citation": ""})
+                         "citation": "", "provenance": "measured"})
     if not fusion.is_empty():
         for r in fusion.filter(pl.col("rule") == "fitted").iter_rows(named=True):
             fmt, syn, split = fmt_of.get(r["dataset"], (r["dataset"], None, None))
@@ -432,10 +432,10 @@ def comparison_table(leaderboard: pl.DataFrame, fusion: pl.DataFrame, baselines:
                          "method": f"cell {r['cell']} ({r.get('stages') or r['stage']}), late fusion (fitted weights)",
                          "cell": r["cell"], "source": f"this suite: sweep {sweep}",
                          "data": data_label(fmt, syn, split), "split": split, "top1": r["top1"],
-                         "top1_std": r["top1_std"], "seeds": r["seeds"], "citation": ""})
+                         "top1_std": r["top1_std"], "seeds": r["seeds"], "citation": "", "provenance": "measured"})
     schema = {"dataset": pl.String, "modality": pl.String, "method": pl.String, "cell": pl.String,
               "source": pl.String, "data": pl.String, "split": pl.String, "top1": pl.Float64,
-              "top1_std": pl.Float64, "seeds": pl.Int64, "citation": pl.String}
+              "top1_std": pl.Float64, "seeds": pl.Int64, "citation": pl.String, "provenance": pl.String}
     df = pl.DataFrame(rows, schema=schema)
     order = {m: i for i, m in enumerate((*MODALITIES, "rgb+depth", "rgb+flow", "depth+flow",
                                          "rgb+depth+flow"))}

@@ -159,6 +159,7 @@ SIGNIFICANCE_COLS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
 COMPARISON_COLS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("modality", lambda r: _s(r["modality"])), ("method", lambda r: _s(r["method"])),
     ("source", lambda r: _s(r["source"])), ("measured on", lambda r: _s(r["data"])),
+    ("how known", lambda r: _s(r["provenance"])),
     ("top-1 %", lambda r: _mean_std(r)), ("seeds", lambda r: _int(r["seeds"])),
 ]
 TRIAL_COLS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
@@ -194,7 +195,7 @@ def trial_cols(keys: Sequence[str]) -> list[tuple[str, Callable[[dict[str, Any]]
 
 BASELINE_COLS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("dataset", lambda r: _s(r["dataset"])), ("split", lambda r: _s(r["split"])),
-    ("printed in", lambda r: _s(r["table"])),
+    ("printed in", lambda r: _s(r["table"])), ("how known", lambda r: _s(r["provenance"])),
     ("modality", lambda r: _s(r["modality"])),
     ("architecture", lambda r: _s(r["architecture"])), ("top-1 %", lambda r: _f(2)(r["value"])),
     ("params (M)", lambda r: _f(3)(r["params_m"])), ("Mult-Adds (M)", lambda r: _f(0)(r["mult_adds_m"])),
@@ -313,7 +314,9 @@ METHOD_MD = """\
   against the single modality with the best mean top-1 on the same clips, with a bootstrap
   interval paired by seed and clip and P(fused > single) over seeds; McNemar's exact test per seed
   is in the per-seed table.
-- **Published results** come from `bench/resources/baselines.csv` with citation and split. Rows
+- **Published results** come from `bench/resources/baselines.csv` with citation, split and how each
+  number is known (read in the source / as cited by Zhang et al. 2018 / inferred / unverified;
+  docs/FIDELITY.md lists the caveats). Rows
   measured on SYNTHETIC data test the machinery and are not comparable with them.
 """
 
