@@ -194,7 +194,7 @@ def test_weight_decay_only_on_kernels():
     cfg = TrainConfig.from_dict(_config(Path("/d")))
     net, *_ = build_model(cfg, num_classes=4)
     opt = make_optimizer(net, cfg)
-    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] == 5e-5 for p in g["params"]}
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] == 1e-4 for p in g["params"]}
     for name, p in net.named_parameters():
         assert (id(p) in decayed) == (p.ndim > 1), name
     assert all(g["momentum"] == 0.9 for g in opt.param_groups)

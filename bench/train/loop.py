@@ -1,7 +1,7 @@
 """The training loop: the paper's protocol, one code path for a test, a Tune trial and DDP.
 
 Protocol (SPEC, "Training protocol"; Zhang et al., NeurIPS 2018, and their released code):
-SGD with momentum 0.9 and weight decay 5e-5, cross-entropy, learning rate decaying
+SGD with momentum 0.9 and weight decay (Keras l2(5e-5), torch 1e-4), cross-entropy, learning rate decaying
 polynomially from 1e-3 to 1e-6 with power 0.9 at every step over the whole run; top-1 and
 top-5 accuracy on the validation split after every epoch.
 
@@ -10,7 +10,8 @@ Choices the paper leaves open, made here:
   kernels, fully connected weights) and not to BatchNorm scales/shifts or biases, as the
   released Keras code puts its L2 regulariser on kernels only. Note the scale: Keras
   ``l2(5e-5)`` adds 5e-5 * sum(w^2) to the loss, whose gradient is 1e-4 * w; torch's
-  ``weight_decay=5e-5`` adds 5e-5 * w. ``TrainConfig.weight_decay`` is torch's coefficient.
+  ``weight_decay=c`` adds c * w. ``TrainConfig.weight_decay`` is torch's coefficient, so the
+  released code's value is 1e-4 (the default).
 - ``batch_size`` is the global batch: with ``world_size`` DDP workers each takes
   ``batch_size // world_size`` clips a step, so the protocol does not change with the worker count.
 - With DDP the loader evens out the shards with wrapped duplicates (``batch["padded"]``, as
@@ -24,7 +25,9 @@ Choices the paper leaves open, made here:
   (`train_one_epoch`).
 - Each rank's RNG state is saved in the checkpoint and restored on that rank (`rank_rng_states`,
   `restore_rng`).
-- Mixed precision (bf16 autocast, no loss scaling needed) only on CUDA; channels_last_3d everywhere.
+- Mixed precision by the GPU's capability (`bench.train.precision`: bf16 autocast from compute
+  capability 8.0, fp16 with a GradScaler below, fp32 on the CPU or on request), cuDNN's
+  autotuner on CUDA; channels_last_3d everywhere.
 
 Every epoch leaves a checkpoint directory (see `save_checkpoint`):
 ``state.pt``, ``val_scores.parquet``, ``metrics.json``.
@@ -54,6 +57,7 @@ from bench.errors import DataError
 from bench.models import NetConfig, build_network, count_macs, count_params
 from bench.train.config import TrainConfig, split_config
 from bench.train.layout import METRIC_KEYS, METRICS_FILE, STATE_FILE, VAL_SCORES_FILE
+from bench.train.precision import Precision, choose_precision
 from bench.train.session import Session, TrainSession
 
 log = logging.getLogger(__name__)
@@ -227,7 +231,8 @@ def save_checkpoint(directory: Path, *, epoch: int, net: nn.Module, optimizer: t
                     scheduler: torch.optim.lr_scheduler.LRScheduler, cfg: TrainConfig, net_cfg: Any,
                     classes: list[str], num_classes: int, clip_len: int, image_size: int, params: int,
                     macs: int, metrics: dict[str, Any], val_scores: dict[str, Any],
-                    rng_ranks: list[dict[str, Any]] | None = None) -> None:
+                    rng_ranks: list[dict[str, Any]] | None = None,
+                    grad_scaler: torch.amp.GradScaler | None = None) -> None:
     """Write the epoch's checkpoint directory, the layout the sweep and report code read
     (`bench.train.layout`):
 
@@ -254,6 +259,8 @@ def save_checkpoint(directory: Path, *, epoch: int, net: nn.Module, optimizer: t
         "metrics": metrics,
     }
     state["rng_ranks"] = list(rng_ranks) if rng_ranks is not None else [state["rng"]]
+    if grad_scaler is not None:          # fp16: the dynamic loss scale goes on where it was
+        state["grad_scaler"] = grad_scaler.state_dict()
     directory.mkdir(parents=True, exist_ok=True)
     torch.save(state, directory / STATE_FILE)
     write_val_scores(directory / VAL_SCORES_FILE, **val_scores)
@@ -310,7 +317,7 @@ def run_training(cfg: TrainConfig, session: Session, *,
                          f"{world} workers (it is the global batch)")
     device = session.device(use_gpu=cfg.use_gpu)
     on_cuda = device.type == "cuda"
-    use_amp = on_cuda and cfg.amp in ("auto", "bf16")
+    precision = choose_precision(cfg.amp, device)
     # channels_last_3d pays on CUDA and on CPU alike (oneDNN: the small preset's Res3D
     # forward+backward 1.35-1.5x faster measured on this 2-core CPU), so "auto" means on.
     use_cl = cfg.channels_last in ("auto", "on")
@@ -319,19 +326,25 @@ def run_training(cfg: TrainConfig, session: Session, *,
     # deterministic implementation warns instead of failing the run). Restored afterwards,
     # since the setting is process-global.
     prev_det = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    prev_bench = torch.backends.cudnn.benchmark
     if not on_cuda:
         torch.use_deterministic_algorithms(True, warn_only=True)
+    else:                 # one clip shape per run: cuDNN autotunes each convolution once
+        torch.backends.cudnn.benchmark = True
+    if session.rank == 0:
+        log.info("precision: %s", precision.reason)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
     try:
-        return _run(cfg, session, device=device, use_amp=use_amp, use_cl=use_cl, make_loader=make_loader,
+        return _run(cfg, session, device=device, precision=precision, use_cl=use_cl, make_loader=make_loader,
                     load_index=load_index)
     finally:
         torch.use_deterministic_algorithms(prev_det[0], warn_only=prev_det[1])
+        torch.backends.cudnn.benchmark = prev_bench
 
 
-def _run(cfg: TrainConfig, session: Session, *, device: torch.device, use_amp: bool, use_cl: bool,
+def _run(cfg: TrainConfig, session: Session, *, device: torch.device, precision: Precision, use_cl: bool,
          make_loader: Callable[..., Any], load_index: Callable[..., DatasetIndex]) -> list[dict[str, Any]]:
     rank, world = session.rank, session.world_size
     dist = world > 1
@@ -414,7 +427,10 @@ def _run(cfg: TrainConfig, session: Session, *, device: torch.device, use_amp: b
         # checkpoints use the plain module.
         model = torch.compile(model)
 
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
+    autocast = precision.autocast()
+    scaler = precision.grad_scaler()
+    if scaler is not None and resume_state is not None and resume_state.get("grad_scaler"):
+        scaler.load_state_dict(resume_state["grad_scaler"])
     val_pos = {s.sample_id: i for i, s in enumerate(val_index.samples)}
     history: list[dict[str, Any]] = []
 
@@ -425,7 +441,7 @@ def _run(cfg: TrainConfig, session: Session, *, device: torch.device, use_amp: b
         train_loader.set_epoch(epoch)
         tr, last_lr = train_one_epoch(model, train_loader, optimizer, scheduler, device=device, steps=steps,
                                       channels_last=use_cl, autocast=autocast, world=world,
-                                      clip_shape=(3, clip_len, size, size))
+                                      clip_shape=(3, clip_len, size, size), scaler=scaler)
         if dist:
             tr = _all_reduce(tr, "sum")
             _check_replicas_in_sync(net, world)
@@ -476,7 +492,8 @@ def _run(cfg: TrainConfig, session: Session, *, device: torch.device, use_amp: b
             save_checkpoint(ckpt_dir, epoch=epoch, net=net, optimizer=optimizer, scheduler=scheduler,
                             cfg=cfg, net_cfg=net_cfg, classes=list(train_index.classes),
                             num_classes=num_classes, clip_len=clip_len, image_size=size, params=params,
-                            macs=macs, metrics=metrics, val_scores=val_scores, rng_ranks=rng_ranks)
+                            macs=macs, metrics=metrics, val_scores=val_scores, rng_ranks=rng_ranks,
+                            grad_scaler=scaler)
         try:
             session.report(metrics, ckpt_dir)
         finally:
@@ -494,21 +511,29 @@ def _run(cfg: TrainConfig, session: Session, *, device: torch.device, use_amp: b
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer, *,
                scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
                autocast: Callable[[], Any] = contextlib.nullcontext,
-               weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+               weight: float = 1.0, scaler: torch.amp.GradScaler | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimisation step on a batch already on the device and in its layout: forward,
     cross-entropy (in float32 under autocast), backward, SGD step, then the per-step schedule.
 
     ``weight`` scales the mean loss that is back-propagated (`train_one_epoch` uses it to keep
     DDP's gradient average a mean over clips when ranks hold different numbers of them; 0: a
     stand-in batch that contributes nothing). Returns ``(loss, logits)``, detached, the loss
-    unweighted. `bench perf network` times this very function.
+    unweighted. ``scaler`` (fp16, `bench.train.precision`): the loss is scaled before backward
+    and the step skipped when the scaled gradients overflowed. `bench perf network` times this
+    very function.
     """
     with autocast():
         logits = model(x)
         loss = F.cross_entropy(logits.float(), y)
     optimizer.zero_grad(set_to_none=True)
-    (loss if weight == 1.0 else loss * weight).backward()
-    optimizer.step()
+    objective = loss if weight == 1.0 else loss * weight
+    if scaler is None:
+        objective.backward()
+        optimizer.step()
+    else:
+        scaler.scale(objective).backward()
+        scaler.step(optimizer)
+        scaler.update()
     if scheduler is not None:
         scheduler.step()
     return loss.detach(), logits.detach()
@@ -517,8 +542,8 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: to
 def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, *, device: torch.device, steps: int,
                     channels_last: bool, autocast: Callable[[], Any] = contextlib.nullcontext,
-                    world: int = 1, clip_shape: tuple[int, ...] | None = None
-                    ) -> tuple[torch.Tensor, float]:
+                    world: int = 1, clip_shape: tuple[int, ...] | None = None,
+                    scaler: torch.amp.GradScaler | None = None) -> tuple[torch.Tensor, float]:
     """Train ``steps`` steps on ``loader``'s batches. Returns this rank's float64 sums on
     ``device``, ``[loss * clips, correct, clips, clips that are not padding]`` (all-reduce them
     for DDP), and the learning rate of the last step.
@@ -577,7 +602,7 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last_3d)
             kept = [b.detach().clone() for b in model.buffers()]
-            train_step(model, x, y, optimizer, scheduler=scheduler, autocast=autocast, weight=0.0)
+            train_step(model, x, y, optimizer, scheduler=scheduler, autocast=autocast, weight=0.0, scaler=scaler)
             with torch.no_grad():
                 for b, old in zip(model.buffers(), kept):
                     b.copy_(old)
@@ -586,7 +611,8 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
         y = batch["label"].to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        loss, logits = train_step(model, x, y, optimizer, scheduler=scheduler, autocast=autocast, weight=weight)
+        loss, logits = train_step(model, x, y, optimizer, scheduler=scheduler, autocast=autocast, weight=weight,
+                                  scaler=scaler)
         real = int((~batch["padded"]).sum()) if "padded" in batch else n
         sums += torch.stack([loss.double() * n, (logits.argmax(1) == y).sum().double(),
                              torch.tensor(float(n), dtype=torch.float64, device=device),
