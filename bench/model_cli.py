@@ -20,7 +20,11 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 
 
 def complexity_report(*, frames: list[int], image_size: int = 112, num_classes: int = 249) -> dict:
-    from bench.models import list_cells  # heavy: torch
+    """``cells`` and ``network``: the paper's five cells; ``controls``: the same rows for the
+    order-blind controls (``bench.models.controls``), kept apart so that Table 1 stays the
+    paper's table. A control's network runs Res3D frame by frame, so it has T steps where a
+    cell has T/2 (its Mult-Adds say so)."""
+    from bench.models import list_cells, list_controls  # heavy: torch
     from bench.models.complexity import (  # heavy: torch
         cell_complexity,
         network_complexity,
@@ -29,12 +33,18 @@ def complexity_report(*, frames: list[int], image_size: int = 112, num_classes: 
     for t in frames:
         if t < 2 or t % 2:
             raise CLIError(f"--frames: every clip length must be even and >= 2, got {t}")
-    cells = [asdict(cell_complexity(c)) for c in list_cells()]
-    network = [asdict(network_complexity(c, frames=t, image_size=image_size, num_classes=num_classes))
-               for c in list_cells() for t in frames]
+
+    def rows(names: list[str]) -> tuple[list[dict], list[dict]]:
+        return ([asdict(cell_complexity(c)) for c in names],
+                [asdict(network_complexity(c, frames=t, image_size=image_size, num_classes=num_classes))
+                 for c in names for t in frames])
+
+    cells, network = rows(list_cells())
+    control_cells, control_network = rows(list_controls())
     return {"setting": {"c_in": 256, "c_out": 256, "kernel": 3, "feature_map": [28, 28],
                         "network_image_size": image_size, "num_classes": num_classes},
-            "cells": cells, "network": network}
+            "cells": cells, "network": network,
+            "controls": {"cells": control_cells, "network": control_network}}
 
 
 def _fmt_m(v: int | None) -> str:
@@ -62,4 +72,17 @@ def _complexity(args: argparse.Namespace) -> int:
     for n in rep["network"]:
         print(f"| {n['cell']} | {n['frames']} | {n['params']:,} | {n['macs_measured'] / 1e9:,.2f}G "
               f"| {n['macs_measured'] / base[n['frames']]:.3f} |")
+    controls = rep["controls"]
+    if controls["cells"]:
+        print("\nOrder-blind controls (not in the paper; bench/models/controls.py): one step of one layer,"
+              " and the whole network (Res3D frame by frame: T steps, not T/2)")
+        print("| control | params (no bias) | params (with bias) | measured Mult-Adds |")
+        print("|---|---:|---:|---:|")
+        for c in controls["cells"]:
+            print(f"| {c['cell']} | {c['params_no_bias']:,} | {c['params']:,} | {_fmt_m(c['macs_measured'])} |")
+        print("| control | frames | params | measured Mult-Adds | vs convlstm |")
+        print("|---|---:|---:|---:|---:|")
+        for n in controls["network"]:
+            print(f"| {n['cell']} | {n['frames']} | {n['params']:,} | {n['macs_measured'] / 1e9:,.2f}G "
+                  f"| {n['macs_measured'] / base[n['frames']]:.3f} |")
     return 0

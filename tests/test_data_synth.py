@@ -78,6 +78,10 @@ def test_isogd_layout_and_lists(isogd_root: Path) -> None:
     assert man["synthetic"] is True and man["options"]["seed"] == 3
     assert man["options"]["codec"] == "mjpeg" and man["options"]["size"] == [64, 48]
     assert man["test_labels"] == {f"test/001/M_{i + 1:05d}": i % 4 for i in range(4)}
+    assert man["reversal_pairs"] == [[0, 1], [2, 3]]
+    names = synth.class_names(4)
+    assert [(names[a], names[b]) for a, b in man["reversal_pairs"]] == [("swipe right", "swipe left"),
+                                                                       ("swipe down", "swipe up")]
     assert "synthetic" in (root / "SYNTHETIC.md").read_text().lower()
 
 
@@ -213,8 +217,13 @@ def test_rendered_swipes_move_opposite_ways_and_reverse() -> None:
         _, dr, tr = synth.render_clip(0, n, size, np.random.default_rng(seed))    # swipe right
         _, dl, tl = synth.render_clip(1, n, size, np.random.default_rng(seed))    # swipe left
         right, left = _hand_centroids(dr, tr), _hand_centroids(dl, tl)
-        vr, vl = np.diff(right[:, 0]).sum(), np.diff(left[:, 0]).sum()
-        assert vr > 0.15 * size[0] and vl < -0.15 * size[0]
+        # the stroke: from the leftmost to the rightmost point (swipe right), or back (left)
+        lo, hi = int(np.argmin(right[:, 0])), int(np.argmax(right[:, 0]))
+        assert lo < hi and right[hi, 0] - right[lo, 0] > 0.3 * size[0]
+        lo, hi = int(np.argmin(left[:, 0])), int(np.argmax(left[:, 0]))
+        assert hi < lo and left[hi, 0] - left[lo, 0] > 0.3 * size[0]
+        # ... between the same rest pose at both ends (so the sampler's first frame is no cue)
+        np.testing.assert_allclose(right[0], right[-1], atol=0.75)
         # reversing the "swipe left" frames gives the "swipe right" motion, pixel for pixel
         np.testing.assert_allclose(left[::-1], right, atol=0.75)
         # as a bag of frames the two clips are the same: sorted x positions coincide
@@ -227,11 +236,14 @@ def test_depth_brightens_as_the_hand_approaches() -> None:
         assert synth.gesture_class(8).name == "push toward camera"
         # hand depth per frame: the mean of the frame's brightest 40 pixels (the hand)
         hand = np.sort(dep.reshape(len(dep), -1), axis=1)[:, -40:].mean(axis=1)
-        assert hand[-1] - hand[0] > 40
-        assert np.corrcoef(hand, np.arange(len(hand)))[0, 1] > 0.8
+        # the stroke: from the farthest to the nearest point, after an approach from rest
+        far, near = int(np.argmin(hand)), int(np.argmax(hand))
+        assert far < near and hand[near] - hand[far] > 40
+        assert np.corrcoef(hand[far:near + 1], np.arange(far, near + 1))[0, 1] > 0.8
         _, dep_pull, _ = synth.render_clip(9, 30, (112, 84), np.random.default_rng(seed))
         pull = np.sort(dep_pull.reshape(30, -1), axis=1)[:, -40:].mean(axis=1)
-        assert pull[0] - pull[-1] > 40
+        far, near = int(np.argmin(pull)), int(np.argmax(pull))
+        assert near < far and pull[near] - pull[far] > 40
         # depth is aligned with RGB: the hand's depth pixels are skin-coloured in RGB, not background
         assert rgb.shape[:3] == dep.shape
 
@@ -248,6 +260,7 @@ def test_frame_counts_follow_the_real_distribution() -> None:
             assert draws.min() >= max(synth.MIN_FRAMES, round(lo * scale))
             assert draws.max() <= round(hi * scale)
             assert abs(draws.mean() / (mean * scale) - 1) < 0.1
+            assert (draws % 2 == 1).all()           # odd: see sample_num_frames
     rng = np.random.default_rng(0)
     assert synth.sample_num_frames(rng, np.array([9]), 0.1) == synth.MIN_FRAMES
 

@@ -54,7 +54,7 @@ def test_table1_is_the_papers_protocol():
     assert (fine.name, spec.datasets[fine.dataset].format, fine.epochs, fine.train.batch_size, fine.clip_len) == \
         ("finetune", "isogd", 15, 8, 32)
     assert spec.preset == "paper" and pre.image_size == 112
-    assert pre.train.lr == 1e-3 and pre.train.lr_end == 1e-6 and pre.train.weight_decay == 5e-5
+    assert pre.train.lr == 1e-3 and pre.train.lr_end == 1e-6 and pre.train.weight_decay == 1e-4
 
 
 def test_table2_and_hpsearch():
@@ -141,6 +141,12 @@ def test_bad_fields_are_named(tmp_path, extra, expected):
      r"train.batch_size: is the global batch and must be divisible by the 2 workers .*got 3$"),
     ("train:\n  batch_size: 8\n  fail_once_at_epoch: 3\n", 8, r"train.fail_once_at_epoch: must be <= epochs=2"),
     ("resources: {gpu: 0.5, workers: 2}\n", 6, r"resources.gpu: a GPU share below 1 with workers=2 .*NCCL"),
+    ("resources: {gpu: 0.5, workers: 4}\n", 6, (r"resources.gpu: a GPU share below 1 with workers=4 puts "
+     r"several DDP ranks on one GPU, which NCCL refuses \(one GPU per rank\): use gpu: 1 per worker.*got 0.5$")),
+    ("resources: {gpu: 2, workers: 1}\n", 6, (r"resources.gpu: gpu is per worker and a worker trains on one "
+     r"GPU: gpu: 2 with workers: 1 reserves 2 GPUs and trains on 1; for 2 GPUs use workers: 2 with gpu: 1")),
+    ("resources:\n  cpu: 2\n  gpu: 4\n  workers: 2\n", 8, (r"resources.gpu: .*gpu: 4 with workers: 2 "
+     r"reserves 8 GPUs and trains on 2; for 8 GPUs use workers: 8 with gpu: 1")),
     ("train: {momentum: 1.0}\n", 6, r"train.momentum: must be in \[0, 1\), got 1.0$"),
     ("train: {backend: nvdec}\n", 6, r"train.backend: must be one of \['auto', 'dali-gpu'"),
     ("train: {recurrent_impl: fused}\n", 6, r"train.recurrent_impl: must be one of \['auto', 'native', 'aten', "

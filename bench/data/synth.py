@@ -12,18 +12,24 @@ come in pairs that are exact time reversals of each other (swipe right / swipe l
 clockwise / counter-clockwise, open / close, push toward / pull away from the camera,
 circles, spirals ...): member 2k+1 renders the state of member 2k at time ``1 - u``. The
 set of poses a clip visits is therefore distributed alike for both members, and only the
-order of frames tells them apart -- a single frame or a bag of frames cannot.
+order of frames tells them apart -- a single frame or a bag of frames cannot. That holds for
+the frames the paper's sampler takes, too, not just for whole clips: every clip starts and
+ends in the same still rest pose and has an odd number of frames (`Timing`,
+`sample_num_frames`), so for the suite's clip lengths (powers of two) the frames sampled for
+evaluation from a clip and from its reversed twin show the same poses, and the jittered
+training samples are alike in distribution (tests/test_data_reversal.py).
+SYNTHETIC.json names the pairs: ``reversal_pairs``, ``[class, reversed class]`` ids.
 
 Classes: ``label = 2 * family + member`` for the first 20, then the ten families repeat with
 a variant (finger count 5/2/1/3/4, the gesture done once or twice, hand upright or
 sideways), up to ``MAX_CLASSES`` = 400. Subjects vary per clip: skin colour, hand size,
-position, amplitude, timing (rest before and after the stroke), lighting, clutter, sensor
-noise. Depth is aligned with RGB (same geometry, drawn in the same pass): 8-bit closeness,
-background far and dark, the hand brightest and brighter as it approaches.
+position, amplitude, timing (rest, approach to the stroke, stroke, retreat, rest), lighting,
+clutter, sensor noise. Depth is aligned with RGB (same geometry, drawn in the same pass):
+8-bit closeness, background far and dark, the hand brightest and brighter as it approaches.
 
 Frame counts are sampled from the real datasets' distributions (IsoGD per split from
 ``resources/isogd/frame_counts.csv``, Jester from ``resources/jester/valid_frame_counts.csv``),
-times ``length_scale``, never fewer than ``MIN_FRAMES``.
+times ``length_scale``, never fewer than ``MIN_FRAMES``, rounded down to an odd count.
 
 Determinism: every clip draws from its own RNG seeded by ``(seed, split, index)`` and the
 encoders run single-threaded, so the same seed gives byte-identical files whatever the
@@ -50,10 +56,11 @@ import numpy as np
 from bench.errors import CLIError
 
 GENERATOR = "gesturebench.synth"
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"   # 1.1: rest pose at both ends, odd frame counts (see Timing)
 FORMATS = ("isogd", "jester")
 SPLITS = ("train", "valid", "test")
-MIN_FRAMES = 8             # floor after length_scale: shorter clips carry too little motion
+MIN_FRAMES = 9             # floor after length_scale: shorter clips carry too little motion (odd: see
+                           # sample_num_frames)
 MAX_CLASSES = 400          # 10 families x 2 members x 20 variants
 ISOGD_PER_FOLDER = 200     # the real IsoGD puts 200 videos in each train/NNN folder
 FPS = {"isogd": 10, "jester": 12}
@@ -134,6 +141,13 @@ def class_names(num_classes: int) -> list[str]:
     return [gesture_class(c).name for c in range(num_classes)]
 
 
+def reversal_pairs(num_classes: int) -> list[list[int]]:
+    """``[class, its time reversal]`` for every complete pair among the first ``num_classes``
+    (0-based ids, member 0 first): what an order-blind model cannot tell apart."""
+    _check_num_classes(num_classes)
+    return [[c, c + 1] for c in range(0, num_classes - 1, 2)]
+
+
 def _check_num_classes(num_classes: int) -> None:
     if not 2 <= num_classes <= MAX_CLASSES:
         raise ValueError(f"num_classes must be in 2..{MAX_CLASSES}, got {num_classes}")
@@ -154,13 +168,70 @@ class HandTrack:
     spread: np.ndarray   # finger extension 0 (fist) .. 1 (open hand)
 
 
+def _smoothstep(p: np.ndarray) -> np.ndarray:
+    return p * p * (3.0 - 2.0 * p)  # starts and stops at rest like a real hand
+
+
 def _stroke(u: np.ndarray, onset: float, offset: float, repeats: int) -> np.ndarray:
-    """Progress p in [0, 1] of the stroke at normalised time u: rest, eased motion, rest."""
+    """Progress p in [0, 1] of the stroke at normalised time u: before, eased motion, after."""
     span = max(1e-6, 1.0 - onset - offset)
     p = np.clip((u - onset) / span, 0.0, 1.0)
     if repeats > 1:  # do it `repeats` times, jumping back between strokes
         p = np.where(p >= 1.0, 1.0, (p * repeats) % 1.0)
-    return p * p * (3.0 - 2.0 * p)  # smoothstep: starts and stops at rest like a real hand
+    return _smoothstep(p)
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """A clip's phases, as fractions of its duration: rest, approach, stroke, retreat, rest.
+
+    Why the hand starts and ends at the same, still rest pose (the midpoint of the stroke's
+    first and last poses) rather than at the stroke's ends: the paper's sampler takes frame
+    ``floor(k * N / n)``, so each clip's own first frame is always in and its last ones are
+    skipped; a clip's sampled frames are therefore not the reversal of its reversed twin's --
+    they differ in that end frame (and, for even N, by a one-frame slip; see
+    `sample_num_frames`). Were the first pose the stroke's start (the hand on the left for
+    "swipe right", on the right for "swipe left"), that one frame would tell a class from its
+    reversal with no order at all (generator version 1.0, default-run sizes, through the loader:
+    the skew of the sampled hand positions had an AUC of 0.86-0.90 within a pair, a logistic
+    regression on order-free statistics of the sampled frames reached 0.72-0.79; now 0.47-0.52
+    and 0.45-0.55). With the same pose, held still (no tremor), in the first and last
+    frames, and odd N, a clip's sampled frames are the same poses as its reversed twin's
+    (tests/test_data_reversal.py). The holds are at least 4% of the clip, more than the
+    training jitter can move the first or last sample (``floor(N / n) / 4`` frames, n >= 8).
+    """
+    hold_start: float   # rest pose, still
+    approach: float     # rest pose -> the stroke's first pose
+    retreat: float      # the stroke's last pose -> rest pose
+    hold_end: float     # rest pose, still
+
+    @property
+    def stroke(self) -> tuple[float, float]:
+        """(start, end) of the stroke in normalised time."""
+        return self.hold_start + self.approach, 1.0 - self.hold_end - self.retreat
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> Timing:
+        return cls(hold_start=rng.uniform(0.04, 0.12), approach=rng.uniform(0.08, 0.15),
+                   retreat=rng.uniform(0.08, 0.15), hold_end=rng.uniform(0.04, 0.12))
+
+
+def _gesture(family: int, u: np.ndarray, timing: Timing, repeats: int, r: dict[str, float]
+             ) -> dict[str, np.ndarray]:
+    """Offsets of the forward member at normalised time u: the family's stroke (``_family_motion``)
+    between an approach from, and a retreat to, the rest pose (see `Timing`); ``"moving"`` is 0
+    while the hand rests, 1 during the stroke (it scales the tremor)."""
+    start, end = timing.stroke
+    m = _family_motion(family, _stroke(u, start, 1.0 - end, repeats), r)
+    first = _family_motion(family, np.zeros(1), r)
+    last = _family_motion(family, np.ones(1), r)
+    rest = {k: 0.5 * (first[k] + last[k]) for k in m}
+    w_in = _smoothstep(np.clip((u - timing.hold_start) / timing.approach, 0.0, 1.0))   # 0 rest .. 1 first
+    w_out = _smoothstep(np.clip((u - end) / timing.retreat, 0.0, 1.0))                # 0 last .. 1 rest
+    out = {k: np.where(u < start, rest[k] + w_in * (first[k] - rest[k]),
+                       np.where(u > end, last[k] + w_out * (rest[k] - last[k]), m[k])) for k in m}
+    out["moving"] = w_in * (1.0 - w_out)
+    return out
 
 
 def _family_motion(family: int, p: np.ndarray, r: dict[str, float]) -> dict[str, np.ndarray]:
@@ -208,11 +279,12 @@ def hand_track(label: int, num_frames: int, size: tuple[int, int],
     """The hand's state in every frame of one clip of class ``label``.
 
     Member 1 of a pair is member 0 played backwards: its frame ``t`` shows the state member 0
-    would show at frame ``N - 1 - t`` for the same subject parameters.
+    would show at frame ``N - 1 - t`` for the same subject parameters. Both start and end in
+    the same rest pose (`Timing`).
     """
     gc = gesture_class(label)
     w, h = size
-    onset, offset = rng.uniform(0.0, 0.25), rng.uniform(0.0, 0.25)
+    timing = Timing.draw(rng)
     extra = {"turn": rng.uniform(45.0, 75.0), "push": rng.uniform(0.3, 0.4),
              "phase": rng.uniform(0.0, 2.0 * math.pi)}
     ax, ay = rng.uniform(0.22, 0.32) * w, rng.uniform(0.22, 0.30) * h
@@ -221,16 +293,16 @@ def hand_track(label: int, num_frames: int, size: tuple[int, int],
     r0 = rng.uniform(0.075, 0.10) * h
     base_angle = (90.0 if gc.sideways else 0.0) + rng.uniform(-12.0, 12.0)
     close0 = rng.uniform(0.35, 0.5)
-    # small physiological tremor, the same for both members' distributions
+    # small physiological tremor while the hand moves (none at rest: the first and last frames
+    # show exactly the rest pose), the same for both members' distributions
     wobble_phase = rng.uniform(0.0, 2.0 * math.pi, size=3)
     wobble_freq = rng.uniform(1.0, 3.0, size=3)
 
     u = np.linspace(0.0, 1.0, num_frames)
     if gc.member == 1:
         u = 1.0 - u
-    p = _stroke(u, onset, offset, gc.repeats)
-    m = _family_motion(gc.family, p, extra)
-    wob = [np.sin(2 * math.pi * f * u + ph) for f, ph in zip(wobble_freq, wobble_phase)]
+    m = _gesture(gc.family, u, timing, gc.repeats, extra)
+    wob = [m["moving"] * np.sin(2 * math.pi * f * u + ph) for f, ph in zip(wobble_freq, wobble_phase)]
     close = np.clip(close0 + m["close"], 0.0, 1.0)
     return HandTrack(
         cx=x0 + ax * m["dx"] + 0.01 * w * wob[0],
@@ -563,8 +635,20 @@ def frame_count_table(fmt: str) -> dict[str, np.ndarray]:
 
 
 def sample_num_frames(rng: np.random.Generator, counts: np.ndarray, length_scale: float = 1.0) -> int:
-    """One clip length: a real clip's frame count times ``length_scale``, at least MIN_FRAMES."""
-    return max(MIN_FRAMES, int(round(int(rng.choice(counts)) * length_scale)))
+    """One clip length: a real clip's frame count times ``length_scale``, at least MIN_FRAMES,
+    made odd (an even count loses one frame).
+
+    Why odd: the paper's sampler takes frame ``floor(k * N / n)`` (``bench.data.sampling``). For
+    odd N and a clip length n that is a power of two (8, 16, 32: every clip length the suite
+    uses), ``k * N / n`` is never a whole number for 0 < k < n, so ``N - 1 - floor(k * N / n)
+    = floor((n - k) * N / n)``: the frames sampled from a clip, mirrored, are the frames
+    sampled from its time reversal, but for frame 0 against frame N - 1 -- and those two show
+    the same rest pose (`Timing`). For even N the mirrored grid slips by one frame wherever
+    ``k * N / n`` is whole (every sample when n divides N), which tilts the sampled frames
+    towards one end of the gesture, a cue that needs no order.
+    """
+    n = max(MIN_FRAMES, int(round(int(rng.choice(counts)) * length_scale)))
+    return n - 1 if n % 2 == 0 else n
 
 
 def clip_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -744,6 +828,7 @@ def _write_manifest(out: Path, opts: SynthOptions, by_split: dict[str, list[_Cli
         "options": {**asdict(opts), "size": list(opts.size), "modalities": list(opts.modalities)},
         "fps": FPS[opts.format],
         "classes": names,
+        "reversal_pairs": reversal_pairs(opts.num_classes),
         "splits": {s: {"clips": len(by_split[s]),
                        "frames_total": int(sum(frames[s])),
                        "frames_min": int(min(frames[s])) if frames[s] else 0,
@@ -766,7 +851,8 @@ def _write_manifest(out: Path, opts: SynthOptions, by_split: dict[str, list[_Cli
         "Clips: " + ", ".join(f"{s} {len(by_split[s])}" for s in SPLITS) + ".",
         "",
         "A drawn hand moves along class-specific trajectories; classes come in pairs that are",
-        "time reversals of each other, so only motion over time separates them. Frame counts",
+        "time reversals of each other (SYNTHETIC.json: reversal_pairs), so only the order of frames",
+        "separates them, also among the frames the paper's sampler takes. Frame counts",
         f"follow the real dataset's distribution ({manifest['frame_counts_from']}).",
         "Accuracy on this data says nothing about accuracy on the real dataset.",
         "Test labels are in SYNTHETIC.json (and, for IsoGD, in test_list.txt as in IsoGD's labelled test list).",

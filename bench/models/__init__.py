@@ -12,8 +12,9 @@ import importlib
 from typing import TYPE_CHECKING
 
 _LAZY = {
-    "create_cell": "_registry", "get_cell_class": "_registry", "list_cells": "_registry",
-    "register_cell": "_registry", "second_layer_cell": "_registry",
+    "create_cell": "_registry", "get_cell_class": "_registry", "is_control": "_registry",
+    "list_cells": "_registry", "list_controls": "_registry", "register_cell": "_registry",
+    "second_layer_cell": "_registry",
     "count_macs": "complexity", "count_params": "complexity",
     "PRESETS": "net", "GestureNet": "net", "NetConfig": "net", "build_network": "net",
     "paper_network": "net", "small_network": "net",
@@ -30,7 +31,9 @@ __all__ = [
     "count_params",
     "create_cell",
     "get_cell_class",
+    "is_control",
     "list_cells",
+    "list_controls",
     "paper_network",
     "register_cell",
     "second_layer_cell",
@@ -41,7 +44,9 @@ if TYPE_CHECKING:
     from bench.models._registry import (
         create_cell,
         get_cell_class,
+        is_control,
         list_cells,
+        list_controls,
         register_cell,
         second_layer_cell,
     )

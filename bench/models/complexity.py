@@ -42,7 +42,8 @@ def count_macs(module: nn.Module, *inputs: object) -> int:
 
 
 def formula_params(cell: str, *, c_in: int, c_out: int, k: int) -> int:
-    """The parameter formulas of SPEC / the paper (biases left out)."""
+    """The parameter formulas of SPEC / the paper (biases left out), and of the controls
+    (``bench.models.controls``: "mean" is one separable convolution, K*K*C_in + C_in*C_out)."""
     a = (k * k + 4 * c_out) * (c_in + c_out)
     return {
         "convlstm": k * k * (c_in + c_out) * c_out * 4,
@@ -50,6 +51,7 @@ def formula_params(cell: str, *, c_in: int, c_out: int, k: int) -> int:
         "b": a + k * k * (c_in + 2 * c_out) + (c_in + c_out) * c_out,
         "c": a + k * k * (c_in + 2 * c_out) + c_out * c_out,
         "d": a + k * k * (c_in + 2 * c_out) + c_out * c_out,
+        "mean": k * k * c_in + c_in * c_out,
     }[cell]
 
 

@@ -12,6 +12,11 @@ One typed config describes it; ``NetConfig.preset("paper" | "small", ...)`` keep
 paper-exact network and the CPU smoke configuration one call apart. ``recurrent_impl`` chooses
 how the recurrent layers run (C++ kernels, a fused layer on ATen ops, or the per-step loop;
 ``bench.models.native``): the same function and weights, results equal to float rounding.
+
+An order-blind control (``bench.models.controls``, a cell class with ``order_blind = True``)
+runs Res3D on each frame alone instead (time folded into the batch: (B*T, C, 1, H, W)), so
+no layer sees two frames together: its recurrent layers and top then have T steps, not T/2,
+and the pooled features are a mean over frames.
 """
 
 from __future__ import annotations
@@ -89,6 +94,9 @@ class GestureNet(nn.Module):
                                        kernel_size=cfg.kernel_size, recurrent_impl=cfg.recurrent_impl)
         self.top = MobileNetTop(in_channels=c, blocks=cfg.mobilenet_blocks)
         self.classifier = nn.Linear(self.top.out_channels, cfg.num_classes)
+        #: Res3D frame by frame (an order-blind control): a 3-D kernel over one frame between
+        #: zero padding sees that frame only, whatever the clip's order
+        self.frame_wise = bool(getattr(get_cell_class(cfg.cell), "order_blind", False))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W) -> pooled features (B, C_top)."""
@@ -97,7 +105,12 @@ class GestureNet(nn.Module):
         t = x.shape[2]
         if t < 2 or t % 2:
             raise ValueError(f"the clip length T must be even (Res3D halves it), got T={t}")
-        y = self.res3d(x)                       # (B, C_res, T/2, H/4, W/4)
+        if self.frame_wise:
+            b = x.shape[0]
+            y = self.res3d(x.transpose(1, 2).flatten(0, 1).unsqueeze(2))     # (B*T, C_res, 1, H/4, W/4)
+            y = y.squeeze(2).unflatten(0, (b, t)).transpose(1, 2)             # (B, C_res, T, H/4, W/4)
+        else:
+            y = self.res3d(x)                   # (B, C_res, T/2, H/4, W/4)
         y = self.rnn2(self.rnn1(y))             # (B, C_rnn, T/2, H/4, W/4)
         y = self.top(y)                         # (B, C_top, T/2, h, w)
         return y.mean(dim=(2, 3, 4))            # average pool over (T/2, h, w)

@@ -77,9 +77,9 @@ Example (every key; only ``name``, ``datasets`` and ``stages`` are required)::
       reduction_factor: 2
     resources:                       # per trial
       cpu: 1
-      gpu: 0                         # fractional allowed (0.5: two trials share a GPU)
-      workers: 1                     # > 1: DDP through Ray Train, cpu/gpu per worker
-      custom: {}                     # Ray custom resources, e.g. {node2_res: 0.1}
+      gpu: 0                         # 0, 1 or a share (0.5: two trials share a GPU); at most 1
+      workers: 1                     # > 1: DDP through Ray Train, cpu/gpu/custom per worker
+      custom: {}                     # Ray custom resources, e.g. {node2_res: 0.1}, per worker
     max_concurrent_trials: 2
     max_failures: 2                  # retries of a crashed trial, from its last checkpoint
     reuse_actors: true
@@ -236,12 +236,23 @@ class ResourceSpec:
     custom: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # ``gpu`` is per training process (the trial's one, or each DDP worker's), and a process
+        # trains on exactly one device: so a share below 1 packs trials, never DDP ranks, and
+        # more than 1 would reserve GPUs that nothing uses.
         if self.gpu > 1 and not float(self.gpu).is_integer():
             raise ConfigFieldError("resources", "gpu", self.gpu, "a fraction of a GPU must be below 1")
         if 0 < self.gpu < 1 and self.workers > 1:
             raise ConfigFieldError("resources", "gpu", self.gpu,
                                    f"a GPU share below 1 with workers={self.workers} puts several DDP "
-                                   "ranks on one GPU, which NCCL refuses: use gpu: 1 per worker")
+                                   "ranks on one GPU, which NCCL refuses (one GPU per rank): use gpu: 1 "
+                                   "per worker, or workers: 1 to pack trials onto a GPU")
+        if self.gpu > 1:
+            g = int(self.gpu)
+            raise ConfigFieldError("resources", "gpu", self.gpu,
+                                   f"gpu is per worker and a worker trains on one GPU: gpu: {g} with "
+                                   f"workers: {self.workers} reserves {g * self.workers} GPUs and trains "
+                                   f"on {self.workers}; for {g * self.workers} GPUs use workers: "
+                                   f"{g * self.workers} with gpu: 1 (DDP, one rank per GPU)")
 
     @property
     def use_gpu(self) -> bool:
@@ -615,10 +626,7 @@ def _grid(ctx: _Ctx, v: Any) -> GridSpec:
     _mapping(ctx, v, path, optional=("cells", "modalities", "seeds"))
     from bench.models import list_cells  # heavy: torch
 
-    # "all" is the paper's cells and the order-blind controls (bench/models/controls.py): a
-    # control trained beside the cells on the same data is the floor that says whether a cell
-    # reads frame order. An explicit list may name a control too.
-    known = list_cells(include_controls=True)
+    known = list(list_cells())
     cells_v = v.get("cells", "all")
     if cells_v == "all":
         cells = list(known)
