@@ -47,7 +47,7 @@ def test_table1_is_the_papers_protocol():
     from bench.models import list_cells
 
     spec = load_spec(Path(str(importlib.resources.files("bench") / "configs/table1.yaml")))
-    assert spec.grid.cells == tuple(list_cells()) and spec.grid.modalities == ("rgb",)
+    assert spec.grid.cells == tuple(list_cells(include_controls=True)) and spec.grid.modalities == ("rgb",)
     pre, fine = spec.stages
     assert (pre.name, spec.datasets[pre.dataset].format, pre.epochs, pre.train.batch_size, pre.clip_len) == \
         ("pretrain", "jester", 30, 16, 16)
@@ -66,18 +66,19 @@ def test_table2_and_hpsearch():
     assert {"lr", "weight_decay", "batch_size"} <= set(hp.search.space)
 
 
-def test_default_is_every_cell_rgb_depth_two_seeds():
+def test_default_is_every_cell_and_the_control_rgb_depth_three_seeds():
     from bench.models import list_cells
 
     spec = load_spec(Path(str(importlib.resources.files("bench") / "configs/default.yaml")))
-    assert spec.grid.cells == tuple(list_cells())
-    assert set(spec.grid.modalities) >= {"rgb", "depth"} and len(spec.grid.seeds) == 2
-    assert spec.preset == "small" and len(spec.grid.combos()) == 20
+    assert spec.grid.cells == tuple(list_cells(include_controls=True))
+    assert "mean" in spec.grid.cells                          # the order-blind control beside the cells
+    assert set(spec.grid.modalities) >= {"rgb", "depth"} and len(spec.grid.seeds) == 3
+    assert spec.preset == "small" and len(spec.grid.combos()) == 36
     ds = spec.datasets[spec.stages[0].dataset]
     assert ds.synthetic is not None          # generated when missing
     pre, fine = spec.stages                  # depth from scratch, then RGB from the depth model
-    assert spec.combos(pre) == [(c, "depth", s) for c in list_cells() for s in (0, 1)]
-    assert spec.combos(fine) == [(c, "rgb", s) for c in list_cells() for s in (0, 1)]
+    assert spec.combos(pre) == [(c, "depth", s) for c in list_cells(include_controls=True) for s in (0, 1, 2)]
+    assert spec.combos(fine) == [(c, "rgb", s) for c in list_cells(include_controls=True) for s in (0, 1, 2)]
     assert fine.init_modality == "depth"
     assert spec.max_concurrent_trials == 2 and spec.reuse_actors
 
@@ -105,7 +106,7 @@ def test_unknown_cell_names_field_line_and_known_cells(tmp_path):
 
     msg = _error(MINIMAL + "grid:\n  cells: [a, b, e]\n", tmp_path)
     assert msg == (f"{tmp_path / 'sweep.yaml'}:7: grid.cells[2]: unknown cell 'e' "
-                   f"(known: {', '.join(list_cells())})")
+                   f"(known: {', '.join(list_cells(include_controls=True))})")
 
 
 @pytest.mark.parametrize("extra, expected", [
@@ -252,7 +253,7 @@ def test_cli_reports_bad_file_with_exit_2(tmp_path, capsys):
     f.write_text(MINIMAL + "grid: {cells: [e]}\n")
     assert main(["sweep", str(f)]) == 2
     err = capsys.readouterr().err
-    assert "bad.yaml:6: grid.cells[0]: unknown cell 'e' (known: convlstm, a, b, c, d)" in err
+    assert "bad.yaml:6: grid.cells[0]: unknown cell 'e' (known: convlstm, a, b, c, d, mean)" in err
     assert main(["sweep", str(tmp_path / "missing.yaml")]) == 2
     assert "cannot read the sweep file" in capsys.readouterr().err
 

@@ -45,7 +45,7 @@ Example (every key; only ``name``, ``datasets`` and ``stages`` are required)::
                                      #   Alone, it needs init_from: a previous sweep's
                                      #   folder or a checkpoint directory.
     grid:
-      cells: all                     # or a list from bench.models.list_cells()
+      cells: all                     # the five cells and the controls; or a list (bench.models.list_cells(include_controls=True))
       modalities: [rgb, depth]
       seeds: [0, 1]
     preset: small                    # bench.models preset: paper | small
@@ -626,7 +626,10 @@ def _grid(ctx: _Ctx, v: Any) -> GridSpec:
     _mapping(ctx, v, path, optional=("cells", "modalities", "seeds"))
     from bench.models import list_cells  # heavy: torch
 
-    known = list(list_cells())
+    # "all" is the paper's cells and the order-blind controls (bench/models/controls.py): a
+    # control trained beside the cells on the same data is the floor that says whether a cell
+    # reads frame order. An explicit list may name a control too.
+    known = list_cells(include_controls=True)
     cells_v = v.get("cells", "all")
     if cells_v == "all":
         cells = list(known)

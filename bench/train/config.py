@@ -170,7 +170,7 @@ class TrainConfig:
         from bench.models import list_cells  # heavy: torch
         from bench.models.net import PRESETS  # heavy: torch
 
-        _choice(self, "cell", tuple(list_cells()))
+        _choice(self, "cell", tuple(list_cells(include_controls=True)))   # the paper's cells and the controls
         _choice(self, "preset", tuple(PRESETS))
         _choice(self, "recurrent_impl", tuple(RECURRENT_IMPLS))
         if self.clip_len is None and PRESETS[self.preset].frames % 2:
