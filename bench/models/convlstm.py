@@ -45,6 +45,8 @@ class RecurrentCell(nn.Module):
     """
 
     cell_name: str = ""
+    #: the nonlinearity of the i, f, o gates (``NetConfig.gate_activation`` replaces it per cell)
+    gate_fn = staticmethod(torch.sigmoid)
     #: run the recurrent layer in channels_last (NHWC) rather than NCHW (see ConvRecurrentLayer)
     channels_last: bool = True
 
@@ -129,4 +131,4 @@ class ConvLSTMCell(RecurrentCell):
 
     def step_gates(self, xp: torch.Tensor, h: torch.Tensor) -> Gates:
         i, f, o, g = (xp + self.conv_h(h)).chunk(4, dim=1)
-        return Gates(torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o), torch.tanh(g))
+        return Gates(self.gate_fn(i), self.gate_fn(f), self.gate_fn(o), torch.tanh(g))

@@ -21,6 +21,7 @@ and the pooled features are a mean over frames.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 
 import torch
@@ -31,6 +32,10 @@ from bench.models.mobilenet import PAPER_BLOCKS, MobileNetTop
 from bench.models.native._impls import check_recurrent_impl
 from bench.models.recurrent import ConvRecurrentLayer
 from bench.models.res3d import Res3D
+
+
+GATE_ACTIVATIONS = ("sigmoid", "hard_sigmoid")
+INITS = ("torch", "he_normal")
 
 
 @dataclass(frozen=True)
@@ -47,10 +52,26 @@ class NetConfig:
     #: how the recurrent layers run: one of bench.models.native.RECURRENT_IMPLS ("auto": the C++
     #: kernels on CPU where they build, ATen ops elsewhere)
     recurrent_impl: str = "auto"
+    #: the gate nonlinearity of i, f, o (and the variants' fully connected gates): "sigmoid", as
+    #: the paper's equations; "hard_sigmoid", Keras's clip(0.2 x + 0.5, 0, 1), the released
+    #: code's (its layers' default ``recurrent_activation``). Runs the recurrence step by step.
+    gate_activation: str = "sigmoid"
+    #: weight initialisation: "torch" (the layers' defaults) or "he_normal", the released code's
+    #: (truncated normal, std sqrt(2 / fan_in), on every conv and dense kernel; zero biases;
+    #: ConvLSTM's forget-gate bias 1)
+    init: str = "torch"
 
     def __post_init__(self) -> None:
         get_cell_class(self.cell)  # raises with the known names
         check_recurrent_impl(self.recurrent_impl)
+        if self.gate_activation not in GATE_ACTIVATIONS:
+            raise ValueError(f"gate_activation must be one of {GATE_ACTIVATIONS}, got {self.gate_activation!r}")
+        if self.gate_activation != "sigmoid" and self.recurrent_impl not in ("auto", "steploop"):
+            raise ValueError(f"gate_activation={self.gate_activation!r} runs step by step (the fused recurrent "
+                             f"kernels compute sigmoid): recurrent_impl must be auto or steploop, "
+                             f"got {self.recurrent_impl!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
         if self.frames < 2 or self.frames % 2:
@@ -88,12 +109,18 @@ class GestureNet(nn.Module):
         self.cfg = cfg
         self.res3d = Res3D(in_channels=cfg.in_channels, channels=cfg.res3d_channels)
         c = cfg.recurrent_channels
+        impl = cfg.recurrent_impl if cfg.gate_activation == "sigmoid" else "steploop"
         self.rnn1 = ConvRecurrentLayer(cfg.cell, in_channels=self.res3d.out_channels, out_channels=c,
-                                       kernel_size=cfg.kernel_size, recurrent_impl=cfg.recurrent_impl)
+                                       kernel_size=cfg.kernel_size, recurrent_impl=impl)
         self.rnn2 = ConvRecurrentLayer(second_layer_cell(cfg.cell), in_channels=c, out_channels=c,
-                                       kernel_size=cfg.kernel_size, recurrent_impl=cfg.recurrent_impl)
+                                       kernel_size=cfg.kernel_size, recurrent_impl=impl)
+        if cfg.gate_activation == "hard_sigmoid":
+            for layer in (self.rnn1, self.rnn2):
+                layer.cell.gate_fn = keras_hard_sigmoid
         self.top = MobileNetTop(in_channels=c, blocks=cfg.mobilenet_blocks)
         self.classifier = nn.Linear(self.top.out_channels, cfg.num_classes)
+        if cfg.init == "he_normal":
+            he_normal_(self)
         #: Res3D frame by frame (an order-blind control): a 3-D kernel over one frame between
         #: zero padding sees that frame only, whatever the clip's order
         self.frame_wise = bool(getattr(get_cell_class(cfg.cell), "order_blind", False))
@@ -117,6 +144,33 @@ class GestureNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
+
+
+def keras_hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """Keras's ``hard_sigmoid``: clip(0.2 x + 0.5, 0, 1). Not torch's ``F.hardsigmoid``, whose
+    slope is 1/6 (clip(x / 6 + 0.5, 0, 1))."""
+    return torch.clamp(0.2 * x + 0.5, 0.0, 1.0)
+
+
+@torch.no_grad()
+def he_normal_(net: nn.Module) -> None:
+    """The released code's initialisation (Keras 2.0 ``he_normal``: a normal truncated at two
+    standard deviations, std sqrt(2 / fan_in), without the later Keras's 0.88 correction) on
+    every convolution and linear kernel; biases zero; ConvLSTM's forget-gate bias 1 (Keras's
+    ``unit_forget_bias``, the released ConvLSTM2D's default). BatchNorm keeps (1, 0)."""
+    from bench.models.convlstm import ConvLSTMCell
+
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.Linear)):
+            fan_in = m.weight[0].numel()
+            std = math.sqrt(2.0 / fan_in)
+            nn.init.trunc_normal_(m.weight, mean=0.0, std=std, a=-2 * std, b=2 * std)
+            if m.bias is not None:
+                m.bias.zero_()
+    for m in net.modules():
+        if isinstance(m, ConvLSTMCell):
+            c = m.out_channels
+            m.conv_x.bias[c:2 * c].fill_(1.0)
 
 
 def build_network(cfg: NetConfig) -> GestureNet:

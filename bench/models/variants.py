@@ -101,10 +101,10 @@ class GatedConvLSTMCell(RecurrentCell):
             attention = F.softmax(z.flatten(2), dim=-1).view_as(z)                # A_t over H x W
             x = attention * xp.x                                                  # X~_t = A_t o X_t
             g = torch.tanh(self.cand_x(x) + self.cand_h(h))
-            z = torch.sigmoid(self.gate_x(global_avg_pool(x)) + self.gate_h(global_avg_pool(h)))
+            z = self.gate_fn(self.gate_x(global_avg_pool(x)) + self.gate_h(global_avg_pool(h)))
         else:
             g = torch.tanh(xp.g + self.cand_h(h))
-            z = torch.sigmoid(xp.fc + self.gate_h(global_avg_pool(h)))          # (B, n*C_out)
+            z = self.gate_fn(xp.fc + self.gate_h(global_avg_pool(h)))           # (B, n*C_out)
         gates = dict(zip(self.fc_gate_names, z[..., None, None].chunk(len(self.fc_gate_names), dim=1)))
         if self.attention_gate:
             # exp(Z(c)) / max_hw exp(Z(c)): in (0, 1], maximum 1 in every channel

@@ -67,6 +67,8 @@ class TrainConfig:
     cell: str = "a"                 # one of bench.models.list_cells()
     preset: str = "paper"           # a bench.models.net.PRESETS name
     recurrent_impl: str = "auto"    # how the recurrent layers run: bench.models.native.RECURRENT_IMPLS
+    gate_activation: str = "sigmoid"  # "hard_sigmoid": the released code's gates (bench.models.net.NetConfig)
+    init: str = "torch"             # "he_normal": the released code's initialisation (NetConfig.init)
     num_classes: int | None = None  # None -> the training index's class count
     clip_len: int | None = None     # None -> the preset's default; must be even (Res3D halves T)
     image_size: int | None = None   # None -> the preset's default
@@ -173,6 +175,14 @@ class TrainConfig:
         _choice(self, "cell", tuple(list_cells(include_controls=True)))   # the paper's cells and the controls
         _choice(self, "preset", tuple(PRESETS))
         _choice(self, "recurrent_impl", tuple(RECURRENT_IMPLS))
+        from bench.models.net import GATE_ACTIVATIONS, INITS  # heavy: torch
+
+        _choice(self, "gate_activation", GATE_ACTIVATIONS)
+        _choice(self, "init", INITS)
+        if self.gate_activation != "sigmoid" and self.recurrent_impl not in ("auto", "steploop"):
+            _bad(self, "gate_activation", f"{self.gate_activation!r} runs the recurrence step by step (the fused "
+                                          f"kernels compute sigmoid): needs recurrent_impl auto or steploop, "
+                                          f"not {self.recurrent_impl!r}")
         if self.clip_len is None and PRESETS[self.preset].frames % 2:
             _bad(self, "clip_len", f"the preset {self.preset!r} has an odd default clip length "
                                    f"{PRESETS[self.preset].frames}: set an even one")

@@ -110,7 +110,8 @@ def build_model(cfg: TrainConfig, *, num_classes: int) -> tuple[nn.Module, Any, 
     """``(network, NetConfig, clip_len, image_size)``, the clip shape from the preset when unset."""
     clip_len, size = cfg.resolved_clip_len, cfg.resolved_image_size
     net_cfg = NetConfig.preset(cfg.preset, cell=cfg.cell, num_classes=num_classes, frames=clip_len,
-                               image_size=size, recurrent_impl=cfg.recurrent_impl)
+                               image_size=size, recurrent_impl=cfg.recurrent_impl,
+                               gate_activation=cfg.gate_activation, init=cfg.init)
     return build_network(net_cfg), net_cfg, clip_len, size
 
 
