@@ -83,7 +83,8 @@ class _Item:
 def make_loader(index: DatasetIndex, *, modality: str = "rgb", clip_len: int = 16, size: int = 112,
                 batch_size: int = 8, train: bool = False, seed: int = 0, backend: Backend = "auto",
                 rank: int = 0, world_size: int = 1, on_error: OnError = "raise",
-                drop_last: bool = False, cache: bool = False, num_workers: int = 0) -> "ClipLoader":
+                drop_last: bool = False, cache: bool = False, num_workers: int = 0,
+                device_preprocess: bool = False) -> "ClipLoader":
     """A :class:`ClipLoader` over ``index`` (one split); arguments are checked here, by name.
 
     ``train``: shuffled order, jittered frame indices and a random crop offset, all drawn from
@@ -102,6 +103,12 @@ def make_loader(index: DatasetIndex, *, modality: str = "rgb", clip_len: int = 1
     small datasets, where decoding would otherwise dominate every epoch.
     ``num_workers``: threads that load samples of a batch in parallel and prepare the next
     batch while the current one is used (0: everything in the calling thread).
+    ``device_preprocess``: hand over the square-cropped clips as uint8, ``frames`` (B, T, S0,
+    S0, C), in pinned memory where CUDA is present, instead of float ``clip``: the consumer
+    finishes them on its device (`bench.data.sampling.batch_clips`: float conversion, resize,
+    mean -- the same torch ops, bitwise the same clips on a CPU), so a GPU trainer copies one
+    byte a value (one channel for depth) and resizes on the GPU. A batch whose crops differ in size (videos of
+    different sizes) is finished here as without the option.
     """
     if not isinstance(index, DatasetIndex):
         raise TypeError(f"index must be a DatasetIndex, got {type(index).__name__}")
@@ -123,7 +130,8 @@ def make_loader(index: DatasetIndex, *, modality: str = "rgb", clip_len: int = 1
         raise ValueError(f"on_error: expected 'raise' or 'skip', got {on_error!r}")
     return ClipLoader(index, modality=modality, clip_len=clip_len, size=size, batch_size=batch_size,
                       train=train, seed=seed, backend=backend, rank=rank, world_size=world_size,
-                      on_error=on_error, drop_last=drop_last, cache=cache, num_workers=num_workers)
+                      on_error=on_error, drop_last=drop_last, cache=cache, num_workers=num_workers,
+                      device_preprocess=bool(device_preprocess))
 
 
 class ClipLoader:
@@ -138,7 +146,8 @@ class ClipLoader:
 
     def __init__(self, index: DatasetIndex, *, modality: str, clip_len: int, size: int,
                  batch_size: int, train: bool, seed: int, backend: str, rank: int, world_size: int,
-                 on_error: str, drop_last: bool, cache: bool, num_workers: int) -> None:
+                 on_error: str, drop_last: bool, cache: bool, num_workers: int,
+                 device_preprocess: bool = False) -> None:
         from bench.data.sampling import modality_mean
 
         self.index = index
@@ -150,6 +159,7 @@ class ClipLoader:
         self.on_error, self.drop_last = on_error, drop_last
         self.cache, self.num_workers = cache, num_workers
         self.mean = modality_mean(index.format, modality)
+        self.device_preprocess = device_preprocess
         self.epoch = 0
         self.skipped: list[tuple[str, str]] = []
         self.decoded_by: Counter[str] = Counter()
@@ -369,12 +379,24 @@ class ClipLoader:
         import torch
 
         items = self._decoded_items(batch, epoch)
-        clips = dict(zip((id(it) for it in items), self._map(self._preprocess, items)))
+        step = self._crop if self.device_preprocess else self._preprocess
+        clips = dict(zip((id(it) for it in items), self._map(step, items)))
         keep = self._keep(items)
         if not keep:
             return None
-        return {
-            "clip": torch.stack([clips[id(it)] for it in keep]),                        # (B,3,T,S,S)
+        out: dict[str, Any] = {}
+        if self.device_preprocess and len({tuple(clips[id(it)].shape) for it in keep}) == 1:
+            frames = torch.stack([clips[id(it)] for it in keep])                      # (B,T,S0,S0,C) uint8
+            out |= {"frames": frames.pin_memory() if torch.cuda.is_available() else frames,
+                    "size": self.size, "mean": self.mean}
+        elif self.device_preprocess:       # crops of different sizes: finished here, as without the option
+            from bench.data.sampling import finish_clips
+
+            out["clip"] = torch.cat([finish_clips(clips[id(it)][None], size=self.size, mean=self.mean)
+                                     for it in keep])
+        else:
+            out["clip"] = torch.stack([clips[id(it)] for it in keep])                   # (B,3,T,S,S)
+        return out | {
             "label": torch.tensor([it.sample.label for it in keep], dtype=torch.int64),
             "sample_id": [it.sample.sample_id for it in keep],
             "frame_indices": torch.from_numpy(np.stack([it.request.indices for it in keep])),
@@ -466,6 +488,18 @@ class ClipLoader:
         try:
             return preprocess_clip(it.frames, size=self.size, mean=self.mean, train=self.train,
                                    rng=it.rng)
+        except Exception as e:  # noqa: BLE001 -- frames of an odd size or type fail this sample only
+            it.error = DataError(it.request.media.path, f"unusable frames {it.frames.shape}: "
+                                                        f"{type(e).__name__}: {e}")
+            return None
+
+    def _crop(self, it: _Item):
+        from bench.data.sampling import crop_clip
+
+        if it.error is not None:
+            return None
+        try:
+            return crop_clip(it.frames, train=self.train, rng=it.rng)
         except Exception as e:  # noqa: BLE001 -- frames of an odd size or type fail this sample only
             it.error = DataError(it.request.media.path, f"unusable frames {it.frames.shape}: "
                                                         f"{type(e).__name__}: {e}")

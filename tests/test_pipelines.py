@@ -587,3 +587,32 @@ def test_dali_is_imported_only_when_used(media):
                          cwd=Path(__file__).parents[1])
     backend, imported = out.stdout.split()
     assert backend in ("pyav", "opencv") and imported == "False"
+
+
+def test_device_preprocess_hands_over_uint8_that_finishes_to_the_same_clips(tmp_path):
+    """``device_preprocess=True``: uint8 square crops, finished by `batch_clips` where the batch
+    goes -- bitwise the clips of the default loader, in training (random crops, jitter) and
+    evaluation; one byte a value, one channel for depth."""
+    import torch
+
+    from bench.data.formats import load_index
+    from bench.data.sampling import batch_clips
+    from bench.data.synth import synthesize
+    from pipelines import make_loader
+
+    root = synthesize("isogd", tmp_path / "syn", num_classes=2, clips_per_class=3, valid_clips_per_class=1,
+                      test_clips_per_class=0, size=(64, 48), length_scale=0.3, seed=0)
+    for modality in ("rgb", "depth"):
+        index = load_index("isogd", root, "train", modalities=(modality,))
+        for train in (True, False):
+            kw = dict(modality=modality, clip_len=8, size=32, batch_size=4, train=train, seed=3, backend="pyav")
+            plain, raw = make_loader(index, **kw), make_loader(index, **kw, device_preprocess=True)
+            for epoch in (0, 1):
+                plain.set_epoch(epoch)
+                raw.set_epoch(epoch)
+                for a, b in zip(plain, raw, strict=True):
+                    assert "clip" not in b and b["frames"].dtype == torch.uint8
+                    assert b["frames"].shape[-1] == (1 if modality == "depth" else 3)
+                    assert b["frames"].shape[:2] == (a["clip"].shape[0], a["clip"].shape[2])   # (B, T, S0, S0, C)
+                    assert torch.equal(batch_clips(b, "cpu"), a["clip"])
+                    assert a["sample_id"] == b["sample_id"] and torch.equal(a["label"], b["label"])

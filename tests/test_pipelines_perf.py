@@ -20,6 +20,9 @@ def test_time_case_rows_compare_backends_side_by_side(tmp_path):
         assert r["kind"] == "decode" and r["clips"] == 2 and r["repeats"] == 2
         assert 0 < r["decode_min"] <= r["decode_clips_per_s"] <= r["decode_max"]
         assert r["loader_clips_per_s"] > 0 and r["first_epoch_s"] > 0
+        assert r["uint8_handover_clips_per_s"] > 0       # before and after, side by side
+        assert r["handover_vs_loader"] == pytest.approx(r["uint8_handover_clips_per_s"] / r["loader_clips_per_s"],
+                                                        abs=0.01)
     assert rows[0]["decode_vs_pyav"] == 1.0
     assert rows[1]["decode_vs_pyav"] == pytest.approx(
         rows[1]["decode_clips_per_s"] / rows[0]["decode_clips_per_s"], abs=0.01)

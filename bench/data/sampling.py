@@ -75,27 +75,58 @@ def square_crop_box(height: int, width: int, *, train: bool,
     return slack_y // 2, slack_x // 2, side
 
 
-def preprocess_clip(frames: np.ndarray | torch.Tensor, *, size: int, mean: tuple[float, ...],
-                    train: bool, rng: np.random.Generator | None = None) -> torch.Tensor:
-    """uint8 frames ``(T, H, W, C)`` (or ``(T, H, W)`` for one channel) -> float32 ``(3, T, size, size)``.
-
-    One-channel input (depth) is repeated to three channels, as the network takes three.
-    """
+def crop_clip(frames: np.ndarray | torch.Tensor, *, train: bool,
+              rng: np.random.Generator | None = None) -> torch.Tensor:
+    """uint8 frames ``(T, H, W, C)`` (or ``(T, H, W)``) -> their largest square, still uint8,
+    ``(T, S0, S0, C)`` with C = 1 or 3 (`square_crop_box`: the crop draws from ``rng`` in
+    training). The part of preprocessing that stays with the decoder: a view, no arithmetic."""
     x = torch.as_tensor(frames)
     if x.ndim == 3:
         x = x.unsqueeze(-1)
     if x.ndim != 4:
         raise ValueError(f"expected frames (T, H, W, C), got shape {tuple(x.shape)}")
-    if x.shape[-1] == 1:
-        x = x.expand(-1, -1, -1, 3)
-    t, h, w, c = x.shape
-    if c != 3:
+    _, h, w, c = x.shape
+    if c not in (1, 3):
         raise ValueError(f"expected 1 or 3 channels, got {c}")
     top, left, side = square_crop_box(h, w, train=train, rng=rng)
-    x = x[:, top:top + side, left:left + side, :]
-    x = x.permute(0, 3, 1, 2).float()                        # (T, H, W, C) -> (T, C, H, W)
+    return x[:, top:top + side, left:left + side, :]
+
+
+def finish_clips(x: torch.Tensor, *, size: int, mean: tuple[float, ...]) -> torch.Tensor:
+    """Square uint8 clips ``(B, T, S0, S0, C)`` (C = 1 or 3), on any device -> float32
+    ``(B, 3, T, size, size)``: converted to float where they are, resized (bilinear,
+    antialiased when shrinking), one channel repeated to three, the mean subtracted. The same
+    torch ops on a CPU tensor and on a CUDA one: the loader runs them on the CPU
+    (`preprocess_clip`), the training loop on the device for uint8 batches."""
+    if x.ndim != 5:
+        raise ValueError(f"expected clips (B, T, S, S, C), got shape {tuple(x.shape)}")
+    b, t, side, side_w, c = x.shape
+    if side != side_w:
+        raise ValueError(f"expected square frames, got {side} x {side_w}")
+    y = x.reshape(b * t, side, side, c).permute(0, 3, 1, 2).float()      # (B*T, C, S0, S0)
     if side != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                          antialias=side > size)
-    x = x - torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-    return x.permute(1, 0, 2, 3).contiguous()                # (T, C, H, W) -> (C, T, H, W)
+        y = F.interpolate(y, size=(size, size), mode="bilinear", align_corners=False, antialias=side > size)
+    if c == 1:
+        y = y.expand(-1, 3, -1, -1)
+    y = y - torch.tensor(mean, dtype=torch.float32, device=y.device).view(1, 3, 1, 1)
+    return y.reshape(b, t, 3, size, size).permute(0, 2, 1, 3, 4).contiguous()   # (B, 3, T, S, S)
+
+
+def batch_clips(batch: dict, device: torch.device | str, *, non_blocking: bool = True) -> torch.Tensor:
+    """A loader batch's float clips ``(B, 3, T, S, S)`` on ``device``: ``clip`` copied over, or
+    uint8 ``frames`` (``make_loader(device_preprocess=True)``) copied over and finished there
+    (`finish_clips`)."""
+    if "clip" in batch:
+        return batch["clip"].to(device, non_blocking=non_blocking)
+    frames = batch["frames"].to(device, non_blocking=non_blocking)
+    return finish_clips(frames, size=int(batch["size"]), mean=tuple(batch["mean"]))
+
+
+def preprocess_clip(frames: np.ndarray | torch.Tensor, *, size: int, mean: tuple[float, ...],
+                    train: bool, rng: np.random.Generator | None = None) -> torch.Tensor:
+    """uint8 frames ``(T, H, W, C)`` (or ``(T, H, W)`` for one channel) -> float32 ``(3, T, size, size)``.
+
+    One-channel input (depth) is repeated to three channels, as the network takes three.
+    `crop_clip` then `finish_clips`: the loader's path and the device path are one code.
+    """
+    return finish_clips(crop_clip(frames, train=train, rng=rng)[None], size=size, mean=mean)[0]

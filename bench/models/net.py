@@ -33,7 +33,6 @@ from bench.models.native._impls import check_recurrent_impl
 from bench.models.recurrent import ConvRecurrentLayer
 from bench.models.res3d import Res3D
 
-
 GATE_ACTIVATIONS = ("sigmoid", "hard_sigmoid")
 INITS = ("torch", "he_normal")
 

@@ -246,25 +246,45 @@ def _epoch(loader, epoch: int, *, raw: bool) -> tuple[float, int]:
     return time.perf_counter() - t0, n
 
 
+def _epoch_finished(loader, epoch: int) -> tuple[float, int]:
+    """An epoch of a ``device_preprocess`` loader, each batch finished where a trainer would
+    (`batch_clips`, here on the CPU): the same float clips as the default loader's."""
+    from bench.data.sampling import batch_clips
+
+    loader.set_epoch(epoch)
+    t0 = time.perf_counter()
+    n = 0
+    for b in loader:
+        batch_clips(b, "cpu")
+        n += len(b["sample_id"])
+    return time.perf_counter() - t0, n
+
+
 def time_case(case: Case, backends: list[str], *, clip_len: int, batch_size: int, num_workers: int,
               repeats: int) -> list[dict[str, Any]]:
-    """Decode-only (uint8 frames) and full-loader clips/s of each backend on ``case``."""
+    """Decode-only (uint8 frames), full-loader (float clips from the loader) and uint8-handover
+    (``device_preprocess``, finished on the CPU) clips/s of each backend on ``case``."""
     usable = [b for b in backends if _supported(b, case.codec)]
-    loaders, first = {}, {}
+    loaders, raw_loaders, first = {}, {}, {}
     for b in usable:
         t0 = time.perf_counter()
-        loaders[b] = make_loader(case.index, backend=b, clip_len=clip_len, batch_size=batch_size,
-                                 train=True, seed=0, num_workers=num_workers)
+        kw = dict(backend=b, clip_len=clip_len, batch_size=batch_size, train=True, seed=0, num_workers=num_workers)
+        loaders[b] = make_loader(case.index, **kw)
         _epoch(loaders[b], 0, raw=False)                         # warm-up
         first[b] = time.perf_counter() - t0
+        raw_loaders[b] = make_loader(case.index, **kw, device_preprocess=True)
+        _epoch_finished(raw_loaders[b], 0)
     decode: dict[str, list[float]] = {b: [] for b in usable}
     full: dict[str, list[float]] = {b: [] for b in usable}
+    handover: dict[str, list[float]] = {b: [] for b in usable}
     for r in range(repeats):
         for b in usable:                                         # interleaved: same load on all
             dt, n = _epoch(loaders[b], r + 1, raw=True)
             decode[b].append(n / dt)
             dt, n = _epoch(loaders[b], r + 1, raw=False)
             full[b].append(n / dt)
+            dt, n = _epoch_finished(raw_loaders[b], r + 1)
+            handover[b].append(n / dt)
     auto = make_loader(case.index, backend="auto", clip_len=clip_len).backend
     rows = []
     ref_d = statistics.median(decode["pyav"]) if "pyav" in decode else None
@@ -280,6 +300,8 @@ def time_case(case: Case, backends: list[str], *, clip_len: int, batch_size: int
             "decode_vs_pyav": round(md / ref_d, 2) if ref_d else None,
             "loader_clips_per_s": round(mf, 2),
             "loader_vs_pyav": round(mf / ref_f, 2) if ref_f else None,
+            "uint8_handover_clips_per_s": round(statistics.median(handover[b]), 2),
+            "handover_vs_loader": round(statistics.median(handover[b]) / mf, 2),
             "first_epoch_s": round(first[b], 3), "auto_picks": auto,
         })
     return rows
@@ -376,13 +398,17 @@ def write(rows: list[dict[str, Any]], out: Path, *, command: str = "bench perf d
              f"`{command}`", "",
              "Each backend on the same clips, same seed (train-mode jittered sampling). `decode_*`: "
              "clips/s of decoded uint8 frames (`ClipLoader.iter_frames`); `loader_*`: the full "
-             "loader (decode + crop, resize, mean via `preprocess_clip`). Median over the timed "
-             "epochs after one warm-up epoch, backends interleaved; `*_vs_pyav` is the ratio to "
-             "PyAV measured side by side in this run.", ""]
+             "loader (decode + crop, resize, mean via `preprocess_clip`); `uint8_handover_*`: the "
+             "loader with `device_preprocess=True` (uint8 square crops handed over, finished by "
+             "`batch_clips` -- here on the CPU, on the GPU in training there), the same clips "
+             "bitwise; `handover_vs_loader` its ratio to the float loader, side by side. Median "
+             "over the timed epochs after one warm-up epoch, backends interleaved; `*_vs_pyav` is "
+             "the ratio to PyAV measured side by side in this run.", ""]
     if dec:
         parts += [_md_table(dec, ["case", "codec", "size", "frames_per_clip", "clip_len", "backend",
                                   "decode_clips_per_s", "decode_min", "decode_max", "decode_vs_pyav",
-                                  "loader_clips_per_s", "loader_vs_pyav", "first_epoch_s",
+                                  "loader_clips_per_s", "loader_vs_pyav", "uint8_handover_clips_per_s",
+                                  "handover_vs_loader", "first_epoch_s",
                                   "auto_picks"]), ""]
     other = [r for r in rows if r["kind"] in ("import", "index")]
     if other:

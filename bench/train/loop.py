@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.data.index import DatasetIndex
+from bench.data.sampling import batch_clips
 from bench.errors import DataError
 from bench.models import NetConfig, build_network, count_macs, count_params
 from bench.train.config import TrainConfig, split_config
@@ -389,7 +390,9 @@ def _run(cfg: TrainConfig, session: Session, *, device: torch.device, precision:
     per_rank_batch = cfg.batch_size // world
     loader_kw = dict(modality=cfg.modality, clip_len=clip_len, size=size, batch_size=per_rank_batch,
                      seed=cfg.seed, backend=cfg.backend, rank=rank, world_size=world,
-                     on_error=cfg.on_error, cache=cfg.cache_data, num_workers=cfg.data_workers)
+                     on_error=cfg.on_error, cache=cfg.cache_data, num_workers=cfg.data_workers,
+                     # uint8 to the device, finished there (bench.data.sampling.batch_clips)
+                     device_preprocess=True)
     train_loader = make_loader(train_index, train=True, **loader_kw)
     val_loader = make_loader(val_index, train=False, **loader_kw)
     steps = len(train_loader)
@@ -582,7 +585,7 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
     for _ in range(steps):
         batch = next(batches, None)
         n = 0 if batch is None else int(batch["label"].shape[0])
-        if batch is not None:
+        if batch is not None and "clip" in batch:
             clip_shape = tuple(batch["clip"].shape[1:])
         total, weight = n, 1.0
         if world > 1:
@@ -608,7 +611,7 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
                 for b, old in zip(model.buffers(), kept):
                     b.copy_(old)
             continue
-        x = batch["clip"].to(device, non_blocking=True)
+        x = batch_clips(batch, device)
         y = batch["label"].to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
@@ -639,7 +642,7 @@ def evaluate(net: nn.Module, loader: Any, *, device: torch.device, num_classes: 
             keep = ~batch["padded"] if "padded" in batch else torch.ones(len(batch["label"]), dtype=torch.bool)
             if not bool(keep.any()):
                 continue
-            x = batch["clip"][keep].to(device, non_blocking=True)
+            x = batch_clips(batch, device)[keep.to(device)]
             y = batch["label"][keep].to(device, non_blocking=True)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last_3d)

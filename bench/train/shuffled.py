@@ -36,8 +36,9 @@ def permute_time(clip: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
 
 
 class ShuffledFrames:
-    """Wraps a loader (any iterable of batch dicts with ``clip`` (B, C, T, H, W)): the same
-    batches, each clip's frames permuted, ``frame_indices`` (when present) permuted alike."""
+    """Wraps a loader (any iterable of batch dicts with ``clip`` (B, C, T, H, W), or uint8
+    ``frames`` (B, T, H, W, C) from ``make_loader(device_preprocess=True)``): the same batches,
+    each clip's frames permuted, ``frame_indices`` (when present) permuted alike."""
 
     def __init__(self, loader: Any, *, seed: int = 0) -> None:
         self.loader, self.seed = loader, int(seed)
@@ -48,13 +49,18 @@ class ShuffledFrames:
     def __iter__(self) -> Iterator[Mapping[str, Any]]:
         pos = 0
         for batch in self.loader:
-            clip = batch["clip"]
+            raw = "clip" not in batch                 # uint8 (B, T, H, W, C)
+            clip = batch["frames"].permute(0, 4, 1, 2, 3) if raw else batch["clip"]
             b, t = clip.shape[0], clip.shape[2]
             perm = torch.from_numpy(np.stack([
                 np.random.default_rng((self.seed, _SHUFFLE_TAG, pos + i)).permutation(t) for i in range(b)]))
             pos += b
             out = dict(batch)
-            out["clip"] = permute_time(clip, perm)
+            shuffled = permute_time(clip, perm)
+            if raw:
+                out["frames"] = shuffled.permute(0, 2, 3, 4, 1).contiguous()
+            else:
+                out["clip"] = shuffled
             if "frame_indices" in batch:
                 fi = torch.as_tensor(batch["frame_indices"])
                 out["frame_indices"] = torch.gather(fi, 1, perm.to(fi.device))
