@@ -334,11 +334,30 @@ def test_missing_modality_names_the_file(datasets, tmp_path):
 
 
 @pytest.mark.gpu
-def test_cuda_bf16_channels_last(datasets, tmp_path):
+def test_cuda_bf16_channels_last(datasets, tmp_path, monkeypatch):
+    """On a GPU every training step runs there: parameters and batch on CUDA, the batch in
+    channels_last_3d, under the autocast dtype the GPU's capability calls for (bf16 from 8.0,
+    fp16 below: `bench.train.precision`); the checkpoint loads on a CPU."""
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
+    from bench.train import loop
+    from bench.train.precision import choose_precision
+
+    seen = []
+    real = loop.train_step
+
+    def spy(model, x, y, optimizer, *, autocast, **kw):
+        with autocast():
+            seen.append((next(model.parameters()).device.type, x.device.type, x.dtype,
+                         x.is_contiguous(memory_format=torch.channels_last_3d),
+                         torch.is_autocast_enabled("cuda"), torch.get_autocast_dtype("cuda")))
+        return real(model, x, y, optimizer, autocast=autocast, **kw)
+
+    monkeypatch.setattr(loop, "train_step", spy)
     session = LocalSession(tmp_path, resume=False)
     train_loop_per_worker(_config(datasets["c4"], use_gpu=True, epochs=1), session=session)
+    want = choose_precision("auto", torch.device("cuda", 0)).dtype
+    assert seen and all(s == ("cuda", "cuda", torch.float32, True, True, want) for s in seen), seen
     m = session.reported[0]
     assert math.isfinite(m["train_loss"]) and m["num_val_samples"] == 4
     state = torch.load(session.checkpoints[0] / "state.pt", map_location="cpu", weights_only=True)
