@@ -170,6 +170,7 @@ class ClipLoader:
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._dali: Any = None
+        self._gpu_refused: dict[tuple[str, str | None], str] = {}   # (container, codec) -> why
         # Codecs (and true frame counts, see MediaResolver) matter only where DALI may decode.
         maybe_dali = backend.startswith("dali") or backend == "auto"
         self._resolver = MediaResolver(need_codec=maybe_dali, verify_count=maybe_dali)
@@ -216,10 +217,66 @@ class ClipLoader:
                 raise ValueError("backend: 'dali-gpu' needs a CUDA GPU and none is visible "
                                  "(use 'dali-cpu', 'opencv' or 'auto')")
             self._make_dali(backend)
-            for media in self._probe_spread():   # fail at construction, not mid-epoch
+            probed = self._probe_spread()
+            for media in probed:                 # fail at construction, not mid-epoch
                 self._check_codec(media)
+            if backend == "dali-gpu":
+                env, refused = self._gpu_trial(probed)
+                if env is not None:
+                    raise ValueError(f"backend: 'dali-gpu' cannot decode on this machine: {env} "
+                                     "(use 'auto', which falls back to the CPU decoders)")
+                for (container, codec), why in refused.items():
+                    path = next(m.path for m in probed if _group(m) == (container, codec))
+                    raise CodecRefused(path, f"this GPU's decoder cannot read {codec} in {container} ({why}); "
+                                             "use backend='auto', 'opencv' or 'pyav'")
             return Choice(backend, "forced by the caller")
-        return choose(self._probe_spread(), gpu=gpu_visible(), dali=dali_installed())
+        probed = self._probe_spread()
+        choice = choose(probed, gpu=gpu_visible(), dali=dali_installed())
+        if choice.backend != "dali-gpu":
+            return choice
+        env, refused = self._gpu_trial(probed)
+        if env is not None:
+            log.warning("DALI's GPU decoder does not work here (%s): decoding on the CPU", env)
+            cpu = choose(probed, gpu=False, dali=dali_installed())
+            return Choice(cpu.backend, f"{cpu.reason}; the GPU decoder failed: {env}")
+        for (container, codec), why in refused.items():
+            log.warning("%s in %s: the GPU decoder failed on a file the CPU decodes (%s); such files go "
+                        "to %s", codec, container, why, CPU_FALLBACK)
+        self._gpu_refused = refused
+        return choice
+
+    def _gpu_trial(self, media: list[Media]) -> tuple[str | None, dict[tuple[str, str | None], str]]:
+        """Decode one file per (container, codec) of ``media`` with DALI's GPU decoder, so that
+        what this machine cannot do shows at construction, not mid-epoch. Returns the
+        environment's failure (the decoder does not start, its pipeline does not build: nothing
+        can go to the GPU), else ``{(container, codec): why}`` for the groups whose file the GPU
+        decoder fails on while the CPU decoder reads it -- a codec this GPU's NVDEC lacks (AV1 on
+        T4/A100/H100, MPEG-4 in AVI), not a bad file. A file that no decoder reads is the file's
+        fault: its group stays on the GPU and the sample is reported when it is loaded."""
+        try:
+            dali = self._make_dali("dali-gpu")
+        except Exception as e:  # noqa: BLE001 -- no driver, a broken install: the environment
+            self._dali = None
+            return f"{type(e).__name__}: {_first_line(e)}", {}
+        groups: dict[tuple[str, str | None], Media] = {}
+        for m in media:
+            groups.setdefault(_group(m), m)
+        refused: dict[tuple[str, str | None], str] = {}
+        for key, m in groups.items():
+            req = Request(m, np.arange(min(self.clip_len, max(m.num_frames, 1))), self.gray)
+            try:
+                (res,) = dali.decode([req])
+            except Exception as e:  # noqa: BLE001 -- a pipeline that does not build or run
+                self._dali = None
+                return f"{type(e).__name__}: {_first_line(e)}", {}
+            if not isinstance(res, DataError):
+                continue
+            try:
+                DECODERS[CPU_FALLBACK](req)
+            except Exception:  # noqa: BLE001 -- the CPU cannot either: the file is bad, not the GPU
+                continue
+            refused[key] = res.reason
+        return None, refused
 
     def _make_dali(self, name: str):
         if self._dali is None:
@@ -245,6 +302,8 @@ class ClipLoader:
     def _decoder_for(self, media: Media) -> str:
         if not self.backend.startswith("dali"):
             return self.backend
+        if self._gpu_refused and _group(media) in self._gpu_refused and self._fallback:
+            return self._fallback
         dali = self._make_dali(self.backend)
         if dali.supports(media.codec):
             return self.backend
@@ -521,6 +580,19 @@ class ClipLoader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _group(media: Media) -> tuple[str, str | None]:
+    """(container, codec) of a file: what a GPU decoder can or cannot read."""
+    if media.kind != "video":
+        return "frames", media.codec
+    container = media.path.suffix.lower().lstrip(".") or "video"
+    return container, media.codec
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__
 
 
 def _with_source(err: DataError, sample: Sample) -> DataError:
