@@ -608,7 +608,12 @@ for (const cell of document.querySelectorAll('td:not(.text), th:not(.text)')) {
   const lines = new Set(Array.from(r.getClientRects()).map(b => Math.round(b.top))).size;
   if (lines > most) { most = lines; wrapped = cell.innerText; }
 }
-const lb = document.querySelector('h3 + .table-wrap table, h3 + table');
+// the first table after the first h3 (the leaderboard of the first dataset), past its caption
+let lb = null;
+for (let el = document.querySelector('h3'); el && !lb; ) {
+  el = el.nextElementSibling;
+  if (el) lb = el.matches('table') ? el : el.querySelector('table');
+}
 return {
   h1: document.querySelector('h1').innerText,
   images: Array.from(document.images).map(i => ({alt: i.alt, complete: i.complete, naturalWidth: i.naturalWidth,

@@ -37,8 +37,10 @@ def test_bench_run_generates_data_trains_and_prints_a_leaderboard(tmp_path, tiny
     assert (tmp_path / "mlflow.db").is_file()                           # the default local store
     (sweep_dir,) = list((tmp_path / "runs").glob("quick-*"))            # a fresh, timestamped sweep
     assert "leaderboard" in r.stdout and "chance level: 0.333" in r.stdout
-    lines = [x for x in r.stdout.splitlines() if x.startswith("a ")]
+    board = r.stdout.split("\nleaderboard", 1)[1].split("\n\n", 1)[0]     # the table, before the fused block
+    lines = [x for x in board.splitlines() if x.startswith("a ")]
     assert {x.split()[1] for x in lines} == {"rgb", "depth"}
+    assert "late fusion" in r.stdout and "a        rgb+depth" in r.stdout     # RGB fused with depth, one stage
     assert (sweep_dir / "leaderboard.csv").is_file()
     # the report too: its files, and the leaderboard as runs in the store `bench ui` serves
     assert (tmp_path / "reports" / sweep_dir.name / "report.html").is_file()

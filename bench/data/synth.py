@@ -27,6 +27,16 @@ position, amplitude, timing (rest, approach to the stroke, stroke, retreat, rest
 clutter, sensor noise. Depth is aligned with RGB (same geometry, drawn in the same pass):
 8-bit closeness, background far and dark, the hand brightest and brighter as it approaches.
 
+Difficulty (`SynthOptions`, docs/GRADED.md), each a level in 0..1, 0 = none: ``distractor``
+(the probability that a clip has a second, smaller hand doing another class's motion, behind
+the hand), ``occlusion`` (the fraction of the hand's swept path a static band in front of it
+covers), ``tempo`` (how much the moving part's speed varies per clip: faster, unevenly, holds
+kept), ``noise`` (extra Gaussian sensor noise and blur), ``partial`` (the fraction of clips whose
+stroke covers only 30-70% of its progress); and ``composite`` (classes "a then b" against "b
+then a", each stroke out and back: only their order differs). They draw from an RNG of their
+own (`difficulty_rng`) and act in member 0's time, so member 1 is still member 0 played
+backwards (the distractor's class reversed too); off, the files are version 1.1's byte for byte.
+
 Frame counts are sampled from the real datasets' distributions (IsoGD per split from
 ``resources/isogd/frame_counts.csv``, Jester from ``resources/jester/valid_frame_counts.csv``),
 times ``length_scale``, never fewer than ``MIN_FRAMES``, rounded down to an odd count.
@@ -56,7 +66,8 @@ import numpy as np
 from bench.errors import CLIError
 
 GENERATOR = "gesturebench.synth"
-GENERATOR_VERSION = "1.1"   # 1.1: rest pose at both ends, odd frame counts (see Timing)
+GENERATOR_VERSION = "1.2"   # 1.1: rest pose at both ends, odd frame counts (see Timing);
+                            # 1.2: difficulty options (`Difficulty`; all 0: the bytes of 1.1)
 FORMATS = ("isogd", "jester")
 SPLITS = ("train", "valid", "test")
 MIN_FRAMES = 9             # floor after length_scale: shorter clips carry too little motion (odd: see
@@ -113,12 +124,16 @@ class GestureClass:
     repeats: int        # the stroke is done this many times in the clip
     sideways: bool      # hand points right instead of up
     name: str
+    then: int | None = None   # composite classes: member 0 does `family` out and back, then `then`
 
 
-def gesture_class(label: int) -> GestureClass:
-    """The family, member and variant of class ``label`` (0-based)."""
+def gesture_class(label: int, *, composite: bool = False) -> GestureClass:
+    """The family, member and variant of class ``label`` (0-based); ``composite``: of the
+    composite class set (`composite_class`)."""
     if not 0 <= label < MAX_CLASSES:
         raise ValueError(f"label {label} out of range 0..{MAX_CLASSES - 1}")
+    if composite:
+        return composite_class(label)
     family, member = (label // 2) % len(FAMILIES), label % 2
     variant = label // (2 * len(FAMILIES))
     fingers = _FINGERS[variant % 5]
@@ -135,10 +150,40 @@ def gesture_class(label: int) -> GestureClass:
     return GestureClass(label, family, member, fingers, repeats, sideways, name)
 
 
-def class_names(num_classes: int) -> list[str]:
+# Composite classes: two families' strokes, each out and back, one after the other. The first
+# five pairs of families share no family (so a small class set still shows five families).
+_COMPOSITE_PAIRS: tuple[tuple[int, int], ...] = tuple(
+    [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
+    + [(a, b) for a in range(len(FAMILIES)) for b in range(a + 1, len(FAMILIES))
+       if (a, b) not in ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))])
+
+
+def composite_class(label: int) -> GestureClass:
+    """Class ``label`` of the composite set (``composite=True``): member 0 of pair k does family
+    a's stroke out and back, then family b's; member 1 is its time reversal, which is b's out and
+    back, then a's (each out-and-back stroke is its own reversal). A pair differs only in the
+    order of its two strokes: every pose, and every local motion, is common to both."""
+    if not 0 <= label < MAX_CLASSES:
+        raise ValueError(f"label {label} out of range 0..{MAX_CLASSES - 1}")
+    k, member = (label // 2) % len(_COMPOSITE_PAIRS), label % 2
+    variant = label // (2 * len(_COMPOSITE_PAIRS))
+    fingers = _FINGERS[variant % 5]
+    sideways = bool((variant // 5) % 2)
+    a, b = _COMPOSITE_PAIRS[k]
+    first, second = (a, b) if member == 0 else (b, a)
+    parts = [f"{FAMILIES[first][0]} and back, then {FAMILIES[second][0]} and back"]
+    if _FINGER_NAMES[fingers]:
+        parts.append(_FINGER_NAMES[fingers])
+    if sideways:
+        parts.append("sideways hand")
+    name = parts[0] + (f" ({', '.join(parts[1:])})" if len(parts) > 1 else "")
+    return GestureClass(label, a, member, fingers, 1, sideways, name, then=b)
+
+
+def class_names(num_classes: int, *, composite: bool = False) -> list[str]:
     """Unique, human-readable names of the first ``num_classes`` synthetic classes."""
     _check_num_classes(num_classes)
-    return [gesture_class(c).name for c in range(num_classes)]
+    return [gesture_class(c, composite=composite).name for c in range(num_classes)]
 
 
 def reversal_pairs(num_classes: int) -> list[list[int]]:
@@ -216,20 +261,64 @@ class Timing:
                    retreat=rng.uniform(0.08, 0.15), hold_end=rng.uniform(0.04, 0.12))
 
 
-def _gesture(family: int, u: np.ndarray, timing: Timing, repeats: int, r: dict[str, float]
-             ) -> dict[str, np.ndarray]:
+def _gesture(family: int, u: np.ndarray, timing: Timing, repeats: int, r: dict[str, float],
+             cut: tuple[float, float] | None = None) -> dict[str, np.ndarray]:
     """Offsets of the forward member at normalised time u: the family's stroke (``_family_motion``)
     between an approach from, and a retreat to, the rest pose (see `Timing`); ``"moving"`` is 0
-    while the hand rests, 1 during the stroke (it scales the tremor)."""
+    while the hand rests, 1 during the stroke (it scales the tremor). ``cut = (lo, hi)``: the
+    stroke covers only that part of its progress (``partial``); the rest pose stays the full
+    stroke's."""
     start, end = timing.stroke
-    m = _family_motion(family, _stroke(u, start, 1.0 - end, repeats), r)
+    p = _stroke(u, start, 1.0 - end, repeats)
+    if cut is not None:
+        p = cut[0] + (cut[1] - cut[0]) * p
+    m = _family_motion(family, p, r)
     first = _family_motion(family, np.zeros(1), r)
     last = _family_motion(family, np.ones(1), r)
     rest = {k: 0.5 * (first[k] + last[k]) for k in m}
+    if cut is not None:
+        first = _family_motion(family, np.full(1, cut[0]), r)
+        last = _family_motion(family, np.full(1, cut[1]), r)
     w_in = _smoothstep(np.clip((u - timing.hold_start) / timing.approach, 0.0, 1.0))   # 0 rest .. 1 first
     w_out = _smoothstep(np.clip((u - end) / timing.retreat, 0.0, 1.0))                # 0 last .. 1 rest
     out = {k: np.where(u < start, rest[k] + w_in * (first[k] - rest[k]),
                        np.where(u > end, last[k] + w_out * (rest[k] - last[k]), m[k])) for k in m}
+    out["moving"] = w_in * (1.0 - w_out)
+    return out
+
+
+def _composite_gesture(fa: int, fb: int, u: np.ndarray, timing: Timing, r: dict[str, float], *,
+                       split: float = 0.5, cut: tuple[float, float] | None = None
+                       ) -> dict[str, np.ndarray]:
+    """Offsets of a composite class's member 0 at normalised time u: rest -> a's first pose, a's
+    stroke out and back, a's first pose -> b's, b's stroke out and back, -> rest. ``split``: a's
+    share of the two strokes' time; ``cut = (lo, hi)``: each stroke goes from lo to hi and back.
+    An out-and-back stroke played backwards is itself, so the reversal of "a then b" is "b then
+    a" (with the timing mirrored: the holds, approach/retreat and split swap ends)."""
+    lo, hi = (0.0, 1.0) if cut is None else cut
+    start, end = timing.stroke
+    span = end - start
+    gap = 0.15 * span                            # the move from a's first pose to b's
+    a_end = start + split * (span - gap)
+    b_start = a_end + gap
+
+    def there_and_back(t0: float, t1: float) -> np.ndarray:
+        v = np.clip((u - t0) / max(1e-6, t1 - t0), 0.0, 1.0)
+        return lo + (hi - lo) * _smoothstep(1.0 - np.abs(2.0 * v - 1.0))
+
+    ma = _family_motion(fa, there_and_back(start, a_end), r)
+    mb = _family_motion(fb, there_and_back(b_start, end), r)
+    a0 = _family_motion(fa, np.full(1, lo), r)
+    b0 = _family_motion(fb, np.full(1, lo), r)
+    rest = {k: 0.5 * (_family_motion(fa, np.zeros(1), r)[k] + _family_motion(fb, np.zeros(1), r)[k])
+            for k in ma}
+    w_in = _smoothstep(np.clip((u - timing.hold_start) / timing.approach, 0.0, 1.0))
+    w_gap = _smoothstep(np.clip((u - a_end) / gap, 0.0, 1.0))
+    w_out = _smoothstep(np.clip((u - end) / timing.retreat, 0.0, 1.0))
+    out = {k: np.where(u < start, rest[k] + w_in * (a0[k] - rest[k]),
+              np.where(u <= a_end, ma[k],
+              np.where(u < b_start, a0[k] + w_gap * (b0[k] - a0[k]),
+              np.where(u <= end, mb[k], b0[k] + w_out * (rest[k] - b0[k]))))) for k in ma}
     out["moving"] = w_in * (1.0 - w_out)
     return out
 
@@ -275,14 +364,16 @@ def _family_motion(family: int, p: np.ndarray, r: dict[str, float]) -> dict[str,
 
 
 def hand_track(label: int, num_frames: int, size: tuple[int, int],
-               rng: np.random.Generator) -> HandTrack:
+               rng: np.random.Generator, *, composite: bool = False,
+               stroke: StrokeVariation | None = None) -> HandTrack:
     """The hand's state in every frame of one clip of class ``label``.
 
     Member 1 of a pair is member 0 played backwards: its frame ``t`` shows the state member 0
-    would show at frame ``N - 1 - t`` for the same subject parameters. Both start and end in
-    the same rest pose (`Timing`).
+    would show at frame ``N - 1 - t`` for the same subject parameters (and the same ``stroke``
+    variation, which acts in member 0's time). Both start and end in the same rest pose
+    (`Timing`). ``composite``: class ``label`` of the composite set (`composite_class`).
     """
-    gc = gesture_class(label)
+    gc = gesture_class(label, composite=composite)
     w, h = size
     timing = Timing.draw(rng)
     extra = {"turn": rng.uniform(45.0, 75.0), "push": rng.uniform(0.3, 0.4),
@@ -301,7 +392,14 @@ def hand_track(label: int, num_frames: int, size: tuple[int, int],
     u = np.linspace(0.0, 1.0, num_frames)
     if gc.member == 1:
         u = 1.0 - u
-    m = _gesture(gc.family, u, timing, gc.repeats, extra)
+    cut = stroke.cut if stroke is not None else None
+    if stroke is not None and stroke.tempo is not None:
+        u = stroke.tempo.warp(u, timing)
+    if gc.then is None:
+        m = _gesture(gc.family, u, timing, gc.repeats, extra, cut)
+    else:
+        m = _composite_gesture(gc.family, gc.then, u, timing, extra,
+                               split=stroke.split if stroke is not None else 0.5, cut=cut)
     wob = [m["moving"] * np.sin(2 * math.pi * f * u + ph) for f, ph in zip(wobble_freq, wobble_phase)]
     close = np.clip(close0 + m["close"], 0.0, 1.0)
     return HandTrack(
@@ -312,6 +410,166 @@ def hand_track(label: int, num_frames: int, size: tuple[int, int],
         close=close,
         spread=m["spread"],
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# difficulty
+
+
+DIFFICULTY_AXES = ("distractor", "occlusion", "tempo", "noise", "partial")   # levels in 0..1
+# Scales of the axes at level 1 (docs/GRADED.md): each is linear in its level.
+TEMPO_MAX_SPEEDUP = 0.6       # the moving part lasts 1 - 0.6 * tempo * U(0, 1) of its drawn time
+TEMPO_MAX_PROFILE = 0.8       # within it, speed varies by up to +-0.8 * tempo (monotone warp)
+PARTIAL_CUT = (0.3, 0.7)      # a cut stroke covers U(0.3, 0.7) of its progress, anywhere in it
+NOISE_SIGMA = (24.0, 12.0)    # extra Gaussian sensor noise at noise = 1: RGB, depth (8-bit levels)
+NOISE_BLUR = 0.02             # Gaussian blur sigma at noise = 1, as a fraction of the frame height
+DISTRACTOR_SCALE = 0.7        # the distractor moves in a box 0.7 x the frame, top left or right
+OCCLUDER_DEPTH = 245.0        # the occluder is nearer than the hand (brighter in depth)
+
+
+@dataclass(frozen=True, slots=True)
+class TempoWarp:
+    """Per-clip time warping of the moving part of a clip (approach, stroke, retreat): it is
+    done faster (``duration`` < 1 of its drawn time; the freed time goes to the two holds, a
+    share ``lead`` to the first) and at an uneven speed (``profile``: the warp ``v + profile *
+    sin(2 pi v) / (2 pi)``, monotone for ``|profile| < 1``). The holds only grow, so the rest
+    poses at both ends stay still and at least as long as `Timing` makes them."""
+    duration: float
+    lead: float
+    profile: float
+
+    def warp(self, u: np.ndarray, timing: Timing) -> np.ndarray:
+        """Member-0 time u -> the time of the unwarped gesture shown then."""
+        t0, length = timing.hold_start, 1.0 - timing.hold_start - timing.hold_end
+        start = t0 + self.lead * (1.0 - self.duration) * length
+        v = (u - start) / (self.duration * length)
+        inner = t0 + length * (v + self.profile * np.sin(2.0 * math.pi * v) / (2.0 * math.pi))
+        # the holds map onto the ends exactly (0 and 1 show the rest pose with no rounding)
+        return np.where(v <= 0.0, 0.0, np.where(v >= 1.0, 1.0, inner))
+
+
+@dataclass(frozen=True, slots=True)
+class StrokeVariation:
+    """What the difficulty options change in a hand track, in member 0's time (so member 1 is
+    still member 0 played backwards)."""
+    tempo: TempoWarp | None = None
+    cut: tuple[float, float] | None = None   # partial: the stroke covers progress lo..hi only
+    split: float = 0.5                       # composite: the first stroke's share of the time
+
+
+@dataclass(frozen=True, slots=True)
+class Occluder:
+    """A static band in front of everything, across the frame, covering ``lo..hi`` (pixels)
+    along ``axis`` (0: x, a vertical band; 1: y, a horizontal band)."""
+    axis: int
+    lo: float
+    hi: float
+    colour: tuple[float, float, float]
+
+    def mask(self, size: tuple[int, int]) -> np.ndarray:
+        """(H, W) bool: the pixels it covers."""
+        w, h = size
+        a, b = round(self.lo), round(self.hi)
+        m = np.zeros((h, w), bool)
+        if self.axis == 0:
+            m[:, max(0, a):max(0, b)] = True
+        else:
+            m[max(0, a):max(0, b), :] = True
+        return m
+
+
+@dataclass(frozen=True, slots=True)
+class ClipDifficulty:
+    """One clip's draw of the difficulty options (`clip_difficulty`)."""
+    stroke: StrokeVariation
+    distractor: int | None = None     # the class the distractor performs, or none
+    distractor_seed: int = 0
+    distractor_side: int = 0          # 0: top left, 1: top right
+    occlusion: float = 0.0            # the fraction of the hand's path the occluder covers
+    occluder_offset: float = 0.0      # where along the path (0: its start .. 1: its end)
+    occluder_colour: tuple[float, float, float] = (128.0, 128.0, 128.0)
+    noise: float = 0.0
+    noise_seed: int = 0
+
+    def occluder(self, track: HandTrack, size: tuple[int, int]) -> Occluder | None:
+        """The band covering ``occlusion`` of the extent the hand sweeps along its longer axis."""
+        if self.occlusion <= 0:
+            return None
+        reach = 1.6 * track.radius              # the palm, fingers and thumb around the centre
+        ext = [(float(np.min(c - reach)), float(np.max(c + reach))) for c in (track.cx, track.cy)]
+        axis = 0 if ext[0][1] - ext[0][0] >= ext[1][1] - ext[1][0] else 1
+        lo, hi = ext[axis]
+        width = self.occlusion * (hi - lo)
+        a = lo + self.occluder_offset * (hi - lo - width)
+        return Occluder(axis, a, a + width, self.occluder_colour)
+
+
+def difficulty_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The RNG of one clip's difficulty draws: apart from `clip_rng`, so that the options leave
+    the rest of a clip (subject, scene, timing, noise) as it is without them."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), _SPLIT_CODE[split], int(index), 1]))
+
+
+def check_level(name: str, value: object) -> float:
+    """A difficulty level as a float in 0..1, or a ValueError naming the option."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a number in 0..1, got {value!r}")
+    return float(value)
+
+
+def check_composite(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    raise ValueError(f"composite must be true/false or 0/1, got {value!r}")
+
+
+def clip_difficulty(opts: SynthOptions, label: int, rng: np.random.Generator) -> ClipDifficulty | None:
+    """One clip's draw of ``opts``' difficulty options, or None when they are all off (the clip
+    is then drawn exactly as without them). The draws are the same, in the same order, whatever
+    the levels: raising one level changes that axis of a clip and nothing else.
+
+    Member 1 of a pair draws what member 0 draws with the distractor's class reversed too, so
+    that with the same draws a clip of member 1 is a clip of member 0 played backwards (noise
+    aside, which is independent per frame); every draw's distribution is the same for both."""
+    if not opts.composite and not any(getattr(opts, a) for a in DIFFICULTY_AXES):
+        return None
+    x = rng.random(16)
+    seeds = rng.integers(0, 2 ** 63 - 1, size=2)
+    tempo = None
+    if opts.tempo > 0:
+        tempo = TempoWarp(duration=1.0 - TEMPO_MAX_SPEEDUP * opts.tempo * float(x[0]), lead=float(x[1]),
+                          profile=TEMPO_MAX_PROFILE * opts.tempo * (2.0 * float(x[2]) - 1.0))
+    cut = None
+    if float(x[3]) < opts.partial:
+        length = PARTIAL_CUT[0] + (PARTIAL_CUT[1] - PARTIAL_CUT[0]) * float(x[4])
+        lo = (1.0 - length) * float(x[5])
+        cut = (lo, lo + length)
+    stroke = StrokeVariation(tempo=tempo, cut=cut, split=0.4 + 0.2 * float(x[6]))
+    distractor = None
+    if float(x[7]) < opts.distractor:
+        distractor = _distractor_class(label, opts.num_classes, float(x[8]), int(x[9] < 0.5))
+    return ClipDifficulty(
+        stroke=stroke, distractor=distractor, distractor_seed=int(seeds[0]),
+        distractor_side=int(x[10] < 0.5), occlusion=opts.occlusion, occluder_offset=float(x[11]),
+        occluder_colour=tuple(float(40.0 + 180.0 * c) for c in x[12:15]),
+        noise=opts.noise, noise_seed=int(seeds[1]))
+
+
+def _distractor_class(label: int, num_classes: int, pick: float, bit: int) -> int:
+    """Another class, from the complete pairs: a pair other than ``label``'s (its partner where
+    there is one pair), the member ``bit`` -- flipped for member 1, so that the distractor of
+    member 1 is the reversal of member 0's for the same draws."""
+    pairs = num_classes // 2
+    own = label // 2 if label < 2 * pairs else None
+    if own is not None and pairs == 1:
+        return 1 - label
+    choices = [j for j in range(pairs) if j != own]
+    j = choices[min(len(choices) - 1, int(pick * len(choices)))]
+    member = bit ^ (label % 2 if own is not None else 0)
+    return 2 * j + member
 
 
 # ---------------------------------------------------------------------------------------------
@@ -448,15 +706,19 @@ def hand_depth_value(close: float | np.ndarray) -> float | np.ndarray:
 
 
 def render_clip(label: int, num_frames: int, size: tuple[int, int], rng: np.random.Generator,
-                *, fingers: int | None = None, depth: bool = True
+                *, fingers: int | None = None, depth: bool = True, composite: bool = False,
+                difficulty: ClipDifficulty | None = None
                 ) -> tuple[np.ndarray, np.ndarray | None, HandTrack]:
     """Frames of one clip: RGB (N, H, W, 3) uint8, aligned depth (N, H, W) uint8 (or None),
-    and the hand track they were drawn from."""
+    and the hand track they were drawn from. ``difficulty``: the clip's draw of the difficulty
+    options (`clip_difficulty`); ``composite``: ``label`` is a composite class."""
     w, h = size
-    gc = gesture_class(label)
+    gc = gesture_class(label, composite=composite)
     scene = _make_scene(size, rng)
-    track = hand_track(label, num_frames, size, rng)
+    track = hand_track(label, num_frames, size, rng, composite=composite,
+                       stroke=difficulty.stroke if difficulty is not None else None)
     nf = gc.fingers if fingers is None else fingers
+    extra = _Extras.make(difficulty, track, num_frames, size, composite) if difficulty is not None else None
     rgb = np.empty((num_frames, h, w, 3), np.uint8)
     dep = np.empty((num_frames, h, w), np.uint8) if depth else None
     # the lighting gain scales every colour drawn (equivalent to scaling the frames, but free)
@@ -469,19 +731,94 @@ def render_clip(label: int, num_frames: int, size: tuple[int, int], rng: np.rand
         arm = [("poly", _arm_polygon(cx, cy, ang, r, scene.shoulder))]
         hand = _hand_shapes(cx, cy, ang, r, float(track.spread[t]), nf)
         frame = bg.copy()
+        d = scene.depth.copy() if dep is not None else None
+        if extra is not None:
+            extra.draw_behind(t, frame, d, scene.gain)
         _draw(frame, arm, sleeve)
         _draw(frame, hand, skin)
-        rgb[t] = frame
-        if dep is not None:
-            d = scene.depth.copy()
+        if d is not None:
             hv = float(hand_depth_value(track.close[t]))
             _draw(d, arm, (hv + scene.torso_depth) / 2.0)
             _draw(d, hand, hv)
+        if extra is not None:
+            extra.draw_in_front(frame, d, scene.gain)
+        rgb[t] = frame
+        if dep is not None:
             dep[t] = d
+    if extra is not None:
+        rgb, dep = extra.blur(rgb), extra.blur(dep)
     rgb = _add_noise(rgb, scene.noise_rgb, rng)
     if dep is not None:
         dep = _add_noise(dep, scene.noise_depth, rng)
+    if extra is not None:
+        rgb, dep = extra.add_noise(rgb, dep)
     return rgb, dep, track
+
+
+@dataclass(slots=True)
+class _Extras:
+    """What a clip's difficulty draw adds to its frames: a distractor behind the hand, an
+    occluder in front of it, blur and extra sensor noise."""
+    difficulty: ClipDifficulty
+    size: tuple[int, int]
+    distractor: HandTrack | None
+    distractor_fingers: int
+    distractor_skin: tuple[float, float, float]
+    occluder: Occluder | None
+    occluder_mask: np.ndarray | None
+
+    @classmethod
+    def make(cls, diff: ClipDifficulty, track: HandTrack, num_frames: int, size: tuple[int, int],
+             composite: bool) -> _Extras:
+        w, h = size
+        dtrack, dfingers, dskin = None, 0, (0.0, 0.0, 0.0)
+        if diff.distractor is not None:
+            drng = np.random.default_rng(diff.distractor_seed)
+            box = (DISTRACTOR_SCALE * w, DISTRACTOR_SCALE * h)
+            t = hand_track(diff.distractor, num_frames, box, drng, composite=composite)   # type: ignore[arg-type]
+            dx = diff.distractor_side * (1.0 - DISTRACTOR_SCALE) * w
+            dtrack = HandTrack(cx=t.cx + dx, cy=t.cy, angle=t.angle, radius=t.radius, close=t.close,
+                               spread=t.spread)
+            dfingers = gesture_class(diff.distractor, composite=composite).fingers
+            dskin = tuple(float(c) for c in np.clip(_SKIN[int(drng.integers(len(_SKIN)))]
+                                                    + drng.uniform(-18, 18, 3), 0, 255))
+        occ = diff.occluder(track, size)
+        return cls(diff, size, dtrack, dfingers, dskin, occ, occ.mask(size) if occ is not None else None)
+
+    def draw_behind(self, t: int, frame: np.ndarray, depth: np.ndarray | None, gain: float) -> None:
+        tr = self.distractor
+        if tr is None:
+            return
+        shapes = _hand_shapes(float(tr.cx[t]), float(tr.cy[t]), float(tr.angle[t]), float(tr.radius[t]),
+                              float(tr.spread[t]), self.distractor_fingers)
+        _draw(frame, shapes, tuple(min(255.0, c * gain) for c in self.distractor_skin))
+        if depth is not None:   # farther than the hand: "elsewhere", behind it
+            _draw(depth, shapes, float(hand_depth_value(tr.close[t])) - 30.0)
+
+    def draw_in_front(self, frame: np.ndarray, depth: np.ndarray | None, gain: float) -> None:
+        if self.occluder is None:
+            return
+        frame[self.occluder_mask] = np.array([min(255.0, c * gain) for c in self.occluder.colour], np.uint8)
+        if depth is not None:
+            depth[self.occluder_mask] = np.uint8(OCCLUDER_DEPTH)
+
+    def blur(self, frames: np.ndarray | None) -> np.ndarray | None:
+        if frames is None or self.difficulty.noise <= 0:
+            return frames
+        import cv2  # heavy
+
+        sigma = NOISE_BLUR * self.difficulty.noise * self.size[1]
+        return np.stack([cv2.GaussianBlur(f, (0, 0), sigmaX=sigma, sigmaY=sigma,
+                                          borderType=cv2.BORDER_REFLECT) for f in frames])
+
+    def add_noise(self, rgb: np.ndarray, dep: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.difficulty.noise <= 0:
+            return rgb, dep
+        nrng = np.random.default_rng(self.difficulty.noise_seed)
+        rgb = _add_noise(rgb, NOISE_SIGMA[0] * self.difficulty.noise, nrng)
+        if dep is not None:
+            dep = _add_noise(dep, NOISE_SIGMA[1] * self.difficulty.noise, nrng)
+        return rgb, dep
 
 
 def _add_noise(frames: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
@@ -570,8 +907,18 @@ class SynthOptions:
     seed: int = 0
     length_scale: float = 1.0
     modalities: tuple[str, ...] = ("rgb", "depth")
+    # difficulty (docs/GRADED.md); all 0 / False: the data of generator version 1.1, byte for byte
+    distractor: float = 0.0   # the probability that a clip has a distractor hand
+    occlusion: float = 0.0    # the fraction of the hand's path a static occluder covers
+    tempo: float = 0.0        # how much the stroke's speed varies between clips
+    noise: float = 0.0        # extra sensor noise and blur
+    partial: float = 0.0      # the fraction of clips whose stroke is cut short
+    composite: bool = False   # classes are "a then b" / "b then a" pairs of strokes
 
     def __post_init__(self) -> None:
+        for name in DIFFICULTY_AXES:     # floats, so that 0 and 0.0 write the same SYNTHETIC.json
+            object.__setattr__(self, name, check_level(name, getattr(self, name)))
+        object.__setattr__(self, "composite", check_composite(self.composite))
         if self.format not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}, got {self.format!r}")
         _check_num_classes(self.num_classes)
@@ -685,7 +1032,9 @@ def _make_clip(task: _ClipTask) -> _ClipResult:
     label = clip_label(task.index, opts.num_classes)
     n = sample_num_frames(rng, counts, opts.length_scale)
     want_depth = "depth" in opts.modalities
-    rgb, dep, _ = render_clip(label, n, opts.size, rng, depth=want_depth)
+    diff = clip_difficulty(opts, label, difficulty_rng(opts.seed, task.split, task.index))
+    rgb, dep, _ = render_clip(label, n, opts.size, rng, depth=want_depth, composite=opts.composite,
+                              difficulty=diff)
     if opts.format == "isogd":
         m_rel = _isogd_rel(task.split, task.clip_id, "M")
         (out / m_rel).parent.mkdir(parents=True, exist_ok=True)
@@ -717,8 +1066,14 @@ def synthesize(fmt: str, out: str | Path, *, num_classes: int = 10, clips_per_cl
                valid_clips_per_class: int = 5, test_clips_per_class: int = 2,
                size: tuple[int, int] | None = None, codec: str = "mjpeg", seed: int = 0,
                length_scale: float = 1.0, modalities: Sequence[str] = ("rgb", "depth"),
+               distractor: float = 0.0, occlusion: float = 0.0, tempo: float = 0.0,
+               noise: float = 0.0, partial: float = 0.0, composite: bool = False,
                workers: int = 1, progress: bool = True, overwrite: bool = False) -> Path:
     """Write a synthetic ``fmt`` dataset under ``out``; returns ``out``.
+
+    ``distractor``, ``occlusion``, ``tempo``, ``noise``, ``partial`` (each 0..1) and
+    ``composite`` make it harder (module docstring, docs/GRADED.md); at 0 / False the files are
+    those of generator version 1.1 (SYNTHETIC.json aside, which records them).
 
     The result is readable by ``bench.data.formats.load_index(fmt, out, split)`` for the
     splits train/valid/test. ``out`` must be empty or absent; ``overwrite=True`` replaces a
@@ -729,7 +1084,9 @@ def synthesize(fmt: str, out: str | Path, *, num_classes: int = 10, clips_per_cl
                         test_clips_per_class=test_clips_per_class,
                         size=tuple(size) if size is not None else DEFAULT_SIZE.get(fmt, (160, 120)),
                         codec=codec, seed=seed, length_scale=length_scale,
-                        modalities=tuple(dict.fromkeys(modalities)))
+                        modalities=tuple(dict.fromkeys(modalities)), distractor=distractor,
+                        occlusion=occlusion, tempo=tempo, noise=noise, partial=partial,
+                        composite=composite)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     out = Path(out)
@@ -739,7 +1096,7 @@ def synthesize(fmt: str, out: str | Path, *, num_classes: int = 10, clips_per_cl
     tasks = _tasks(opts)
     results = _run(tasks, opts, out, counts, workers=workers, progress=progress)
     by_split = {s: sorted((r for r in results if r.split == s), key=lambda r: r.index) for s in SPLITS}
-    names = class_names(num_classes)
+    names = class_names(num_classes, composite=opts.composite)
     if fmt == "isogd":
         _write_isogd_lists(out, by_split, names)
     else:
@@ -849,6 +1206,9 @@ def _write_manifest(out: Path, opts: SynthOptions, by_split: dict[str, list[_Cli
         f"{opts.num_classes} classes, {w}x{h}, codec {opts.codec if opts.format == 'isogd' else 'jpg'},"
         f" seed {opts.seed}, length scale {opts.length_scale}, modalities {', '.join(opts.modalities)}.",
         "Clips: " + ", ".join(f"{s} {len(by_split[s])}" for s in SPLITS) + ".",
+        *([] if not (opts.composite or any(getattr(opts, a) for a in DIFFICULTY_AXES)) else
+          ["Difficulty (docs/GRADED.md): " + ", ".join(f"{a} {getattr(opts, a)}" for a in DIFFICULTY_AXES)
+           + f", composite {str(opts.composite).lower()}."]),
         "",
         "A drawn hand moves along class-specific trajectories; classes come in pairs that are",
         "time reversals of each other (SYNTHETIC.json: reversal_pairs), so only the order of frames",
@@ -891,6 +1251,14 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--modalities", default="rgb,depth", help="comma-separated: rgb[,depth]")
+    for axis, what in (("distractor", "probability that a clip has a second hand doing another class"),
+                       ("occlusion", "fraction of the hand's path a static occluder covers"),
+                       ("tempo", "per-clip variation of the stroke's speed"),
+                       ("noise", "extra sensor noise and blur"),
+                       ("partial", "fraction of clips whose stroke is cut short")):
+        p.add_argument(f"--{axis}", type=float, default=0.0, help=f"difficulty 0..1: {what} (docs/GRADED.md)")
+    p.add_argument("--composite", action="store_true",
+                   help='composite classes: "a then b" against "b then a" (two strokes, each out and back)')
     p.add_argument("--overwrite", action="store_true", help="replace a previous synthetic dataset in --out")
     p.set_defaults(func=_cli)
 
@@ -905,7 +1273,9 @@ def _cli(args: argparse.Namespace) -> int:
                          valid_clips_per_class=args.valid_clips_per_class,
                          test_clips_per_class=args.test_clips_per_class, size=args.size,
                          codec=args.codec, seed=args.seed, length_scale=args.length_scale,
-                         modalities=mods, workers=args.workers, overwrite=args.overwrite)
+                         modalities=mods, distractor=args.distractor, occlusion=args.occlusion,
+                         tempo=args.tempo, noise=args.noise, partial=args.partial,
+                         composite=args.composite, workers=args.workers, overwrite=args.overwrite)
     except ValueError as e:
         raise CLIError(str(e)) from None
     dt = time.perf_counter() - t0

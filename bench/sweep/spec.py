@@ -101,6 +101,7 @@ from typing import Any, Mapping, Sequence
 from bench.data.formats import FORMATS
 from bench.data.index import MODALITIES
 from bench.data.synth import CODECS as SYNTH_CODECS
+from bench.data.synth import DIFFICULTY_AXES as SYNTH_DIFFICULTY_AXES
 from bench.data.synth import FORMATS as SYNTH_FORMATS
 from bench.errors import ConfigError
 from bench.train.config import STAGES, ConfigFieldError, TrainConfig
@@ -143,6 +144,13 @@ class SyntheticSpec:
     seed: int = 0
     length_scale: float = 1.0
     modalities: tuple[str, ...] = ("rgb", "depth")
+    # difficulty axes (bench.data.synth, docs/GRADED.md): levels in 0..1; 0 / false: none
+    distractor: float = 0.0
+    occlusion: float = 0.0
+    tempo: float = 0.0
+    noise: float = 0.0
+    partial: float = 0.0
+    composite: bool = False
 
     def synthesize_kwargs(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {"modalities": list(self.modalities)}
@@ -618,6 +626,17 @@ def _synthetic(ctx: _Ctx, v: Any, path: tuple) -> SyntheticSpec:
         if "rgb" not in mods:
             raise ctx.error(path + ("modalities",), "must include 'rgb'")
         kw["modalities"] = tuple(mods)
+    for k in SYNTH_DIFFICULTY_AXES:
+        if k in v:
+            x = _float(ctx, v[k], path + (k,), minimum=0)
+            if x > 1:
+                raise ctx.error(path + (k,), f"must be in 0..1, got {x}")
+            kw[k] = x
+    if "composite" in v:
+        c = v["composite"]
+        if not isinstance(c, bool) and not (isinstance(c, int) and c in (0, 1)):
+            raise ctx.error(path + ("composite",), f"must be true/false or 0/1, got {_kind(c)}")
+        kw["composite"] = bool(c)
     return SyntheticSpec(**kw)
 
 
