@@ -143,16 +143,16 @@ def ray_nodes() -> list[Node]:
 def trial_bundles(spec: SweepSpec) -> list[dict[str, float]]:
     """The resource bundles one trial holds while it trains: the trial's own process (which
     trains when there is one worker), or a token driver share plus one bundle per worker."""
-    from bench.sweep.run import driver_config
+    from bench.sweep.run import driver_config, trial_resources
+    from bench.train.trainable import worker_resources
 
-    r, d = spec.resources, driver_config(spec)
-    worker = {"CPU": d.cpus_per_worker}
-    if r.use_gpu:
-        worker["GPU"] = d.gpus_per_worker or 1.0
-    worker |= {k: float(v) for k, v in r.custom.items()}
+    # what the sweep really reserves: Tune's request of the trial, and Ray Train's per worker
+    trial = {{"cpu": "CPU", "gpu": "GPU"}.get(k, k): float(v) for k, v in trial_resources(spec).items() if v}
+    r = spec.resources
     if r.workers == 1:
-        return [worker]
-    return [{"CPU": 0.01}] + [dict(worker) for _ in range(r.workers)]
+        return [trial]
+    worker = worker_resources(use_gpu=r.use_gpu, driver=driver_config(spec))
+    return [trial] + [dict(worker) for _ in range(r.workers)]
 
 
 def _fits(bundle: dict[str, float], free: dict[str, float]) -> bool:

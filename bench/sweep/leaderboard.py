@@ -177,7 +177,19 @@ def _interval(ts: Sequence[TrialRecord]) -> tuple[float, float, int]:
     return ci.ci_low, ci.ci_high, ci.clips
 
 
-def fused_rows(rows: Sequence[Row], *, n_boot: int | None = None, seed: int = 0) -> list[FusedRow]:
+class ScoreTables(dict):
+    """``val_scores.parquet`` path -> `bench.report.fusion.read_scores`, each file read once:
+    the cell comparisons and the fusion of one printed leaderboard read the same files."""
+
+    def __missing__(self, path: str) -> tuple[list[str], Any, Any]:
+        from bench.report import fusion as fz
+
+        self[path] = fz.read_scores(path)
+        return self[path]
+
+
+def fused_rows(rows: Sequence[Row], *, n_boot: int | None = None, seed: int = 0,
+               tables: ScoreTables | None = None) -> list[FusedRow]:
     """Every rule on every combination of two or more modalities of each cell (same dataset),
     over the seeds every fused modality has scores for; best fused first per cell. Each
     modality's scores come from its row, i.e. from the last stage that trained it."""
@@ -191,12 +203,7 @@ def fused_rows(rows: Sequence[Row], *, n_boot: int | None = None, seed: int = 0)
     for r in rows:
         if r.scores:
             by_cell.setdefault((r.dataset, r.cell), {})[r.modality] = r
-    cache: dict[str, tuple[list[str], Any, Any]] = {}
-
-    def read(path: str) -> tuple[list[str], Any, Any]:
-        if path not in cache:
-            cache[path] = fz.read_scores(path)
-        return cache[path]
+    read = (tables if tables is not None else ScoreTables()).__getitem__
 
     out: list[FusedRow] = []
     for (_dataset, cell), mods in by_cell.items():
@@ -248,7 +255,8 @@ class CellComparison:
 MDE_Z = 1.959964 + 0.841621
 
 
-def cell_comparisons(rows: Sequence[Row], *, n_boot: int | None = None, seed: int = 0
+def cell_comparisons(rows: Sequence[Row], *, n_boot: int | None = None, seed: int = 0,
+                     tables: ScoreTables | None = None
                      ) -> tuple[list[CellComparison], dict[str, float]]:
     """Every pair of cells per (dataset, modality), from the seeds' per-clip correctness (the
     rows' score files; the clips every seed of every cell has): `bench.report.stats.compare_runs`
@@ -258,10 +266,10 @@ def cell_comparisons(rows: Sequence[Row], *, n_boot: int | None = None, seed: in
     error of a difference."""
     import numpy as np  # heavy
 
-    from bench.report import fusion as fz
     from bench.report.stats import N_BOOT, compare_runs, holm
 
     n_boot = N_BOOT if n_boot is None else n_boot
+    scores = tables if tables is not None else ScoreTables()
     groups: dict[tuple[str, str], list[Row]] = {}
     for r in rows:
         if r.scores:
@@ -271,11 +279,11 @@ def cell_comparisons(rows: Sequence[Row], *, n_boot: int | None = None, seed: in
     for (_dataset, modality), rs in groups.items():
         if len(rs) < 2:
             continue
-        tables = {r.cell: [fz.read_scores(path) for _s, path in r.scores] for r in rs}
-        common = set.intersection(*(set(ids) for ts in tables.values() for ids, _l, _p in ts))
+        per_cell = {r.cell: [scores[path] for _s, path in r.scores] for r in rs}
+        common = set.intersection(*(set(ids) for ts in per_cell.values() for ids, _l, _p in ts))
         order = sorted(common)
         correct: dict[str, Any] = {}
-        for cell, ts in tables.items():
+        for cell, ts in per_cell.items():
             mats = []
             for ids, labels, probs in ts:
                 pos = {sid: i for i, sid in enumerate(ids)}
@@ -338,11 +346,8 @@ def format_table(rows: list[Row], *, num_classes: int | None = None, title: str 
                  "(best): mean of each seed's best epoch, for reference only (it selects on the validation split)")
     if num_classes:
         lines.append(f"chance level: {1 / num_classes:.3f} (1/{num_classes} classes)")
-    try:
-        pairs, mde = cell_comparisons(rows)
-    except (ValueError, OSError) as e:
-        pairs, mde = [], {}
-        lines.append(f"cell comparisons: not computed ({e})")
+    tables = ScoreTables()
+    pairs, mde = _or_said(lambda: cell_comparisons(rows, tables=tables), ([], {}), "cell comparisons", lines)
     best: dict[str, str] = {}
     for c in pairs:                 # a modality's first pair has its best cell as ``ref``
         best.setdefault(c.modality, c.ref)
@@ -359,11 +364,7 @@ def format_table(rows: list[Row], *, num_classes: int | None = None, title: str 
         lines.append("smallest difference this run detects (80% power, 5% two-sided, from the bootstrap's standard "
                      "error): " + ", ".join(f"{m} {100 * v:.1f} points" for m, v in mde.items()))
     if fused is None:
-        try:
-            fused = fused_rows(rows)
-        except (ValueError, OSError) as e:     # DataError is a ValueError: it names the file
-            fused = []
-            lines.append(f"late fusion: not computed ({e})")
+        fused = _or_said(lambda: fused_rows(rows, tables=tables), [], "late fusion", lines)
     if fused:
         lines += ["", ("late fusion (each modality from the last stage that trained it; gain over the best single "
                        "modality on the same clips, 95% CI paired by seed and clip; P: a seed's fused network beats "
@@ -384,6 +385,17 @@ def format_table(rows: list[Row], *, num_classes: int | None = None, title: str 
             for sel in r.selected:
                 lines.append(f"    seed {sel.seed}: {sel.describe()}  (val_top1 {sel.val_top1:.3f}, {sel.trial})")
     return "\n".join(lines)
+
+
+def _or_said(compute: Any, empty: Any, what: str, lines: list[str]) -> Any:
+    """``compute()``, or ``empty`` with a line saying why: a score table that cannot be read
+    (DataError is a ValueError: it names the file) is said, not raised -- the sweep has finished
+    by the time the leaderboard prints."""
+    try:
+        return compute()
+    except (ValueError, OSError) as e:
+        lines.append(f"{what}: not computed ({e})")
+        return empty
 
 
 def _int(v: float) -> str:
