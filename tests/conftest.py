@@ -8,7 +8,8 @@ the pieces several test files need:
   process group when it leads one) or every process naming a folder, and says what survived;
 - ``short_tmp``: a short folder under /tmp whose processes are stopped and files removed after;
 - ``free_port() -> int``: a TCP port on 127.0.0.1 that nobody listens on;
-- ``kernels``: the C++ kernels of bench/models/native (skips with ``GESTUREBENCH_NATIVE=0``).
+- ``kernels``: the C++ kernels of bench/models/native (skips with ``GESTUREBENCH_NATIVE=0``);
+- ``s3_server``: an S3 protocol server (moto) on 127.0.0.1 for the session, AWS_* set to reach it.
 
 A module changes ``local_ray_settings`` / ``two_node_settings`` by defining a fixture of the same
 name. Helper modules (``_helpers_*.py``) are not collected: pytest collects ``test_*.py`` only.
@@ -389,3 +390,66 @@ def two_node_ray(two_node_settings: dict[str, dict[str, Any]]) -> Iterator[TwoNo
         finally:
             if ray.is_initialized():
                 ray.shutdown()
+
+
+# ---------------------------------------------------------------------------------------------
+# an S3 protocol server (moto's server mode), as Ray's own storage tests use
+
+
+@dataclasses.dataclass(frozen=True)
+class S3Server:
+    endpoint: str                     # http://127.0.0.1:PORT
+    env: dict[str, str]               # AWS_* variables that reach it (already in os.environ)
+
+    def bucket(self, name: str) -> str:
+        """Create bucket ``name`` (fresh names per test: the server lives for the session)."""
+        import boto3
+
+        boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                     aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket=name)
+        return f"s3://{name}"
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        import boto3
+
+        s3 = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+        out: list[str] = []
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            out += [o["Key"] for o in page.get("Contents", [])]
+        return out
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """``python -m moto.server`` on 127.0.0.1 for the session, and the standard AWS variables
+    pointing at it (``AWS_ENDPOINT_URL``, test credentials, a region) in ``os.environ``, so a
+    driver, a local Ray started by it and `ray start` nodes all reach it as they would reach S3.
+    Plain ``s3://bucket/...`` URIs; nothing else is configured."""
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log = tempfile.NamedTemporaryFile(prefix="gb-moto-", suffix=".log", delete=False)
+    p = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+    saved = {k: os.environ.get(k) for k in env}
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if p.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"moto server did not start: {Path(log.name).read_text()[-2000:]}")
+            time.sleep(0.2)
+        os.environ.update(env)
+        yield S3Server(endpoint=endpoint, env=env)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        stop_processes(p)
+        Path(log.name).unlink(missing_ok=True)

@@ -92,14 +92,34 @@ def test_concurrency_is_what_fits_and_unset_max_concurrent_trials_takes_it(tmp_p
 
 
 @pytest.mark.parametrize("uri", ["s3://bench/runs", "gs://bucket/ray_results"])
-def test_object_store_storage_is_refused_not_turned_into_a_local_folder(tmp_path, tiny_sweep, uri):
+def test_object_store_storage_is_a_uri_not_a_local_folder(tmp_path, tiny_sweep, uri):
+    """``storage: s3://...`` stays a URI (a `RemotePath`, resolved on first use: parsing makes no
+    request); the sweep folder is a URI under it, not ``<cwd>/s3:/...``."""
+    from bench.storage import RemotePath
+
+    spec = load_spec(tiny_sweep(tmp_path, storage=uri))
+    assert isinstance(spec.storage, RemotePath) and str(spec.storage) == uri
+    assert str(spec.sweep_dir) == f"{uri}/tiny"
+    assert str(load_spec(tiny_sweep(tmp_path, file="ok.yaml")).with_storage(uri + "/x").storage) == uri + "/x"
+    assert not (tmp_path / "s3:").exists() and not (tmp_path / "gs:").exists()
+
+
+def test_unknown_storage_scheme_is_refused_naming_the_field(tmp_path, tiny_sweep):
     from bench.errors import ConfigError
 
-    sweep = tiny_sweep(tmp_path, storage=uri)
-    with pytest.raises(ConfigError, match=r"storage: .*not supported .*folder every node mounts") as e:
+    sweep = tiny_sweep(tmp_path, storage="nope://bucket/runs")
+    with pytest.raises(ConfigError, match=r"tiny.yaml:\d+: storage: 'nope://bucket/runs': no filesystem takes nope://"):
         load_spec(sweep)
-    assert str(sweep) in str(e.value)
-    r = subprocess.run([*BENCH, "sweep", str(tiny_sweep(tmp_path, file="ok.yaml")), "--storage", uri, "--dry-run"],
-                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
-    assert r.returncode == 2 and f"--storage '{uri}'" in r.stderr and "Traceback" not in r.stderr
-    assert not (tmp_path / "s3:").exists() and not (tmp_path / "gs:").exists()
+
+
+def test_dry_run_fails_the_storage_check_when_the_bucket_cannot_be_reached(tmp_path, tiny_sweep, free_port):
+    """An S3 endpoint nobody listens on: the dry run says which check failed and why, no
+    Traceback, and writes nothing locally."""
+    env = dict(os.environ, AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}", AWS_ACCESS_KEY_ID="k",
+               AWS_SECRET_ACCESS_KEY="s", AWS_DEFAULT_REGION="us-east-1", AWS_MAX_ATTEMPTS="1")
+    r = subprocess.run([*BENCH, "sweep", str(tiny_sweep(tmp_path, file="ok.yaml")), "--storage", "s3://bench/runs",
+                        "--dry-run"], capture_output=True, text=True, cwd=tmp_path, timeout=180, env=env)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "check 'storage' failed: s3://bench/runs: cannot write there" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "s3:").exists() and not (tmp_path / "runs").exists()

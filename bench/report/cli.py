@@ -17,6 +17,7 @@ from bench.data.formats import FORMATS
 from bench.errors import CLIError, DataError
 from bench.report.ui import serve, serve_team
 from bench.report.viz import render_fig3
+from bench.storage import StorageError, location
 from bench.tracking.uri import (
     TrackingMisconfigured,
     TrackingUnavailable,
@@ -41,7 +42,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--experiment", help="MLflow experiment to look in (default: all)")
     r.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
                                           "sqlite:///<cwd>/mlflow.db)")
-    r.add_argument("--from-tune-dir", type=Path, metavar="DIR",
+    r.add_argument("--from-tune-dir", metavar="DIR",
                    help="read the sweep folder DIR (<storage>/<name>, with sweep.json) instead of MLflow; "
                         "nothing is logged to MLflow unless --tracking-uri is given")
     r.add_argument("--out", type=Path, help="output folder (default: reports/<sweep>)")
@@ -166,13 +167,16 @@ def report_sweep(*, sweep: str | None = None, experiment: str | None = None, tra
                             f" (default storage: {DEFAULT_STORAGE}/)")
                     raise error(problem + hint)
         if tune_dir is not None:
-            tune_dir = Path(tune_dir)
+            try:
+                tune_dir = location(tune_dir)     # a folder or a URI (s3://bucket/runs/<sweep>)
+            except StorageError as e:
+                raise CLIError(f"--from-tune-dir {e}") from None
             if not (tune_dir / "sweep.json").is_file():
                 raise CLIError(f"{tune_dir}: not a sweep folder (no sweep.json); expected <storage>/<sweep name>")
-            trials, meta = load_trials_tune(tune_dir)
+            trials, meta = load_trials_tune(tune_dir, scores_dir=tmp)
             name, sweep_id = meta.get("name", tune_dir.name), meta.get("sweep_id", "")
             exp_name = experiment or meta.get("experiment") or "gesturebench"
-            source = f"Ray Tune storage {tune_dir.resolve()}"
+            source = f"Ray Tune storage {tune_dir}"
             uri = resolve_tracking_uri(explicit_uri) if explicit_uri else None
             if uri is not None and log_to_mlflow:
                 check_tracking(uri)       # before the report is built: where it is to be logged

@@ -49,6 +49,7 @@ import numpy as np
 
 from bench.data.index import MODALITIES
 from bench.errors import DataError
+from bench.storage import RemotePath, location
 
 RULES = ("mean", "product", "fitted")
 EPS = 1e-12                      # floor before log: a probability of exactly 0 would give -inf
@@ -100,17 +101,18 @@ class Aligned:
         return len(self.sample_ids)
 
 
-def read_scores(path: str | Path) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """``(sample_ids, labels, scores (N, C))`` from a ``val_scores.parquet`` (the loop's layout).
+def read_scores(path: str | Path | RemotePath) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """``(sample_ids, labels, scores (N, C))`` from a ``val_scores.parquet`` (the loop's layout),
+    on a local disk or in the sweep's bucket.
 
     The ``probs`` list column is read through its flat Arrow buffer, not row by row: a real
     IsoGD table holds 5,784 x 249 values."""
     import pyarrow as pa  # heavy
     import pyarrow.parquet as pq  # heavy
 
-    p = Path(path)
+    p = location(path)
     try:
-        t = pq.read_table(p)
+        t = pq.read_table(p.fs_path, filesystem=p.fs) if isinstance(p, RemotePath) else pq.read_table(p)
     except Exception as e:  # noqa: BLE001 - any unreadable file is a data error naming it
         raise DataError(p, f"cannot read the score table: {e}") from e
     missing = {"sample_id", "label", "probs"} - set(t.column_names)

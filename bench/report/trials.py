@@ -27,6 +27,7 @@ from typing import Any, Iterable, Mapping
 
 import polars as pl
 
+from bench.storage import RemotePath, location
 from bench.sweep.results import read_sweep
 
 # name -> polars dtype: the contract between the loaders and the report.
@@ -171,12 +172,17 @@ def scores_num_classes(path: str | Path | None) -> int | None:
     return len(t.column("probs")[0].as_py())
 
 
-def load_trials_tune(sweep_dir: str | Path) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """``(trials, sweep meta)`` from a sweep folder of Ray Tune storage (``<storage>/<name>``).
+def load_trials_tune(sweep_dir: str | Path | RemotePath, *, scores_dir: str | Path | None = None
+                     ) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """``(trials, sweep meta)`` from a sweep folder of Ray Tune storage (``<storage>/<name>``, a
+    folder or a URI).
 
     Uses `bench.sweep.results.read_sweep` (the sweep's own reader); a trial's scores are the
-    ``val_scores.parquet`` of its newest checkpoint, i.e. of its last epoch."""
-    sweep_dir = Path(sweep_dir)
+    ``val_scores.parquet`` of its newest checkpoint, i.e. of its last epoch. From a bucket, each
+    score file is copied into ``scores_dir`` (the caller's temporary folder; required then)."""
+    sweep_dir = location(sweep_dir)
+    if isinstance(sweep_dir, RemotePath) and scores_dir is None:
+        raise ValueError(f"{sweep_dir}: reading score files from object storage needs a local scores_dir")
     meta, records = read_sweep(sweep_dir)
     rows = []
     for t in records:
@@ -188,6 +194,8 @@ def load_trials_tune(sweep_dir: str | Path) -> tuple[pl.DataFrame, dict[str, Any
                 history.setdefault(k, []).append(v)
         ck = t.checkpoint
         scores = ck / "val_scores.parquet" if ck is not None and (ck / "val_scores.parquet").is_file() else None
+        if isinstance(scores, RemotePath):
+            scores = scores.download(Path(scores_dir) / f"{t.unit}-{t.name}.parquet")
         cfg = dict(t.config)
         cfg.setdefault("sweep", {}).setdefault("name", meta.get("name"))
         rows.append(row_from_record(config=cfg, tags={}, final=final, history=history, status=t.status,

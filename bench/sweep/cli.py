@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from bench.errors import CLIError, DataError
+from bench.storage import StorageError, location
 from bench.sweep.run import SweepError, run_sweep
 from bench.sweep.spec import ConfigError, load_spec
 from bench.tracking.sync import find_sweep_dirs, sync_sweep
@@ -30,7 +31,8 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted sweep: run only its unfinished trials")
     _tracking_arg(p)
-    p.add_argument("--storage", help="override the file's `storage:` (Tune storage root: a folder every node mounts)")
+    p.add_argument("--storage", help="override the file's `storage:` (the storage root: a folder every node mounts, "
+                        "or a URI such as s3://bucket/runs)")
     p.add_argument("--dry-run", action="store_true",
                    help="check the sweep against this cluster (file, storage, datasets on every node, resources) "
                         "and print its plan and estimated cost; start no trial, write nothing")
@@ -47,7 +49,8 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
                     "run the default sweep (bench/configs/default.yaml) on a local Ray, log to MLflow "
                     "(./mlflow.db), print a leaderboard and write the report (reports/<sweep>/, and the leaderboard "
                     "runs in MLflow). A few minutes on 2 CPU cores (docs/BENCHMARKS.md).")
-    r.add_argument("--out", help="storage root for the sweep's results (default: ./runs)")
+    r.add_argument("--out", help="storage root for the sweep's results: a folder or a URI such as "
+                                 "s3://bucket/runs (default: ./runs)")
     _tracking_arg(r)
     r.add_argument("--config", type=Path, help="another sweep file instead of the bundled default")
     r.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
@@ -146,8 +149,9 @@ def _run_cmd(args: argparse.Namespace) -> int:
 
     spec = _load(args.config or default_config_path(), args.out)
     if args.resume:
+        # the newest by the timestamp in its name (an object store keeps no folder times)
         found = sorted((p for p in spec.storage.glob(f"{spec.name}-*") if (p / "sweep.json").is_file()),
-                       key=lambda p: p.stat().st_mtime)
+                       key=lambda p: p.name)
         if not found:
             raise CLIError(f"nothing to resume: no {spec.name}-* sweep under {spec.storage}")
         name = found[-1].name
@@ -168,8 +172,11 @@ def _run_cmd(args: argparse.Namespace) -> int:
 
 def _sync_cmd(args: argparse.Namespace) -> int:
     uri = _tracking_uri(args)
-    target = Path(args.target)
-    if target.is_file():
+    try:
+        target = location(args.target)
+    except StorageError as e:
+        raise CLIError(str(e)) from None
+    if isinstance(target, Path) and target.is_file():
         target = _load(target).sweep_dir
     dirs = find_sweep_dirs(target)
     if not dirs:

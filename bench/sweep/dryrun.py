@@ -46,6 +46,7 @@ from typing import Any
 
 from bench.data.formats import load_index
 from bench.errors import DataError, SweepError
+from bench.storage import RemotePath, StorageError, location
 from bench.sweep.spec import StageSpec, SweepSpec
 
 PERF_TABLE = Path(__file__).resolve().parents[2] / "docs" / "perf" / "network.json"
@@ -215,6 +216,16 @@ def _nearest_existing(p: Path) -> Path:
 
 def check_storage_writable(spec: SweepSpec) -> Check:
     root = spec.storage
+    if isinstance(root, RemotePath):
+        # an object store: the one real test is a write (bucket, endpoint and credentials at once)
+        marker = root / f".bench-write-check-{uuid.uuid4().hex}"
+        try:
+            marker.write_text("ok")
+            marker.unlink(missing_ok=True)
+        except OSError as e:
+            return Check("storage", False, f"{root}: cannot write there ({_first_line(e)}); check the bucket, "
+                                           f"AWS_ENDPOINT_URL / credentials (AWS_* or GOOGLE_*) of this driver")
+        return Check("storage", True, f"{root} is writable")
     base = _nearest_existing(root)
     if not base.is_dir():
         return Check("storage", False, f"{root}: {base} is not a folder")
@@ -223,20 +234,26 @@ def check_storage_writable(spec: SweepSpec) -> Check:
     return Check("storage", True, f"{root} is writable" + ("" if root.exists() else f" (created under {base})"))
 
 
+def _first_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
 def _read_marker(path: str, token: str) -> tuple[bool, str]:
+    """On a node: the marker's content is ``token`` (a URI through this node's own endpoint and
+    credentials, so a node without them fails here, not in its first checkpoint)."""
     try:
-        return Path(path).read_text() == token, "read"
-    except OSError as e:
-        return False, f"{type(e).__name__}: {e}"
+        return location(path).read_text() == token, "read"
+    except (OSError, StorageError) as e:
+        return False, _first_line(e)
 
 
-def unshared_nodes(path: Path, nodes: list[Node]) -> dict[str, str]:
+def unshared_nodes(path: Path | RemotePath, nodes: list[Node]) -> dict[str, str]:
     """Nodes that cannot read a marker the driver writes in ``path``'s nearest existing folder
     (node -> why); the marker is removed whatever happens."""
     import ray  # heavy
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # heavy
 
-    base = _nearest_existing(path)
+    base = path if isinstance(path, RemotePath) else _nearest_existing(path)
     token = uuid.uuid4().hex
     marker = base / f".bench-shared-check-{token}"
     marker.write_text(token)
@@ -257,8 +274,9 @@ def check_storage_shared(spec: SweepSpec, nodes: list[Node]) -> Check:
         names = "; ".join(f"node {k}: {why}" for k, why in sorted(bad.items()))
         return Check("storage", False,
                      f"{spec.storage} is not shared: a marker the driver wrote there cannot be read on {names}. "
-                     f"On a cluster every node writes checkpoints and results to `storage:`: use a folder every "
-                     f"node mounts at the same path (NFS, a cluster file system)")
+                     f"On a cluster every node writes checkpoints and results to `storage:`: use a bucket "
+                     f"(s3://..., gs://...) that every node can reach, or a folder every node mounts at the "
+                     f"same path (NFS, a cluster file system)")
     return Check("storage", True, f"{spec.storage} is writable and shared by all {len(nodes)} nodes")
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from bench.storage import RemotePath
 from bench.sweep.results import TrialRecord
 from bench.train.layout import VAL_SCORES_FILE
 
@@ -156,7 +157,7 @@ def _dataset(t: TrialRecord) -> str:
     return str((sweep.get("dataset") if isinstance(sweep, dict) else None) or t.config.get("dataset") or "")
 
 
-def _scores_path(t: TrialRecord) -> Path | None:
+def _scores_path(t: TrialRecord) -> Path | RemotePath | None:
     ck = t.checkpoint
     return ck / VAL_SCORES_FILE if ck is not None and (ck / VAL_SCORES_FILE).is_file() else None
 

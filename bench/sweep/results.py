@@ -13,7 +13,9 @@ Layout of a sweep folder (``<storage>/<name>/``)::
         checkpoint_000000/ ... state.pt, val_scores.parquet, metrics.json
 
 MLflow mirrors this (`bench.tracking`); when the two disagree -- a tracking server was down
--- `bench sync` replays this into MLflow. Reading needs no running Ray.
+-- `bench sync` replays this into MLflow. Reading needs no running Ray. The folder is a local
+path or a URI (``s3://bucket/runs/<name>``): every function here takes either, through
+`bench.storage.location`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.storage import RemotePath, location, write_text_atomic
 from bench.train.layout import STATE_FILE
+
+SweepPath = Path | RemotePath
 
 SWEEP_JSON = "sweep.json"
 SWEEP_YAML = "sweep.yaml"
@@ -35,7 +40,7 @@ _CKPT_RE = re.compile(r"^checkpoint_(\d+)$")
 @dataclass
 class TrialRecord:
     unit: str
-    dir: Path
+    dir: SweepPath
     name: str
     trial_id: str
     config: dict[str, Any]
@@ -73,7 +78,7 @@ class TrialRecord:
         return self.status == "TERMINATED"
 
     @property
-    def checkpoint(self) -> Path | None:
+    def checkpoint(self) -> SweepPath | None:
         """The newest checkpoint holding a model (Tune's ``checkpoint_NNNNNN``, or for DDP
         trials the ``checkpoint_path`` Ray Train reported)."""
         found = []
@@ -84,8 +89,12 @@ class TrialRecord:
         if found:
             return max(found)[1]
         for r in reversed(self.results):
-            if r.get("checkpoint_path") and Path(r["checkpoint_path"]).is_dir():
-                return Path(r["checkpoint_path"])
+            if r.get("checkpoint_path"):
+                # Ray Train reports the path on the storage filesystem (for S3, bucket/key)
+                ck = (self.dir.at_fs_path(str(r["checkpoint_path"])) if isinstance(self.dir, RemotePath)
+                      else Path(r["checkpoint_path"]))
+                if ck.is_dir():
+                    return ck
         return None
 
     def best(self, metric: str = "val_top1") -> float:
@@ -97,7 +106,7 @@ def _num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
 
 
-def read_results(path: Path) -> list[dict[str, Any]]:
+def read_results(path: SweepPath) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     try:
         text = path.read_text()
@@ -116,21 +125,21 @@ def read_results(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _statuses(unit_dir: Path) -> dict[str, str]:
+def _statuses(unit_dir: SweepPath) -> dict[str, str]:
     """trial_id -> Tune status, from the experiment state (empty when there is none yet)."""
     if not any(unit_dir.glob("experiment_state-*.json")):
         return {}
     try:
         from ray.tune import ExperimentAnalysis  # heavy
 
-        analysis = ExperimentAnalysis(str(unit_dir.resolve()))
+        analysis = ExperimentAnalysis(str(unit_dir.resolve()))      # a URI too: Ray's own filesystem
         return {t.trial_id: str(t.status) for t in analysis.trials}
     except Exception:  # noqa: BLE001 -- a half-written state: statuses stay UNKNOWN
         return {}
 
 
-def read_unit(unit_dir: str | Path) -> list[TrialRecord]:
-    unit_dir = Path(unit_dir)
+def read_unit(unit_dir: str | SweepPath) -> list[TrialRecord]:
+    unit_dir = location(unit_dir)
     statuses = _statuses(unit_dir)
     out: list[TrialRecord] = []
     for d in sorted(p for p in unit_dir.iterdir() if p.is_dir() and (p / "params.json").is_file()):
@@ -151,30 +160,27 @@ def read_unit(unit_dir: str | Path) -> list[TrialRecord]:
     return out
 
 
-def read_meta(sweep_dir: str | Path) -> dict[str, Any]:
-    f = Path(sweep_dir) / SWEEP_JSON
+def read_meta(sweep_dir: str | SweepPath) -> dict[str, Any]:
+    f = location(sweep_dir) / SWEEP_JSON
     try:
         return json.loads(f.read_text())
     except OSError:
         raise FileNotFoundError(f"{f}: not a sweep folder (no {SWEEP_JSON})") from None
 
 
-def write_meta(sweep_dir: str | Path, meta: dict[str, Any]) -> None:
-    f = Path(sweep_dir) / SWEEP_JSON
-    tmp = f.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-    tmp.replace(f)
+def write_meta(sweep_dir: str | SweepPath, meta: dict[str, Any]) -> None:
+    write_text_atomic(location(sweep_dir) / SWEEP_JSON, json.dumps(meta, indent=1, sort_keys=True) + "\n")
 
 
-def unit_dirs(sweep_dir: str | Path, meta: dict[str, Any] | None = None) -> list[Path]:
+def unit_dirs(sweep_dir: str | SweepPath, meta: dict[str, Any] | None = None) -> list[SweepPath]:
     """The sweep's Tune experiments, in the order they ran."""
-    sweep_dir = Path(sweep_dir)
+    sweep_dir = location(sweep_dir)
     meta = meta if meta is not None else read_meta(sweep_dir)
     names = list(meta.get("units", {}))
     return [sweep_dir / n for n in names if (sweep_dir / n).is_dir()]
 
 
-def read_sweep(sweep_dir: str | Path) -> tuple[dict[str, Any], list[TrialRecord]]:
+def read_sweep(sweep_dir: str | SweepPath) -> tuple[dict[str, Any], list[TrialRecord]]:
     meta = read_meta(sweep_dir)
     trials: list[TrialRecord] = []
     for u in unit_dirs(sweep_dir, meta):
@@ -183,7 +189,7 @@ def read_sweep(sweep_dir: str | Path) -> tuple[dict[str, Any], list[TrialRecord]
 
 
 def final_checkpoints(trials: list[TrialRecord], *, stage: str = "pretrain"
-                      ) -> dict[tuple[str, str, int], tuple[Path, float]]:
+                      ) -> dict[tuple[str, str, int], tuple[SweepPath, float]]:
     """(cell, modality, seed) -> (final checkpoint, its val_top1) of the ``stage`` trials; when a
     search ran several trials per combination, the one with the best final val_top1."""
     out: dict[tuple[str, str, int], tuple[Path, float]] = {}

@@ -42,6 +42,7 @@ from bench.errors import SweepError
 from bench.sweep.leaderboard import format_table, leaderboard, to_csv
 from bench.sweep.results import (
     SWEEP_YAML,
+    SweepPath,
     TrialRecord,
     final_checkpoints,
     read_meta,
@@ -92,7 +93,7 @@ class Unit:
 
 @dataclass
 class SweepOutcome:
-    sweep_dir: Path
+    sweep_dir: SweepPath
     sweep_id: str
     trials: list[TrialRecord] = field(default_factory=list)
     errors: int = 0
@@ -191,7 +192,7 @@ def stage_config(spec: SweepSpec, stage: StageSpec, num_classes: dict[str, int])
     return cfg
 
 
-def driver_config(spec: SweepSpec, unit: Unit | None = None, sweep_dir: Path | None = None) -> DriverConfig:
+def driver_config(spec: SweepSpec, unit: Unit | None = None, sweep_dir: SweepPath | None = None) -> DriverConfig:
     """The driver's side of a trial from the sweep's resources; with ``unit``, the Ray Train
     storage of its multi-worker runs is the unit's folder."""
     r = spec.resources
@@ -201,7 +202,7 @@ def driver_config(spec: SweepSpec, unit: Unit | None = None, sweep_dir: Path | N
                         custom_per_worker={k: float(v) for k, v in r.custom.items()} or None)
 
 
-def param_space(spec: SweepSpec, unit: Unit, *, sweep_id: str, sweep_dir: Path,
+def param_space(spec: SweepSpec, unit: Unit, *, sweep_id: str, sweep_dir: SweepPath,
                 init_table: dict[str, str] | None, num_classes: dict[str, int]) -> dict[str, Any]:
     """Tune's ``param_space`` for ``unit``: the stage's `TrainConfig` as a dict, with Tune's
     grid and search objects put in for the fields that vary, plus the driver's keys and the
@@ -241,7 +242,7 @@ def param_space(spec: SweepSpec, unit: Unit, *, sweep_id: str, sweep_dir: Path,
     return space
 
 
-def study_values(spec: SweepSpec, unit: Unit, *, sweep_dir: Path, init_table: dict[str, str] | None
+def study_values(spec: SweepSpec, unit: Unit, *, sweep_dir: SweepPath, init_table: dict[str, str] | None
                  ) -> dict[tuple[str, str, int], dict[str, Any]]:
     """The values of a study's trials that its (cell, modality, seed) decides: the fine-tune
     checkpoint and the fail-once marker."""
@@ -408,7 +409,7 @@ def _study_seed(spec: SweepSpec, stage: StageSpec, combo: tuple[str, str, int]) 
     raise ValueError(f"stage {stage.name!r} is not in the sweep")
 
 
-def _make_tuner(spec: SweepSpec, unit: Unit, space: dict[str, Any], callbacks: list[Any], sweep_dir: Path,
+def _make_tuner(spec: SweepSpec, unit: Unit, space: dict[str, Any], callbacks: list[Any], sweep_dir: SweepPath,
                 study_fixed: dict[tuple[str, str, int], dict[str, Any]] | None = None) -> Any:
     from ray import tune  # heavy
 
@@ -656,7 +657,7 @@ def _guarded(fn: Any, what: str, stream: TextIO) -> Any:
         return None
 
 
-def _init_table(spec: SweepSpec, stage: StageSpec, sweep_dir: Path, meta: dict[str, Any]) -> dict[str, str]:
+def _init_table(spec: SweepSpec, stage: StageSpec, sweep_dir: SweepPath, meta: dict[str, Any]) -> dict[str, str]:
     """(cell/modality/seed) -> pretrain checkpoint for the finetune stage."""
     if stage.init_from is None:
         trials = [t for u in meta["units"] if meta["units"][u]["stage"] == "pretrain"

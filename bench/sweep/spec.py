@@ -16,7 +16,7 @@ Example (every key; only ``name``, ``datasets`` and ``stages`` are required)::
 
     name: demo                       # [A-Za-z0-9][A-Za-z0-9_.-]*; the sweep's folder and MLflow tag
     experiment: gesturebench         # MLflow experiment name
-    storage: runs                    # Ray Tune storage root; the sweep lives in <storage>/<name>
+    storage: runs                    # storage root (a folder, or s3://bucket/prefix, gs://...); the sweep lives in <storage>/<name>
     datasets:                        # name -> dataset; stages refer to them by name
       isogd:
         format: isogd                # isogd | jester | framelist
@@ -104,6 +104,7 @@ from bench.data.synth import CODECS as SYNTH_CODECS
 from bench.data.synth import DIFFICULTY_AXES as SYNTH_DIFFICULTY_AXES
 from bench.data.synth import FORMATS as SYNTH_FORMATS
 from bench.errors import ConfigError
+from bench.storage import RemotePath, StorageError, is_uri, location
 from bench.train.config import STAGES, ConfigFieldError, TrainConfig
 
 # TrainConfig fields a sweep sets itself; `train:` must not (they come from the grid, the
@@ -176,7 +177,7 @@ class StageSpec:
     train: TrainConfig                         # the stage's run; the driver varies cell, modality
                                                # and seed (the grid), searched keys, and the
                                                # per-trial values (PER_TRIAL)
-    init_from: Path | None = None              # finetune alone: previous sweep dir or checkpoint
+    init_from: Path | RemotePath | None = None  # finetune alone: previous sweep dir or checkpoint
     modalities: tuple[str, ...] | None = None  # this stage's subset of grid.modalities
     init_modality: str | None = None           # finetune: start every modality from this one's
                                                # pretrain trial (Jester has no depth)
@@ -289,18 +290,18 @@ class SweepSpec:
     grid: GridSpec
     preset: str = "paper"
     experiment: str = "gesturebench"
-    storage: Path = Path("runs")               # absolute after load
+    storage: Path | RemotePath = Path("runs")  # absolute after load; a URI's `RemotePath` (bench.storage)
     search: SearchSpec | None = None
     scheduler: SchedulerSpec | None = None
     resources: ResourceSpec = field(default_factory=ResourceSpec)
     max_concurrent_trials: int | None = None
     max_failures: int = 2
     reuse_actors: bool = True
-    source: Path | None = None                 # the file it came from
+    source: Path | RemotePath | None = None    # the file it came from
     text: str = ""                             # the file's text (kept with the sweep's results)
 
     @property
-    def sweep_dir(self) -> Path:
+    def sweep_dir(self) -> Path | RemotePath:
         return self.storage / self.name
 
     def stage(self, name: str) -> StageSpec | None:
@@ -312,10 +313,11 @@ class SweepSpec:
     def combos(self, stage: StageSpec) -> list[tuple[str, str, int]]:
         return self.grid.combos(self.modalities(stage))
 
-    def with_storage(self, storage: str | Path) -> SweepSpec:
-        if storage_uri_error(str(storage)):
-            raise ConfigError(f"--storage {storage_uri_error(str(storage))}")
-        return dataclasses.replace(self, storage=Path(storage).expanduser().resolve())
+    def with_storage(self, storage: str | Path | RemotePath) -> SweepSpec:
+        try:
+            return dataclasses.replace(self, storage=location(storage))
+        except StorageError as e:
+            raise ConfigError(f"--storage {e}") from None
 
     def is_synthetic(self, dataset: str) -> bool:
         ds = self.datasets[dataset]
@@ -336,7 +338,7 @@ def load_spec(path: str | Path, *, base_dir: str | Path | None = None) -> SweepS
     return parse_spec(text, source=path, base_dir=base_dir)
 
 
-def parse_spec(text: str, *, source: str | Path = "<sweep>", base_dir: str | Path | None = None
+def parse_spec(text: str, *, source: str | Path | RemotePath = "<sweep>", base_dir: str | Path | None = None
                ) -> SweepSpec:
     import yaml
 
@@ -354,7 +356,11 @@ def parse_spec(text: str, *, source: str | Path = "<sweep>", base_dir: str | Pat
     ctx = _Ctx(str(source), lines)
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     spec = _build(data, ctx, base.resolve())
-    return dataclasses.replace(spec, source=Path(source) if source != "<sweep>" else None, text=text)
+    if source == "<sweep>":
+        where = None
+    else:
+        where = source if isinstance(source, RemotePath) else location(source) if is_uri(source) else Path(source)
+    return dataclasses.replace(spec, source=where, text=text)
 
 
 def _to_python(node: Any, path: tuple, lines: dict[tuple, int], loader: Any, source: Any) -> Any:
@@ -471,17 +477,6 @@ def _unique(ctx: _Ctx, items: list[Any], path: tuple) -> None:
         seen.add(x)
 
 
-_URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-NO_URI = ("object-store URIs are not supported for the sweep's storage yet: give a folder every node "
-          "mounts at the same path (NFS, EFS, Filestore; clusters/README.md)")
-
-
-def storage_uri_error(v: str) -> str | None:
-    """Why ``v`` cannot be the sweep's storage, or None: a URI (``s3://``, ``gs://``, ...) would
-    otherwise become a local folder named ``s3:``."""
-    return f"{v!r}: {NO_URI}" if _URI_RE.match(str(v)) else None
-
-
 def _path(v: Any, base: Path) -> Path:
     p = Path(v).expanduser()
     return (p if p.is_absolute() else base / p).resolve()
@@ -500,9 +495,10 @@ def _build(data: Any, ctx: _Ctx, base: Path) -> SweepSpec:
         raise ctx.error(("name",), f"{name!r} must match {_NAME_RE.pattern} (it names a folder)")
     experiment = _str(ctx, top.get("experiment", "gesturebench"), ("experiment",))
     storage_v = _str(ctx, top.get("storage", "runs"), ("storage",))
-    if storage_uri_error(storage_v):
-        raise ctx.error(("storage",), storage_uri_error(storage_v))
-    storage = _path(storage_v, base)
+    try:
+        storage = location(storage_v, base=base)
+    except StorageError as e:
+        raise ctx.error(("storage",), str(e)) from None
 
     preset = _str(ctx, top.get("preset", "paper"), ("preset",))
     from bench.models import PRESETS  # heavy: torch
@@ -764,7 +760,10 @@ def _stages(ctx: _Ctx, v: Any, datasets: Mapping[str, DatasetSpec], grid: GridSp
         if s.get("init_from") is not None:
             if name != "finetune":
                 raise ctx.error(p + ("init_from",), "only a finetune stage starts from a checkpoint")
-            init_from = _path(_str(ctx, s["init_from"], p + ("init_from",)), base)
+            try:
+                init_from = location(_str(ctx, s["init_from"], p + ("init_from",)), base=base)
+            except StorageError as e:
+                raise ctx.error(p + ("init_from",), str(e)) from None
         mods = None
         if s.get("modalities") is not None:
             mods = _list(ctx, s["modalities"], p + ("modalities",))

@@ -4,7 +4,7 @@ Why a wrapper around `bench.train.trainable.trial_fn`: on a multi-node cluster a
 only interpretable with the node that produced it (timings, GPU type), and Tune's own
 ``node_ip`` cannot tell two nodes on one host apart. Each (re)start appends one line to
 ``<trial dir>/node.json`` in the sweep's storage (the folder Tune keeps the trial's
-result.json in, which every node must reach: run multi-node sweeps on a shared filesystem).
+result.json in, which every node reaches: a shared filesystem or a bucket).
 
 `trainable` is the Tune trainable built from `run_trial`. It differs from Tune's own wrapper in
 one place, `restore`: Tune's experiment snapshot (once a second) names a trial's latest
@@ -27,16 +27,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.storage import RemotePath, append_line, location
 from bench.train.trainable import trial_fn
 
 log = logging.getLogger(__name__)
 
 
-def node_file(config: dict[str, Any], trial_name: str) -> Path | None:
+def node_file(config: dict[str, Any], trial_name: str) -> Path | RemotePath | None:
     sweep = config.get("sweep") or {}
     if not sweep.get("dir") or not sweep.get("unit"):
         return None
-    return Path(sweep["dir"]) / sweep["unit"] / trial_name / "node.json"
+    return location(sweep["dir"]) / sweep["unit"] / trial_name / "node.json"
 
 
 def run_trial(config: dict[str, Any]) -> None:
@@ -52,10 +53,9 @@ def run_trial(config: dict[str, Any]) -> None:
                 "resources": {k: v for k, v in rt.get_assigned_resources().items()}}
         try:
             f.parent.mkdir(parents=True, exist_ok=True)
-            with f.open("a") as fh:
-                fh.write(json.dumps(line) + "\n")
-        except OSError:
-            pass                # bookkeeping only: never fail a trial for it
+            append_line(f, json.dumps(line) + "\n")
+        except OSError as e:
+            log.warning("could not record where the trial runs in %s: %s", f, e)   # bookkeeping only
     trial_fn(config)
 
 

@@ -22,6 +22,7 @@ import yaml
 
 from bench.data.formats import load_index
 from bench.errors import CLIError, ConfigError, DataError
+from bench.storage import location
 from bench.sweep.cli import _execute
 from bench.sweep.leaderboard import leaderboard
 from bench.sweep.results import SWEEP_JSON, SWEEP_YAML, read_sweep
@@ -44,7 +45,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 
 def winners_file(sweep_dir: Path, *, seeds: list[int], split: str = "test", base_dir: Path | None = None) -> str:
     """The re-run's sweep file as YAML text (see the module docstring)."""
-    sweep_dir = Path(sweep_dir)
+    sweep_dir = location(sweep_dir)
     if not (sweep_dir / SWEEP_JSON).is_file() or not (sweep_dir / SWEEP_YAML).is_file():
         raise CLIError(f"{sweep_dir}: not a sweep folder (needs {SWEEP_JSON} and {SWEEP_YAML})")
     text = (sweep_dir / SWEEP_YAML).read_text()

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
 
+from bench.storage import RemotePath, location
 from bench.tracking import records
 from bench.tracking.store import Tracker
 from bench.tracking.uri import apply_http_env
@@ -211,9 +211,12 @@ class MLflowTrialCallback(Callback):
         results = self._results.get(tid, [])
         self._tracker.log_summary(run_id)
         self._tracker.name_run(run_id, trial.config)
-        ck = _checkpoint_dir(trial, results)
+        root = location(self.sweep_dir)
+        ck: Any = _checkpoint_dir(trial, results)
+        if ck and isinstance(root, RemotePath):      # Ray names it by its path in the bucket
+            ck = root.at_fs_path(ck)
         self._tracker.log_artifacts(run_id, records.final_files(ck))
-        tags = records.node_tags(Path(self.sweep_dir) / _unit(trial) / _trial_name(trial))
+        tags = records.node_tags(root / _unit(trial) / _trial_name(trial))
         tags["last_epoch"] = str(max(self._logged.get(tid) or {0}))
         if ck:
             tags["final_checkpoint"] = str(ck)

@@ -47,6 +47,7 @@ import typing
 from pathlib import Path
 from typing import Any, Mapping
 
+from bench.storage import RemotePath, location
 from bench.tracking.meta import provenance_tags
 from bench.train.config import TrainConfig
 from bench.train.layout import METRICS_FILE as METRICS
@@ -343,20 +344,20 @@ def parse_trial_tags(tags: Mapping[str, str]) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- artifacts
 
-def final_files(checkpoint_dir: str | Path | None) -> list[Path]:
+def final_files(checkpoint_dir: str | Path | RemotePath | None) -> list[Path | RemotePath]:
     if not checkpoint_dir:
         return []
-    d = Path(checkpoint_dir)
+    d = location(checkpoint_dir)
     return [d / VAL_SCORES, d / METRICS]
 
 
-def node_tags(trial_dir: str | Path | None) -> dict[str, str]:
+def node_tags(trial_dir: str | Path | RemotePath | None) -> dict[str, str]:
     """Where the trial ran (the last start), from ``node.json`` written by the trial wrapper."""
     import json
 
     if not trial_dir:
         return {}
-    f = Path(trial_dir) / "node.json"
+    f = location(trial_dir) / "node.json"
     try:
         lines = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
     except (OSError, ValueError):

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from bench.storage import RemotePath, local_copy
 from bench.tracking import records
 from bench.tracking.records import EPOCH_METRIC, param_strings
 from bench.tracking.uri import sqlite_path
@@ -239,11 +240,13 @@ class Tracker:
             self.client.log_inputs(run_id, datasets=dataset_inputs(refs))
         return len(refs)
 
-    def log_artifacts(self, run_id: str, files: Iterable[Path]) -> list[str]:
+    def log_artifacts(self, run_id: str, files: Iterable[Path | RemotePath]) -> list[str]:
+        """Log each file that exists (from a bucket through a temporary local copy)."""
         logged = []
         for f in files:
             if f.is_file():
-                self.client.log_artifact(run_id, str(f))
+                with local_copy(f) as local:
+                    self.client.log_artifact(run_id, str(local))
                 logged.append(f.name)
         return logged
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.storage import RemotePath, location
 from bench.sweep.results import read_sweep
 from bench.tracking import records
 from bench.tracking.store import Tracker
@@ -23,7 +24,7 @@ _STATUS = {"TERMINATED": "FINISHED", "ERROR": "FAILED"}
 
 @dataclass
 class SyncStats:
-    sweep_dir: Path
+    sweep_dir: Path | RemotePath
     parent_run_id: str = ""
     runs_created: int = 0
     runs_found: int = 0
@@ -32,16 +33,17 @@ class SyncStats:
     unfinished: list[str] = field(default_factory=list)
 
 
-def find_sweep_dirs(target: str | Path) -> list[Path]:
-    """``target`` is a sweep folder (with sweep.json) or a storage root holding several."""
-    t = Path(target)
+def find_sweep_dirs(target: str | Path | RemotePath) -> list[Path | RemotePath]:
+    """``target`` is a sweep folder (with sweep.json) or a storage root holding several; a local
+    path or a URI (``s3://bucket/runs``)."""
+    t = location(target)
     if (t / "sweep.json").is_file():
         return [t]
     return sorted(p.parent for p in t.glob("*/sweep.json"))
 
 
-def sync_sweep(sweep_dir: str | Path, *, tracking_uri: str, experiment: str | None = None) -> SyncStats:
-    sweep_dir = Path(sweep_dir)
+def sync_sweep(sweep_dir: str | Path | RemotePath, *, tracking_uri: str, experiment: str | None = None) -> SyncStats:
+    sweep_dir = location(sweep_dir)
     meta, trials = read_sweep(sweep_dir)
     tracker = Tracker(tracking_uri, experiment or meta.get("experiment") or "gesturebench")
     stats = SyncStats(sweep_dir=sweep_dir)

@@ -55,6 +55,7 @@ from torch import nn
 from bench.data.index import DatasetIndex
 from bench.data.sampling import batch_clips
 from bench.errors import DataError
+from bench.storage import RemotePath, local_copy, location
 from bench.models import NetConfig, build_network, count_macs, count_params
 from bench.train.config import TrainConfig, split_config
 from bench.train.layout import METRIC_KEYS, METRICS_FILE, STATE_FILE, VAL_SCORES_FILE
@@ -122,11 +123,12 @@ def load_init_weights(net: nn.Module, path: str | Path, *, cell: str, preset: st
     The checkpoint must come from the same cell and preset; all other parameters and buffers
     must match exactly (strict), so a wrong checkpoint fails loudly instead of half-loading.
     """
-    p = Path(path)
+    p = location(path)                  # a local path, or a URI in the sweep's storage (s3://...)
     state_path = p / STATE_FILE if p.is_dir() else p
     if not state_path.is_file():
         raise ValueError(f"TrainConfig.init_checkpoint={str(path)!r}: no {STATE_FILE} there")
-    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    with local_copy(state_path) as f:
+        state = torch.load(f, map_location="cpu", weights_only=True)
     src = state.get("config", {})
     for field, want in (("cell", cell), ("preset", preset)):
         if src.get(field) != want:
@@ -440,7 +442,7 @@ def _run(cfg: TrainConfig, session: Session, *, device: torch.device, precision:
 
     for epoch in range(start_epoch, cfg.epochs + 1):
         if cfg.fail_once_at_epoch == epoch and rank == 0:
-            _inject_failure(epoch, Path(cfg.fail_marker))
+            _inject_failure(epoch, location(cfg.fail_marker))
         t0 = time.perf_counter()
         train_loader.set_epoch(epoch)
         tr, last_lr = train_one_epoch(model, train_loader, optimizer, scheduler, device=device, steps=steps,
@@ -662,7 +664,7 @@ def evaluate(net: nn.Module, loader: Any, *, device: torch.device, num_classes: 
     return sums, rows
 
 
-def _inject_failure(epoch: int, marker: Path) -> None:
+def _inject_failure(epoch: int, marker: Path | RemotePath) -> None:
     """The ``fail_once_at_epoch`` test hook: raise once, leaving ``marker`` so a retry goes on."""
     if marker.exists():
         return
