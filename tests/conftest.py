@@ -325,6 +325,24 @@ def local_ray(local_ray_settings: dict[str, Any]) -> Iterator[None]:
         ray.shutdown()
 
 
+NODE_TAG = "GB_TEST_NODE"           # in each `two_node_ray` node's environment: "<role>-<cluster tmp>"
+
+
+def _pids_with_env(key: str, value: str) -> list[int]:
+    """This user's live processes (not this one) started with ``key=value`` in their
+    environment (inherited: a raylet's workers carry their node's)."""
+    me, uid, want, out = os.getpid(), os.getuid(), f"{key}={value}".encode(), []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == me:
+            continue
+        try:
+            if d.stat().st_uid == uid and _alive(int(d.name)) and want in (d / "environ").read_bytes().split(b"\0"):
+                out.append(int(d.name))
+        except OSError:
+            continue
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class TwoNodes:
     address: str                      # 127.0.0.1:PORT, for `bench sweep --address` / ray.init
@@ -335,23 +353,41 @@ class TwoNodes:
         """The NodeID of the node that holds ``resource``."""
         return next(n["NodeID"] for n in self.nodes if n["Resources"].get(resource))
 
+    def pids(self, role: str) -> list[int]:
+        """The processes of node ``role`` ("head" or "worker"): its raylet, agents and workers."""
+        return _pids_with_env(NODE_TAG, f"{role}-{self.tmp.name}")
+
+    def kill(self, role: str) -> list[int]:
+        """SIGKILL every process of node ``role``, as a machine that dies; returns those killed."""
+        pids = self.pids(role)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return pids
+
 
 @pytest.fixture(scope="module")
 def two_node_settings() -> dict[str, dict[str, Any]]:
     """`ray start` options of `two_node_ray`'s nodes (``num_cpus=1`` -> ``--num-cpus=1``,
     ``resources`` -> ``--resources=JSON``); a module defines its own fixture to change them.
-    By default one CPU each, told apart by the custom resources ``head_node`` / ``worker_node``."""
+    By default one CPU each, told apart by the custom resources ``head_node`` / ``worker_node``.
+    Two keys are not flags: ``cwd`` (the node's working directory, relative to the cluster's
+    scratch folder) and ``env`` (extra environment variables of that node's processes)."""
     return {"head": {"num_cpus": 1, "resources": {"head_node": 1}},
             "worker": {"num_cpus": 1, "resources": {"worker_node": 1}}}
 
 
 def _node_flags(options: dict[str, Any]) -> list[str]:
     return [f"--resources={json.dumps(v)}" if k == "resources" else f"--{k.replace('_', '-')}={v}"
-            for k, v in options.items()]
+            for k, v in options.items() if k not in ("cwd", "env")]
 
 
-def _ray_start(*args: str, env: dict[str, str]) -> None:
-    r = subprocess.run([RAY, "start", *args], check=False, capture_output=True, text=True, env=env, timeout=180)
+def _ray_start(*args: str, env: dict[str, str], cwd: Path | None = None) -> None:
+    r = subprocess.run([RAY, "start", *args], check=False, capture_output=True, text=True, env=env, timeout=180,
+                       cwd=cwd)
     if r.returncode != 0:
         raise RuntimeError(f"ray start {' '.join(args)} failed ({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
 
@@ -373,9 +409,20 @@ def two_node_ray(two_node_settings: dict[str, dict[str, Any]]) -> Iterator[TwoNo
         port = _free_port()
         address = f"127.0.0.1:{port}"
         common = (f"--temp-dir={tmp / 'rt'}", "--disable-usage-stats")
+
+        def node_env(role: str) -> tuple[dict[str, str], Path | None]:
+            opts = two_node_settings[role]
+            cwd = tmp / opts["cwd"] if opts.get("cwd") else None
+            if cwd is not None:
+                cwd.mkdir(parents=True, exist_ok=True)
+            return env | dict(opts.get("env") or {}) | {NODE_TAG: f"{role}-{tmp.name}"}, cwd
+
+        head_env, head_cwd = node_env("head")
         _ray_start("--head", f"--port={port}", "--include-dashboard=false",
-                   *_node_flags(two_node_settings["head"]), *common, env=env)
-        _ray_start(f"--address={address}", *_node_flags(two_node_settings["worker"]), *common, env=env)
+                   *_node_flags(two_node_settings["head"]), *common, env=head_env, cwd=head_cwd)
+        worker_env, worker_cwd = node_env("worker")
+        _ray_start(f"--address={address}", *_node_flags(two_node_settings["worker"]), *common,
+                   env=worker_env, cwd=worker_cwd)
         ray.init(address=address, log_to_driver=False, logging_level="WARNING")
         try:
             deadline = time.monotonic() + 60

@@ -1,5 +1,7 @@
-"""Restoring a trial whose snapshot names a checkpoint that retention has since deleted
-(ray-project/ray#27790): the trial restores from the newest checkpoint it reported."""
+"""Restoring a trial from the newest checkpoint its result.json reports: when the snapshot names
+a checkpoint that retention has since deleted (ray-project/ray#27790), and when Tune offers an
+older one because the node died before Tune registered the newest (tests/test_storage_s3_resume.py
+runs that case on two nodes)."""
 
 from __future__ import annotations
 
@@ -47,7 +49,23 @@ def test_a_deleted_checkpoint_is_replaced_by_the_newest_reported_one(tmp_path):
 
 def test_an_existing_checkpoint_is_restored_as_named(tmp_path):
     trial = _trial_dir(tmp_path, reported=[1, 2, 3], present=[2, 3])
-    res = _result(trial, 2)
+    res = _result(trial, 3)
+    assert newest_reported_checkpoint(res) is res
+
+
+def test_a_newer_reported_checkpoint_wins_over_the_one_tune_registered(tmp_path):
+    # the node died after epoch 3's result reached the driver, before Tune's `save` registered its
+    # checkpoint: Tune offers 2; 3 is reported and persisted, so the trial goes on from it
+    trial = _trial_dir(tmp_path, reported=[1, 2, 3], present=[1, 2, 3])
+    out = newest_reported_checkpoint(_result(trial, 2))
+    assert out.checkpoint.path == str(trial / "checkpoint_000003") and out.metrics["epoch"] == 3
+
+
+def test_a_checkpoint_written_but_never_reported_is_not_used(tmp_path):
+    # 4 was persisted, but its result never reached the log (the node died in between): its
+    # epoch must run again, so the restore stays on 3
+    trial = _trial_dir(tmp_path, reported=[1, 2, 3], present=[2, 3, 4], torn_last_line=True)
+    res = _result(trial, 3)
     assert newest_reported_checkpoint(res) is res
 
 

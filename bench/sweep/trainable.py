@@ -7,13 +7,20 @@ only interpretable with the node that produced it (timings, GPU type), and Tune'
 result.json in, which every node reaches: a shared filesystem or a bucket).
 
 `trainable` is the Tune trainable built from `run_trial`. It differs from Tune's own wrapper in
-one place, `restore`: Tune's experiment snapshot (once a second) names a trial's latest
-checkpoint, and checkpoint retention (``num_to_keep``) can delete that checkpoint before the
-next snapshot when epochs are shorter than the period. A driver killed in that window leaves a
-snapshot whose checkpoint is gone, and Tune refuses to restore the trial ("does not exist on
-storage anymore", ray-project/ray#27790). The trial then restores from the newest checkpoint it
-reported (named in its result.json, so fully persisted), which is newer than the lost one: no
-epoch is re-run.
+one place, `restore`, which picks the checkpoint by what the trial's result.json reports
+(`newest_reported_checkpoint`), in two cases where Tune's choice would lose or repeat work:
+
+- Tune's experiment snapshot (once a second) names a trial's latest checkpoint, and checkpoint
+  retention (``num_to_keep``) can delete it before the next snapshot when epochs are shorter
+  than the period. A driver killed in that window leaves a snapshot whose checkpoint is gone,
+  and Tune refuses to restore the trial ("does not exist on storage anymore",
+  ray-project/ray#27790).
+- Tune registers a checkpoint after its result, in a second call to the trial's actor. A node
+  lost between the two makes Tune retry from the checkpoint before, and the reported epoch runs
+  and is logged twice.
+
+In both the trial restores from the newest checkpoint its result.json names (fully persisted
+before it was reported): no epoch is re-run and none is lost.
 """
 
 from __future__ import annotations
@@ -60,9 +67,16 @@ def run_trial(config: dict[str, Any]) -> None:
 
 
 def newest_reported_checkpoint(result: Any) -> Any:
-    """``result`` (Tune's ``_TrainingResult`` for a restore) as it is when its checkpoint
-    exists; when it has gone, the same for the newest checkpoint that the trial's result.json
-    reports and that exists; ``result`` unchanged when there is none (Tune then raises)."""
+    """The `_TrainingResult` to restore a trial from: ``result`` (what Tune offers), unless the
+    trial's result.json reports a newer checkpoint that exists, or ``result``'s checkpoint is
+    gone and an older reported one exists; then that one, with its reported metrics.
+
+    Why newer: Tune registers a reported checkpoint through a separate ``save`` call after the
+    result itself; a node lost between the two leaves the controller offering the checkpoint
+    before, and the epoch after it would run and be logged twice. A checkpoint named in
+    result.json was fully persisted before it was reported (Ray uploads, then reports), and its
+    epoch was logged, so resuming after it loses nothing and repeats nothing. One the trial
+    wrote but never reported (cut by the kill) is not used: its epoch is not in the log."""
     import pyarrow.fs as pafs  # heavy
     from ray import tune  # heavy
 
@@ -70,9 +84,14 @@ def newest_reported_checkpoint(result: Any) -> Any:
     if ckpt is None:
         return result
     fs = ckpt.filesystem
-    if fs.get_file_info(ckpt.path).type != pafs.FileType.NotFound:
-        return result
-    trial_dir = posixpath.dirname(ckpt.path.rstrip("/"))
+
+    def exists(path: str) -> bool:
+        return fs.get_file_info(path).type == pafs.FileType.Directory
+
+    offered = ckpt.path.rstrip("/")
+    offered_exists = exists(offered)
+    offered_iter = (getattr(result, "metrics", None) or {}).get("training_iteration")
+    trial_dir = posixpath.dirname(offered)
     try:
         with fs.open_input_stream(posixpath.join(trial_dir, "result.json")) as fh:
             lines = fh.read().decode("utf-8", "replace").splitlines()
@@ -86,12 +105,21 @@ def newest_reported_checkpoint(result: Any) -> Any:
             continue
         if isinstance(row, dict) and row.get("checkpoint_dir_name"):
             rows.append(row)
-    for row in reversed(rows):
+    for row in reversed(rows):           # the newest first
         path = posixpath.join(trial_dir, row["checkpoint_dir_name"])
-        if fs.get_file_info(path).type == pafs.FileType.Directory:
-            log.warning("checkpoint %s named by the experiment snapshot is gone (deleted by retention after "
-                        "the snapshot); restoring from %s, the newest the trial reported", ckpt.path, path)
+        if path == offered:
+            if offered_exists:
+                return result
+            continue
+        it = row.get("training_iteration")
+        newer = isinstance(it, int) and isinstance(offered_iter, int) and it > offered_iter
+        if (newer or not offered_exists) and exists(path):
+            why = ("is older than the newest the trial reported (its node was lost before Tune registered that one)"
+                   if offered_exists else "is gone (deleted by retention after the experiment snapshot)")
+            log.warning("checkpoint %s offered for the restore %s; restoring from %s", offered, why, path)
             return type(result)(checkpoint=tune.Checkpoint(path, filesystem=fs), metrics=row)
+        if not newer and offered_exists:
+            break
     return result
 
 
