@@ -171,15 +171,18 @@ class ClipLoader:
         self._pool: ThreadPoolExecutor | None = None
         self._dali: Any = None
         self._gpu_refused: dict[tuple[str, str | None], str] = {}   # (container, codec) -> why
-        # Codecs (and true frame counts, see MediaResolver) matter only where DALI may decode.
+        # Codecs (and true frame counts, see MediaResolver) matter only where DALI may decode;
+        # counts verified once already (`bench data prepare`'s index cache, a probed index) are
+        # not counted again here, in every trial and on every rank.
         maybe_dali = backend.startswith("dali") or backend == "auto"
-        self._resolver = MediaResolver(need_codec=maybe_dali, verify_count=maybe_dali)
+        self._verify = not index.counts_decoded
+        self._resolver = MediaResolver(need_codec=maybe_dali, verify_count=maybe_dali and self._verify)
         choice = self._choose(backend)
         self.backend: str = choice.backend
         self.backend_reason: str = choice.reason
         uses_dali = self.backend.startswith("dali")
         self._resolver.need_codec = uses_dali
-        self._resolver.verify_count = uses_dali
+        self._resolver.verify_count = uses_dali and self._verify
         if uses_dali:
             self._make_dali(self.backend)   # here, not lazily from several worker threads at once
         # Under "auto", a file the chosen DALI decoder cannot take goes to the CPU fallback.
@@ -446,7 +449,8 @@ class ClipLoader:
         out: dict[str, Any] = {}
         if self.device_preprocess and len({tuple(clips[id(it)].shape) for it in keep}) == 1:
             frames = torch.stack([clips[id(it)] for it in keep])                      # (B,T,S0,S0,C) uint8
-            out |= {"frames": frames.pin_memory() if torch.cuda.is_available() else frames,
+            pin = torch.cuda.is_available() and frames.device.type == "cpu"    # DALI-GPU's are on the GPU
+            out |= {"frames": frames.pin_memory() if pin else frames,
                     "size": self.size, "mean": self.mean}
         elif self.device_preprocess:       # crops of different sizes: finished here, as without the option
             from bench.data.sampling import finish_clips
@@ -517,7 +521,9 @@ class ClipLoader:
         with self._lock:
             return self._cache.get((it.request.media.path, self.gray))
 
-    def _store(self, it: _Item, full: np.ndarray) -> None:
+    def _store(self, it: _Item, full: Any) -> None:
+        if not isinstance(full, np.ndarray):     # DALI-GPU frames: the cache lives in host memory
+            full = full.cpu().numpy()
         with self._lock:
             key = (it.request.media.path, self.gray)
             if key in self._cache:
@@ -536,8 +542,12 @@ class ClipLoader:
         if top >= len(full):
             it.error = DataError(it.request.media.path, f"frame {top} requested, the video holds "
                                                         f"{len(full)}")
-        else:
+        elif isinstance(full, np.ndarray):
             it.frames = full[it.request.indices]
+        else:
+            import torch
+
+            it.frames = full[torch.as_tensor(it.request.indices, device=full.device)]
 
     def _preprocess(self, it: _Item):
         from bench.data.sampling import preprocess_clip

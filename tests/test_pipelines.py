@@ -302,6 +302,70 @@ def test_dali_refuses_index_beyond_video_instead_of_black_frames(media):
 
 
 @needs_dali
+@pytest.mark.parametrize("kind,modality", [("mjpeg", "rgb"), ("depth", "depth"), ("jpg", "rgb"), ("jpg", "depth")])
+@pytest.mark.parametrize("device_preprocess", [False, True])
+def test_dali_torch_handover_gives_the_same_frames_and_clips(media, kind, modality, device_preprocess):
+    """The DALI-GPU path's handover -- DALI's output to torch through DLPack, gray conversion in
+    torch, clips finished from tensors -- run on DALI's CPU decoder here (``to_torch``): the
+    same frames, byte for byte, and the same clips as the numpy path."""
+    import torch
+
+    index = make_index(media[kind], modality=modality)
+
+    def loader(to_torch: bool):
+        ld = make_loader(index, modality=modality, backend="dali-cpu", clip_len=6, size=24, batch_size=2,
+                         train=True, seed=3, device_preprocess=device_preprocess)
+        ld._dali.to_torch = to_torch
+        return ld
+
+    ref, got = loader(False), loader(True)
+    a, b = raw_frames(ref), raw_frames(got)
+    assert set(a) == set(b) and len(a) == len(media[kind])
+    for sid in a:
+        assert isinstance(b[sid][1], torch.Tensor) and isinstance(a[sid][1], np.ndarray)
+        np.testing.assert_array_equal(a[sid][0], b[sid][0])
+        assert b[sid][1].dtype == torch.uint8 and b[sid][1].shape == a[sid][1].shape
+        assert np.array_equal(b[sid][1].numpy(), a[sid][1]), sid
+    for x, y in zip(epoch_batches(ref, 1), epoch_batches(got, 1), strict=True):
+        assert x["sample_id"] == y["sample_id"]
+        key = "frames" if device_preprocess else "clip"
+        assert torch.equal(x[key], y[key])
+
+
+@needs_dali
+def test_counts_verified_once_are_not_counted_again(media, monkeypatch, tmp_path):
+    """DALI's path counts decodable frames before trusting the index -- unless the index's
+    counts were verified by decoding already (a probed index; `bench data prepare`'s cache): then
+    no loader, in no trial and on no rank, decodes a file just to count it."""
+    import bench.data.probe as probe_mod
+    from bench.data.formats import probe_index
+
+    paths = media["mjpeg"]
+    calls: list[str] = []
+    real = probe_mod.probe_video
+
+    def counting(path, *a, **kw):
+        calls.append(str(path))
+        return real(path, *a, **kw)
+
+    probed = probe_index(make_index(paths))
+    assert probed.counts_decoded and probed.shard(1, 2).counts_decoded
+    monkeypatch.setattr(probe_mod, "probe_video", counting)
+    for rank in (0, 1):
+        loader = make_loader(probed, backend="dali-cpu", clip_len=4, size=16, batch_size=1, rank=rank, world_size=2)
+        for epoch in (0, 1):
+            epoch_batches(loader, epoch)
+    assert calls == []
+    # the same counts, unverified (stated by a list): each file is counted once per loader, not per epoch
+    stated = make_index(paths, counts=[s.num_frames for s in probed.samples])
+    assert not stated.counts_decoded
+    loader = make_loader(stated, backend="dali-cpu", clip_len=4, size=16, batch_size=1)
+    for epoch in (0, 1, 2):
+        epoch_batches(loader, epoch)
+    assert sorted(calls) == sorted(str(p) for p in paths)
+
+
+@needs_dali
 @pytest.mark.parametrize("on_error", ["raise", "skip"])
 def test_forced_dali_cpu_refuses_h264_naming_file_and_codec(media, on_error):
     index = make_index(media["mjpeg"][:1] + media["h264"][:1])
@@ -444,7 +508,11 @@ def test_dali_gpu_matches_pyav_on_real_footage(kind):
     mk = lambda b: make_loader(index, backend=b, clip_len=16, size=64, batch_size=3, train=True, seed=1)
     gpu = mk("dali-gpu")
     assert gpu.backend == "dali-gpu"
-    _compare(raw_frames(mk("pyav"), 1), raw_frames(gpu, 1), tol=3.0)
+    frames = raw_frames(gpu, 1)
+    # the frames stay on the GPU (DLPack, no host copy) and the clips are finished there
+    assert all(f.is_cuda for _, f in frames.values())
+    _compare(raw_frames(mk("pyav"), 1), {k: (i, f.cpu().numpy()) for k, (i, f) in frames.items()}, tol=3.0)
+    assert all(b["clip"].is_cuda for b in epoch_batches(gpu, 1))
     assert make_loader(index, backend="auto").backend == "dali-gpu"
 
 

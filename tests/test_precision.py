@@ -67,3 +67,34 @@ def test_a_scaled_step_equals_the_plain_step_and_skips_an_overflowed_one():
     train_step(scaled, torch.full_like(x, float("inf")), y, opt2, scaler=scaler)
     assert all(torch.equal(a, b) for a, b in zip(before, scaled.parameters()))
     assert scaler.get_scale() < 2.0 ** 10
+
+
+@pytest.mark.parametrize("cell", ["convlstm", "a", "b", "c", "d"])
+def test_cell_state_stays_float32_under_autocast(cell):
+    """Under bfloat16 autocast (CPU here; the same code on CUDA) every step's gates and H are
+    bfloat16 but C is float32, from C_0 on; the layer's output keeps the gates' dtype."""
+    from bench.models.recurrent import ConvRecurrentLayer
+
+    torch.manual_seed(0)
+    layer = ConvRecurrentLayer(cell, in_channels=8, out_channels=8, recurrent_impl="auto")
+    seen = []
+    step = layer.cell.step
+
+    def spy(xp, state):
+        h, (h2, c) = step(xp, state)
+        seen.append((state[1].dtype, h.dtype, c.dtype))
+        return h, (h2, c)
+
+    layer.cell.step = spy
+    x = torch.randn(2, 8, 4, 6, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x.to(torch.bfloat16))
+    assert len(seen) == 4
+    assert all(c_in == torch.float32 and h == torch.bfloat16 and c == torch.float32 for c_in, h, c in seen), seen
+    assert out.dtype == torch.bfloat16
+    out.float().sum().backward()                   # the mixed-dtype graph trains
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in layer.parameters() if p.requires_grad)
+    # outside autocast nothing changes: float32 throughout
+    seen.clear()
+    layer(x)
+    assert all(d == (torch.float32,) * 3 for d in seen)

@@ -269,21 +269,24 @@ def test_resume_after_injected_failure_matches_uninterrupted(baseline, datasets,
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
 
 
-def test_compile_traces_the_training_model_and_changes_no_result(baseline, datasets, tmp_path, monkeypatch):
-    """compile=True hands the training model to torch.compile; Dynamo really traces it here
-    (the "eager" backend: inductor's C++ compilation would take a minute), and every metric
-    matches the uncompiled baseline."""
+@pytest.mark.parametrize("value,mode", [(True, None), ("reduce-overhead", "reduce-overhead")])
+def test_compile_traces_the_training_model_and_changes_no_result(baseline, datasets, tmp_path, monkeypatch,
+                                                                 value, mode):
+    """compile=True (or a mode: "reduce-overhead" captures CUDA graphs on a GPU) hands the
+    training model to torch.compile with that mode; Dynamo really traces it here (the "eager"
+    backend: inductor's C++ compilation would take a minute), and every metric matches the
+    uncompiled baseline."""
     real_compile = torch.compile
     compiled = []
 
     def record(model, **kw):
-        compiled.append(model)
+        compiled.append((model, kw.pop("mode", None)))
         return real_compile(model, backend="eager", **kw)
 
     monkeypatch.setattr(torch, "compile", record)
     session = LocalSession(tmp_path, resume=False)
-    train_loop_per_worker(_config(datasets["c4"], compile=True), session=session)
-    assert len(compiled) == 1 and isinstance(compiled[0], torch.nn.Module)
+    train_loop_per_worker(_config(datasets["c4"], compile=value), session=session)
+    assert len(compiled) == 1 and isinstance(compiled[0][0], torch.nn.Module) and compiled[0][1] == mode
     for ours, ref in zip(session.reported, baseline.reported, strict=True):
         ours, ref = _no_timing(ours), _no_timing(ref)
         assert set(ours) == set(ref)

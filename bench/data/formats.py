@@ -445,6 +445,8 @@ def load_index(fmt: str, root: str | Path, split: str, *, list_file: str | Path 
         if counts:
             index.samples = [s if s.num_frames is not None or s.sample_id not in counts
                              else _with_frames(s, counts[s.sample_id]) for s in index.samples]
+            # decodable counts for every sample: nothing to count again (`DatasetIndex.counts_decoded`)
+            index.counts_decoded = all(counts.get(s.sample_id) == s.num_frames for s in index.samples)
     return index
 
 
@@ -505,7 +507,7 @@ def probe_index(index: DatasetIndex, *, workers: int = 1) -> DatasetIndex:
             raise DataError(file, f"list says {s.num_frames} frames, {s.paths['rgb']} has {n}",
                             line=int(line))
         samples.append(_with_frames(s, n))
-    return DatasetIndex(index.format, index.root, index.split, index.classes, samples)
+    return DatasetIndex(index.format, index.root, index.split, index.classes, samples, counts_decoded=True)
 
 
 #: Parquet key-value metadata of an index cache: what its ``num_frames`` counts. Caches

@@ -31,6 +31,9 @@ class DatasetIndex:
     split: str                     # "train" | "valid" | "test"
     classes: list[str]
     samples: list[Sample] = field(default_factory=list)
+    #: every ``num_frames`` is a count of decodable frames, verified by decoding (a probed
+    #: index, or counts from ``bench data prepare``'s cache): readers need not count again
+    counts_decoded: bool = False
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -54,4 +57,4 @@ class DatasetIndex:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} out of range for world_size {world_size}")
         return DatasetIndex(self.format, self.root, self.split, self.classes,
-                            self.samples[rank::world_size])
+                            self.samples[rank::world_size], counts_decoded=self.counts_decoded)

@@ -526,7 +526,7 @@ def write_indexes(fmt: str, root: Path, *, workers: int = 1, progress: bool | No
                                                  "(listed above); run `bench data check` for details")
         probed = DatasetIndex(index.format, index.root, index.split, index.classes,
                               [Sample(s.sample_id, s.label, s.paths, n, s.source)
-                               for s, (n, _) in zip(index.samples, results)])
+                               for s, (n, _) in zip(index.samples, results)], counts_decoded=True)
         out[split] = write_index_cache(probed)
     return out
 

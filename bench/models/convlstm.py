@@ -32,6 +32,14 @@ class Gates(NamedTuple):
 
 State = tuple[torch.Tensor, torch.Tensor]
 
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def cell_state_like(h0: torch.Tensor) -> torch.Tensor:
+    """The initial cell state C_0 for an initial H_0: zeros in float32 when H_0 is half
+    precision (see `RecurrentCell.step`), else ``h0`` itself."""
+    return h0.float() if h0.dtype in _HALF else h0
+
 
 class RecurrentCell(nn.Module):
     """One step of a convolutional LSTM; subclasses compute the gates.
@@ -72,13 +80,17 @@ class RecurrentCell(nn.Module):
     def init_state(self, x: torch.Tensor) -> State:
         b, _, height, width = x.shape
         z = x.new_zeros(b, self.out_channels, height, width)
-        return z, z
+        return z, cell_state_like(z)
 
     def step(self, xp: object, state: State) -> tuple[torch.Tensor, State]:
+        """One step. The cell state C stays in float32 when the gates are float16/bfloat16
+        (autocast): the sums ``f o C + i o G`` over T steps are where half precision loses most
+        (a bfloat16 C keeps 8 bits of mantissa); H, which feeds convolutions, keeps the gates'
+        dtype."""
         h, c = state
         gt = self.step_gates(xp, h)
-        c = torch.addcmul(gt.f * c, gt.i, gt.g)          # f o C_{t-1} + i o G_t
-        h = gt.o * torch.tanh(c)
+        c = torch.addcmul(gt.f * c, gt.i, gt.g)          # f o C_{t-1} + i o G_t (float32 if C is)
+        h = (gt.o * torch.tanh(c)).to(gt.o.dtype)
         return h, (h, c)
 
     def check_input(self, x: torch.Tensor) -> None:

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from bench.models._registry import create_cell
+from bench.models.convlstm import cell_state_like
 from bench.models.native import recurrence
 
 
@@ -41,7 +42,7 @@ class ConvRecurrentLayer(nn.Module):
         # gradient per indexed step.
         per_step = [None if v is None else v.unflatten(0, (t, b)).unbind(0) for v in _fields(xp)]
         zeros = x.new_zeros(b, self.cell.out_channels, h, w).contiguous(memory_format=fmt)
-        state = (zeros, zeros)
+        state = (zeros, cell_state_like(zeros))          # C in float32 under autocast
         out = []
         for i in range(t):
             h_t, state = self.cell.step(_refold(xp, [v[i] if v is not None else None for v in per_step]),

@@ -37,6 +37,11 @@ from pipelines.routing import BACKENDS
 STAGES = ("pretrain", "finetune")
 AMP_MODES = ("auto", "bf16", "fp16", "off")   # bench.train.precision says what each means where
 CHANNELS_LAST_MODES = ("auto", "on", "off")
+# torch.compile modes of the training model ("off": eager). "reduce-overhead" captures the compiled
+# graphs, the recurrent loop's steps included, in CUDA graphs (one launch per graph instead of one
+# per kernel: the loop's many small kernels are where a GPU step loses time); on a CPU torch skips
+# the capture and it is "default".
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 ON_ERROR = ("raise", "skip")
 
 
@@ -89,7 +94,7 @@ class TrainConfig:
     use_gpu: bool = False
     amp: str = "auto"               # "auto": bf16 from CUDA capability 8.0, fp16 + GradScaler below, fp32 on CPU
     channels_last: str = "auto"     # "auto"/"on" -> channels_last_3d; "off" never
-    compile: bool = False           # torch.compile the training model (bench perf network --compile)
+    compile: str = "off"            # COMPILE_MODES; true = "default" (bench perf network --compile)
     data_workers: int = 0           # decode workers inside make_loader
     cache_data: bool = False        # make_loader(cache=...)
     on_error: str = "raise"         # make_loader(on_error=...); skipped samples -> num_skipped
@@ -106,17 +111,20 @@ class TrainConfig:
         _choice(self, "backend", BACKENDS)
         _choice(self, "on_error", ON_ERROR)
         # YAML and CLI hand booleans for on/off switches; normalise them to the string modes.
-        for name, off_on in (("amp", ("off", "bf16")), ("channels_last", ("off", "on"))):
+        for name, off_on in (("amp", ("off", "bf16")), ("channels_last", ("off", "on")), ("compile", ("off", "default"))):
             v = getattr(self, name)
             if isinstance(v, bool):
                 object.__setattr__(self, name, off_on[v])
         _choice(self, "amp", AMP_MODES)
         _choice(self, "channels_last", CHANNELS_LAST_MODES)
+        if self.compile in ("True", "true", "False", "false"):      # a boolean as MLflow's params kept it
+            object.__setattr__(self, "compile", "default" if self.compile.lower() == "true" else "off")
+        _choice(self, "compile", COMPILE_MODES)
         for name in ("root", "train_split", "val_split"):
             v = getattr(self, name)
             if not isinstance(v, str) or not v:
                 _bad(self, name, "must be a non-empty string")
-        for name in ("use_gpu", "cache_data", "compile"):
+        for name in ("use_gpu", "cache_data"):
             if not isinstance(getattr(self, name), bool):
                 _bad(self, name, "must be true or false")
         _int(self, "epochs", minimum=1)

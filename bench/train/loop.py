@@ -426,12 +426,13 @@ def _run(cfg: TrainConfig, session: Session, *, device: torch.device, precision:
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile:
+    if cfg.compile != "off":
         # Off by default: on this 2-core CPU it buys nothing for training (bench perf network
         # --compile: -1% to +9% per step, after ~70 s of compilation per process). Compiling
         # the DDP wrapper lets Dynamo split graphs at DDP's bucket boundaries. Validation and
-        # checkpoints use the plain module.
-        model = torch.compile(model)
+        # checkpoints use the plain module. "reduce-overhead" replays CUDA graphs on a GPU
+        # (`bench.train.config.COMPILE_MODES`); torch skips the capture on a CPU.
+        model = torch.compile(model, mode=None if cfg.compile == "default" else cfg.compile)
 
     autocast = precision.autocast()
     scaler = precision.grad_scaler()
