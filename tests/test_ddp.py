@@ -31,12 +31,13 @@ PG_TIMEOUT_S = 60            # a rank waiting this long in a collective fails (g
 DEADLINE_S = 240             # the spawned ranks must all be done by then
 
 
-def _spawn(fn, tmp: Path, *args) -> list[dict]:
-    """Run ``fn(rank, tmp, *args)`` on WORLD gloo ranks; returns each rank's ``result.json``."""
+def _spawn(fn, tmp: Path, *args, backend: str = "gloo") -> list[dict]:
+    """Run ``fn(rank, tmp, *args)`` on WORLD ranks (gloo on CPU; "nccl": rank r on cuda:r);
+    returns each rank's ``result.json``."""
     import torch.multiprocessing as mp
 
     port = _free_port()
-    ctx = mp.start_processes(_entry, args=(fn, port, tmp, args), nprocs=WORLD, join=False,
+    ctx = mp.start_processes(_entry, args=(fn, port, tmp, args, backend), nprocs=WORLD, join=False,
                              start_method="spawn")
     deadline = time.monotonic() + DEADLINE_S
     try:
@@ -55,10 +56,12 @@ def _spawn(fn, tmp: Path, *args) -> list[dict]:
     return out
 
 
-def _entry(rank: int, fn, port: int, tmp: Path, args: tuple) -> None:
+def _entry(rank: int, fn, port: int, tmp: Path, args: tuple, backend: str = "gloo") -> None:
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=WORLD,
+    if backend == "nccl":
+        torch.cuda.set_device(rank)
+    torch.distributed.init_process_group(backend, rank=rank, world_size=WORLD,
                                          timeout=datetime.timedelta(seconds=PG_TIMEOUT_S))
     try:
         res = fn(rank, tmp, *args)
@@ -151,20 +154,21 @@ SHARDS = {0: [[0, 1, 5], [2]], 1: [[3]]}
 UNION = [[0, 1, 5, 3], [2]]
 
 
-def _weighted_rank(rank: int, tmp: Path) -> dict:
+def _weighted_rank(rank: int, tmp: Path, device: str = "cpu") -> dict:
     from torch.nn.parallel import DistributedDataParallel
 
     from bench.train.loop import train_one_epoch
 
-    net = _tiny_net()
-    model = DistributedDataParallel(net)
+    dev = torch.device(device if device == "cpu" else f"cuda:{rank}")
+    net = _tiny_net().to(dev)
+    model = DistributedDataParallel(net, device_ids=[rank] if dev.type == "cuda" else None)
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 ** s)
-    sums = train_one_epoch(model, _batches(SHARDS[rank]), opt, sched, device=torch.device("cpu"),
+    sums = train_one_epoch(model, _batches(SHARDS[rank]), opt, sched, device=dev,
                            steps=2, channels_last=False, world=WORLD, clip_shape=(3, 2, 4, 4))[0]
     torch.distributed.all_reduce(sums)
-    return {"params": [p.detach().tolist() for p in net.parameters()], "sums": sums.tolist(),
-            "lr": opt.param_groups[0]["lr"]}
+    return {"params": [p.detach().cpu().tolist() for p in net.parameters()], "sums": sums.cpu().tolist(),
+            "lr": opt.param_groups[0]["lr"], "device": str(next(net.parameters()).device)}
 
 
 @pytest.mark.timeout(DEADLINE_S + 60)
@@ -185,6 +189,25 @@ def test_stand_in_step_keeps_the_gradient_a_mean_over_trained_clips(tmp_path):
         np.testing.assert_allclose(np.array(got), want.detach().numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(r0["sums"], sums.tolist(), rtol=1e-6)
     assert r0["sums"][2] == 5                 # the stand-in counts in no metric
+
+
+@pytest.mark.gpu
+@pytest.mark.timeout(DEADLINE_S + 60)
+def test_nccl_ddp_step_across_two_gpus_matches_gloo_on_cpu(tmp_path):
+    """The same two uneven ranks on NCCL, one GPU each: the ranks agree, each trained on its own
+    GPU, and the parameters are gloo's on the CPU (to float rounding: cuDNN/cuBLAS sum in
+    another order)."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two CUDA devices")
+    (tmp_path / "gloo").mkdir()
+    (tmp_path / "nccl").mkdir()
+    cpu0, _ = _spawn(_weighted_rank, tmp_path / "gloo")
+    g0, g1 = _spawn(_weighted_rank, tmp_path / "nccl", "cuda", backend="nccl")
+    assert (g0["device"], g1["device"]) == ("cuda:0", "cuda:1")
+    assert g0["params"] == g1["params"] and g0["sums"] == g1["sums"]
+    for got, want in zip(g0["params"], cpu0["params"]):
+        np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(g0["sums"], cpu0["sums"], rtol=1e-4)
 
 
 # ----------------------------------------------------------------------------- RNG state per rank

@@ -178,3 +178,27 @@ def test_dry_run_checks_the_bucket_is_shared_and_writable(s3_sweep, capsys):
     storage = [c for c in plan["checks"] if c["name"] == "storage"]
     assert storage and all(c["ok"] for c in storage), storage
     assert any("writable" in c["detail"] and f"{s3_sweep['bucket']}/other" in c["detail"] for c in storage)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_bench_run_out_in_a_bucket_then_resume_finds_it_there(s3_server, tmp_path, tiny_sweep):
+    """`bench run --out s3://...`: the timestamped sweep lives in the bucket, and `--resume`
+    finds the newest one there (object stores keep no folder times: the name's timestamp)."""
+    import os
+    import subprocess
+    import sys
+
+    bucket = _bucket(s3_server)
+    tiny_sweep(tmp_path, name="quick", storage=None, root="data/syn", cells=["a"], epochs=1)
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    cmd = [sys.executable, "-m", "bench", "run", "--config", "quick.yaml", "--out", f"{bucket}/runs", "--no-report"]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=280)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert not (tmp_path / "runs").exists()
+    names = sorted({k.split("/")[1] for k in s3_server.keys(bucket.removeprefix("s3://"), "runs/")} - {""})
+    assert len(names) == 1 and names[0].startswith("quick-")
+    assert f"results: {bucket}/runs/{names[0]}" in r.stdout
+    r2 = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=200)
+    assert r2.returncode == 0 and "pretrain: finished earlier, skipped" in r2.stdout, r2.stdout + r2.stderr
+    assert f"sweep {names[0]} " in r2.stdout

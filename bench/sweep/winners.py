@@ -22,7 +22,7 @@ import yaml
 
 from bench.data.formats import load_index
 from bench.errors import CLIError, ConfigError, DataError
-from bench.storage import location
+from bench.storage import StorageError, location
 from bench.sweep.cli import _execute
 from bench.sweep.leaderboard import leaderboard
 from bench.sweep.results import SWEEP_JSON, SWEEP_YAML, read_sweep
@@ -33,7 +33,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("winners", help="re-run a search's selected configurations with more seeds on a held-out split",
                        description=__doc__.splitlines()[0], epilog=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("sweep", type=Path, help="the search's sweep folder (<storage>/<name>, with sweep.json)")
+    p.add_argument("sweep", help="the search's sweep folder (<storage>/<name>, with sweep.json; a folder or a URI)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the re-run (default: 0 1 2)")
     p.add_argument("--split", default="test", help="labelled held-out split the re-run is scored on (default: test)")
     p.add_argument("--out", type=Path, help="sweep file to write (default: ./<sweep name>-winners.yaml)")
@@ -105,8 +105,12 @@ def _check_labelled(name: str, fmt: str, root: Path, split: str) -> None:
 
 
 def _cli(args: argparse.Namespace) -> int:
-    text = winners_file(args.sweep, seeds=args.seeds, split=args.split)
-    out = args.out or Path(f"{args.sweep.resolve().name}-winners.yaml")
+    try:
+        sweep = location(args.sweep)
+    except StorageError as e:
+        raise CLIError(str(e)) from None
+    text = winners_file(sweep, seeds=args.seeds, split=args.split)
+    out = args.out or Path(f"{sweep.name}-winners.yaml")
     out.write_text(text)
     print(f"wrote {out}")
     if not args.run:
