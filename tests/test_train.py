@@ -367,6 +367,32 @@ def test_cuda_bf16_channels_last(datasets, tmp_path, monkeypatch):
     assert all(v.device.type == "cpu" for v in state["model"].values())
 
 
+@pytest.mark.gpu
+def test_cuda_training_steps_never_wait_for_the_device():
+    """``train_one_epoch`` on CUDA under torch's sync debug mode "error": a step that copied a
+    value to the host (``.item()``, ``int(tensor)``, a pageable copy) would raise; the epoch's
+    sums come back on the device and hold the right counts."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from bench.train.loop import train_one_epoch
+
+    dev = torch.device("cuda", 0)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 2 * 4 * 4, 3)).to(dev)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    batches = [{"clip": torch.randn(4, 3, 2, 4, 4).pin_memory(), "label": torch.tensor([0, 1, 2, 0]),
+                "padded": torch.tensor([False, False, False, True])} for _ in range(3)]
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        sums, _ = train_one_epoch(net, batches, opt, sched, device=dev, steps=3, channels_last=False)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert sums.device == dev
+    assert sums[2:].tolist() == [12.0, 9.0]
+
+
 # ----------------------------------------------------------------------------- Ray
 
 def _tune(config: dict, storage: Path, name: str, *, max_failures: int):

@@ -553,7 +553,9 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
                     scaler: torch.amp.GradScaler | None = None) -> tuple[torch.Tensor, float]:
     """Train ``steps`` steps on ``loader``'s batches. Returns this rank's float64 sums on
     ``device``, ``[loss * clips, correct, clips, clips that are not padding]`` (all-reduce them
-    for DDP), and the learning rate of the last step.
+    for DDP), and the learning rate of the last step. Nothing in a step waits for the device
+    (the metrics stay device tensors, the counts Python ints) but, with DDP, the ranks' clip
+    counts below, and the GradScaler's overflow check under fp16.
 
     With ``world > 1`` (DDP) the ranks agree on every step, so none can wait in DDP's gradient
     all-reduce for a rank that is not there (a hang until the process-group timeout):
@@ -583,6 +585,7 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
     """
     model.train()
     sums = torch.zeros(4, dtype=torch.float64, device=device)
+    clips = real_clips = 0
     last_lr = optimizer.param_groups[0]["lr"]
     batches = iter(loader)
     for _ in range(steps):
@@ -620,10 +623,15 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
             x = x.contiguous(memory_format=torch.channels_last_3d)
         loss, logits = train_step(model, x, y, optimizer, scheduler=scheduler, autocast=autocast, weight=weight,
                                   scaler=scaler)
-        real = int((~batch["padded"]).sum()) if "padded" in batch else n
-        sums += torch.stack([loss.double() * n, (logits.argmax(1) == y).sum().double(),
-                             torch.tensor(float(n), dtype=torch.float64, device=device),
-                             torch.tensor(float(real), dtype=torch.float64, device=device)])
+        real = int((~batch["padded"]).sum()) if "padded" in batch else n     # a CPU tensor: no device sync
+        # loss and hits stay on the device (no host synchronisation inside a step); the counts
+        # are Python ints, added to the sums once, after the last step
+        sums[0] += loss.double() * n
+        sums[1] += (logits.argmax(1) == y).sum()
+        clips += n
+        real_clips += real
+    sums[2] += clips                    # a Python scalar into a device tensor: no copy, no sync
+    sums[3] += real_clips
     return sums, last_lr
 
 
