@@ -37,6 +37,9 @@ def test_two_trials_share_one_gpu(tmp_path, tiny_sweep, local_ray):
         first, last = t.results[0], t.results[-1]
         spans.append((start["time"], float(last["timestamp"])))
         assert first["params"] > 0
+        # trained on the GPU, not only holding Ray's GPU resource: the saved weights are CUDA tensors
+        state = torch.load(t.checkpoint / "state.pt", weights_only=True)      # no map_location
+        assert {v.device.type for v in state["model"].values() if isinstance(v, torch.Tensor)} == {"cuda"}
     (a0, a1), (b0, b1) = spans
     assert a0 < b1 and b0 < a1          # both held half of the one GPU at the same time
     assert torch.cuda.device_count() >= 1
