@@ -28,7 +28,7 @@ run: setup
 test: setup
 	sh dashboards/install_chromium.sh || echo "chromium could not be installed: the browser test will skip"
 	sh dashboards/install_postgres.sh || echo "postgresql could not be installed: the team-server test will skip"
-	$(PY) -m pytest -m "not gpu" --timeout=900 $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not gpu" --timeout=900 --durations=15 $(PYTEST_ARGS)
 
 # Everything, GPU tests included (they skip themselves where no CUDA device is visible).
 test-all: setup

@@ -53,5 +53,10 @@ def _rebuild(path: str, reason: str, line: int | None) -> DataError:
     return DataError(path, reason, line=line)
 
 
+class StorageUnavailable(OSError):
+    """The sweep's storage (a bucket, through `bench.storage`) cannot be read or written: the
+    message names the URI and the store's reason (endpoint, credentials, bucket)."""
+
+
 #: What `bench.cli.main` prints as ``bench: error: <message>`` (exit 2) instead of a traceback.
-USER_ERRORS = (CLIError, ConfigError, SweepError, TrackingUnavailable, SweepNotFound, DataError)
+USER_ERRORS = (CLIError, ConfigError, SweepError, TrackingUnavailable, SweepNotFound, DataError, StorageUnavailable)

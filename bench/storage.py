@@ -39,6 +39,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bench.errors import StorageUnavailable
+
 _URI_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$")
 
 class StorageError(ValueError):
@@ -75,15 +77,32 @@ def location(v: str | os.PathLike[str] | RemotePath, *, base: Path | None = None
 SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
 
 
+def _reason(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__
+
+
 def _filesystem(uri: str) -> tuple[Any, str]:
     import pyarrow.fs as pafs  # heavy
 
     try:
         return pafs.FileSystem.from_uri(uri)
-    except (ValueError, NotImplementedError, OSError) as e:      # ArrowInvalid, ArrowNotImplementedError
-        # an OSError: what reaches the storage (credentials, endpoint, region) failed
-        raise OSError(f"{uri}: cannot reach this storage ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
-                      ) from None
+    except (ValueError, NotImplementedError) as e:      # ArrowInvalid: a query option it does not take
+        raise StorageUnavailable(f"{uri}: pyarrow does not take this URI ({_reason(e)})") from None
+    except OSError as e:                                # the endpoint, region or credentials
+        raise StorageUnavailable(f"{uri}: cannot reach this storage ({_reason(e)})") from None
+
+
+@contextlib.contextmanager
+def _io(p: RemotePath, what: str) -> Iterator[None]:
+    """A store's failure (other than a missing file) as `StorageUnavailable` naming the URI."""
+    try:
+        yield
+    except (FileNotFoundError, StorageUnavailable):
+        raise
+    except OSError as e:
+        raise StorageUnavailable(f"{p}: cannot {what} ({_reason(e)}); check the bucket, the endpoint "
+                                 f"(AWS_ENDPOINT_URL) and the credentials (AWS_* / GOOGLE_*)") from None
 
 
 class _Root:
@@ -130,6 +149,11 @@ class RemotePath:
         rest = posixpath.normpath(rest).strip("/") if rest.strip("/") else ""
         if not rest:
             raise StorageError(f"{uri!r}: names no bucket or folder")
+        if "@" in rest.split("/", 1)[0]:
+            # it would be copied into every trial's config, MLflow params and log line
+            raise StorageError(f"{scheme}://...@{rest.split('@', 1)[1].split('/', 1)[0]}: credentials in a storage "
+                               f"URI are refused; give them the standard way (AWS_ACCESS_KEY_ID / "
+                               f"AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS)")
         if scheme not in SCHEMES:
             raise StorageError(f"{uri!r}: no filesystem takes {scheme}:// (pyarrow's, which Ray's storage "
                                f"uses, take {', '.join(s + '://' for s in SCHEMES)}, or a local folder)")
@@ -158,7 +182,10 @@ class RemotePath:
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, str):
-            return is_uri(other) and self.uri == str(location(other))
+            try:
+                return is_uri(other) and self.uri == str(location(other))
+            except StorageError:
+                return False
         return isinstance(other, RemotePath) and self.uri == other.uri
 
     def __hash__(self) -> int:
@@ -247,7 +274,8 @@ class RemotePath:
 
         if self._type is not None:
             return self._type
-        return self.fs.get_file_info(self.fs_path).type
+        with _io(self, "look it up"):
+            return self.fs.get_file_info(self.fs_path).type
 
     def exists(self) -> bool:
         import pyarrow.fs as pafs  # heavy
@@ -269,7 +297,8 @@ class RemotePath:
         import pyarrow.fs as pafs  # heavy
 
         try:
-            infos = self.fs.get_file_info(pafs.FileSelector(self.fs_path, allow_not_found=False))
+            with _io(self, "list it"):
+                infos = self.fs.get_file_info(pafs.FileSelector(self.fs_path, allow_not_found=False))
         except FileNotFoundError:
             raise FileNotFoundError(f"{self}: no such folder") from None
         for info in sorted(infos, key=lambda i: i.path):
@@ -296,7 +325,7 @@ class RemotePath:
     # -- reading and writing -------------------------------------------------------------
     def read_bytes(self) -> bytes:
         try:
-            with self.fs.open_input_stream(self.fs_path) as f:
+            with _io(self, "read it"), self.fs.open_input_stream(self.fs_path) as f:
                 return f.read()
         except FileNotFoundError:
             raise FileNotFoundError(f"{self}: no such file") from None
@@ -306,7 +335,7 @@ class RemotePath:
 
     def write_bytes(self, data: bytes) -> int:
         # one PUT: an object appears whole or not at all, so no temporary name is needed
-        with self.fs.open_output_stream(self.fs_path) as f:
+        with _io(self, "write it"), self.fs.open_output_stream(self.fs_path) as f:
             f.write(data)
         self._type = None
         return len(data)
@@ -328,30 +357,36 @@ class RemotePath:
             if not exist_ok:
                 raise FileExistsError(f"{self}: exists")
             return
-        self.fs.create_dir(self.fs_path, recursive=True)
+        with _io(self, "create it"):
+            self.fs.create_dir(self.fs_path, recursive=True)
         self._type = None
 
     def unlink(self, missing_ok: bool = False) -> None:
         try:
-            self.fs.delete_file(self.fs_path)
+            with _io(self, "delete it"):
+                self.fs.delete_file(self.fs_path)
         except FileNotFoundError:
             if not missing_ok:
                 raise
+        self._type = None
 
     def rmtree(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError), _io(self, "delete it"):
             self.fs.delete_dir(self.fs_path)
+        self._type = None
 
     def rename(self, target: RemotePath) -> RemotePath:
         """Copy then delete: object stores have no rename of a folder."""
         import pyarrow.fs as pafs  # heavy
 
-        if self.is_dir():
-            pafs.copy_files(self.fs_path, target.fs_path, source_filesystem=self.fs,
-                            destination_filesystem=target.fs)
-            self.fs.delete_dir(self.fs_path)
-        else:
-            self.fs.move(self.fs_path, target.fs_path)
+        with _io(self, f"move it to {target}"):
+            if self.is_dir():
+                pafs.copy_files(self.fs_path, target.fs_path, source_filesystem=self.fs,
+                                destination_filesystem=target.fs)
+                self.fs.delete_dir(self.fs_path)
+            else:
+                self.fs.move(self.fs_path, target.fs_path)
+        self._type = None
         return target
 
     def download(self, local: Path) -> Path:
@@ -361,10 +396,13 @@ class RemotePath:
         local.parent.mkdir(parents=True, exist_ok=True)
         if self.is_file():
             local.write_bytes(self.read_bytes())
-        else:
+        elif self.is_dir():
             local.mkdir(parents=True, exist_ok=True)
-            pafs.copy_files(self.fs_path, str(local), source_filesystem=self.fs,
-                            destination_filesystem=pafs.LocalFileSystem())
+            with _io(self, "download it"):
+                pafs.copy_files(self.fs_path, str(local), source_filesystem=self.fs,
+                                destination_filesystem=pafs.LocalFileSystem())
+        else:
+            raise FileNotFoundError(f"{self}: no such file or folder")
         return local
 
 

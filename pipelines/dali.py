@@ -110,6 +110,10 @@ class DaliDecoder:
 
             # a view of DALI's buffer through DLPack, cloned on its device before the next run reuses it
             got = [torch.from_dlpack(out[i]).clone() for i in range(len(out))]
+            if got and got[0].is_cuda:
+                # the clones are queued on torch's stream; DALI may reuse its buffers once `out`
+                # is dropped, so wait for them here (once per decoded batch, in the loader's thread)
+                torch.cuda.current_stream(got[0].device).synchronize()
         else:
             if hasattr(out, "as_cpu"):
                 out = out.as_cpu()

@@ -446,6 +446,12 @@ class ClipLoader:
         keep = self._keep(items)
         if not keep:
             return None
+        # DALI-GPU clips are on the GPU, a fallback decoder's or the host cache's on the CPU:
+        # one batch, one device (the GPU's)
+        devices = {clips[id(it)].device for it in keep}
+        if len(devices) > 1:
+            dev = next(d for d in devices if d.type != "cpu")
+            clips = {k: v.to(dev, non_blocking=True) if v is not None else v for k, v in clips.items()}
         out: dict[str, Any] = {}
         if self.device_preprocess and len({tuple(clips[id(it)].shape) for it in keep}) == 1:
             frames = torch.stack([clips[id(it)] for it in keep])                      # (B,T,S0,S0,C) uint8
@@ -522,20 +528,21 @@ class ClipLoader:
             return self._cache.get((it.request.media.path, self.gray))
 
     def _store(self, it: _Item, full: Any) -> None:
-        if not isinstance(full, np.ndarray):     # DALI-GPU frames: the cache lives in host memory
-            full = full.cpu().numpy()
         with self._lock:
             key = (it.request.media.path, self.gray)
             if key in self._cache:
                 return
-            if self._cache_bytes + full.nbytes > CACHE_LIMIT_BYTES:
+            nbytes = full.nbytes if isinstance(full, np.ndarray) else full.numel() * full.element_size()
+            if self._cache_bytes + nbytes > CACHE_LIMIT_BYTES:
                 if not self._cache_full_warned:
                     log.warning("clip cache full (%.1f GiB); later videos are decoded "
                                 "every epoch", self._cache_bytes / 2**30)
                     self._cache_full_warned = True
                 return
-            self._cache[key] = full
-            self._cache_bytes += full.nbytes
+            # DALI-GPU frames: the cache lives in host memory (a dataset's worth of GPU memory
+            # would starve training); batches mixing cached and fresh clips are moved to one device
+            self._cache[key] = full if isinstance(full, np.ndarray) else full.cpu().numpy()
+            self._cache_bytes += nbytes
 
     def _take(self, it: _Item, full: np.ndarray) -> None:
         top = int(it.request.indices.max())
@@ -558,6 +565,8 @@ class ClipLoader:
             return preprocess_clip(it.frames, size=self.size, mean=self.mean, train=self.train,
                                    rng=it.rng)
         except Exception as e:  # noqa: BLE001 -- frames of an odd size or type fail this sample only
+            if type(e).__name__ == "OutOfMemoryError":      # the device's problem, not the file's
+                raise
             it.error = DataError(it.request.media.path, f"unusable frames {it.frames.shape}: "
                                                         f"{type(e).__name__}: {e}")
             return None
@@ -570,6 +579,8 @@ class ClipLoader:
         try:
             return crop_clip(it.frames, train=self.train, rng=it.rng)
         except Exception as e:  # noqa: BLE001 -- frames of an odd size or type fail this sample only
+            if type(e).__name__ == "OutOfMemoryError":      # the device's problem, not the file's
+                raise
             it.error = DataError(it.request.media.path, f"unusable frames {it.frames.shape}: "
                                                         f"{type(e).__name__}: {e}")
             return None

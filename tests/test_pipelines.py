@@ -516,6 +516,22 @@ def test_dali_gpu_matches_pyav_on_real_footage(kind):
     assert make_loader(index, backend="auto").backend == "dali-gpu"
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("device_preprocess", [False, True])
+def test_dali_gpu_batch_with_a_cpu_fallback_clip_is_on_one_device(media, monkeypatch, device_preprocess):
+    """A batch where one file goes to a CPU decoder (a codec this GPU refuses, under auto) and
+    the others to DALI on the GPU: every clip of it ends up on the GPU, none is lost."""
+    index = make_index(media["mjpeg"])
+    loader = make_loader(index, backend="dali-gpu", clip_len=4, size=16, batch_size=3,
+                         device_preprocess=device_preprocess)
+    real = loader._decoder_for
+    first = str(media["mjpeg"][0])
+    monkeypatch.setattr(loader, "_decoder_for", lambda m: "pyav" if str(m.path) == first else real(m))
+    (batch,) = epoch_batches(loader)
+    assert len(batch["sample_id"]) == 3 and loader.decoded_by == {"pyav": 1, "dali-gpu": 2}
+    assert batch["frames" if device_preprocess else "clip"].is_cuda
+
+
 # ----------------------------------------------------------------------------- real-world kinds of file
 @pytest.fixture(scope="module")
 def problem(tmp_path_factory) -> dict[str, Path]:

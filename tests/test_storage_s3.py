@@ -202,3 +202,27 @@ def test_bench_run_out_in_a_bucket_then_resume_finds_it_there(s3_server, tmp_pat
     r2 = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=200)
     assert r2.returncode == 0 and "pretrain: finished earlier, skipped" in r2.stdout, r2.stdout + r2.stderr
     assert f"sweep {names[0]} " in r2.stdout
+
+
+def test_an_unreachable_bucket_is_one_error_line_naming_the_uri(s3_server, free_port, capsys):
+    from bench.cli import main
+
+    from bench.storage import location
+
+    uri = f"s3://gb-x/runs?endpoint_override=127.0.0.1:{free_port()}&scheme=http"
+    for argv in (["sync", uri, "--tracking-uri", "sqlite:////tmp/gb-unused.db"],
+                 ["report", "--from-tune-dir", str(location(uri) / "sw"), "--no-mlflow-log"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("bench: error: s3://gb-x/runs") and "cannot" in err and "Traceback" not in err, err
+
+
+def test_credentials_in_a_storage_uri_are_refused(tmp_path, tiny_sweep):
+    from bench.errors import ConfigError
+    from bench.sweep.spec import load_spec
+
+    with pytest.raises(ConfigError, match=r"storage: .*credentials in a storage URI are refused.*AWS_ACCESS_KEY_ID"):
+        load_spec(tiny_sweep(tmp_path, storage="s3://AKIA:secret@bucket/runs"))
+    with pytest.raises(ConfigError) as e:
+        load_spec(tiny_sweep(tmp_path, storage="s3://AKIA:secret@bucket/runs"))
+    assert "secret" not in str(e.value)

@@ -73,3 +73,21 @@ def test_no_surviving_checkpoint_leaves_the_result_for_tune_to_refuse(tmp_path):
     trial = _trial_dir(tmp_path, reported=[1, 2], present=[])
     res = _result(trial, 2)
     assert newest_reported_checkpoint(res) is res
+
+
+def test_restoring_a_newer_checkpoint_moves_the_next_checkpoints_name_past_it(tmp_path):
+    """Tune registered up to checkpoint 1, the trial restores from 3: its next checkpoint must be
+    checkpoint_000004, not a rewrite of 2 or 3 (Ray's index only moves with registrations)."""
+    from ray.train._internal.storage import StorageContext
+
+    from bench.sweep.trainable import advance_checkpoint_index
+
+    trial = _trial_dir(tmp_path, reported=[1, 2, 3], present=[1, 2, 3])
+    out = newest_reported_checkpoint(_result(trial, 1))
+    ctx = StorageContext(storage_path=str(tmp_path / "store"), experiment_dir_name="e", trial_dir_name="t",
+                         current_checkpoint_index=1)
+    advance_checkpoint_index(ctx, out)
+    ctx._update_checkpoint_index({})
+    assert ctx.checkpoint_dir_name == "checkpoint_000004"
+    advance_checkpoint_index(ctx, _result(trial, 2))          # never backwards
+    assert ctx.current_checkpoint_index == 4

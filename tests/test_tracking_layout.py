@@ -23,7 +23,7 @@ def test_params_as_mlflow_returns_them_read_back_typed() -> None:
         "preset": "small", "epochs": "12", "batch_size": "8", "seed": "2",
         "lr": "0.01", "weight_decay": "1e-05", "lr_end": "0", "momentum": "1.0",
         "num_classes": "None", "clip_len": "16", "init_checkpoint": "None", "fail_marker": "/tmp/m",
-        "use_gpu": "True", "compile": "False", "cache_data": "false",
+        "use_gpu": "True", "compile": "reduce-overhead", "cache_data": "false",
         "sweep.name": "demo", "sweep.id": "demo-0001", "sweep.unit": "pretrain", "sweep.dataset": "syn",
         "storage_path": "/runs/demo/pretrain", "cpus_per_worker": "2", "max_failures": "0",
         "gpus_per_worker": "None", "retired_field": "7",
@@ -34,7 +34,7 @@ def test_params_as_mlflow_returns_them_read_back_typed() -> None:
         "preset": "small", "epochs": 12, "batch_size": 8, "seed": 2,
         "lr": 0.01, "weight_decay": 1e-05, "lr_end": 0.0, "momentum": 1.0,
         "num_classes": None, "clip_len": 16, "init_checkpoint": None, "fail_marker": "/tmp/m",
-        "use_gpu": True, "compile": False, "cache_data": False,
+        "use_gpu": True, "compile": "reduce-overhead", "cache_data": False,
         "sweep": {"name": "demo", "id": "demo-0001", "unit": "pretrain", "dataset": "syn"},
         # not TrainConfig fields: kept as MLflow holds them
         "storage_path": "/runs/demo/pretrain", "cpus_per_worker": "2", "max_failures": "0",
@@ -44,6 +44,14 @@ def test_params_as_mlflow_returns_them_read_back_typed() -> None:
         assert type(cfg[k]) is int, k
     for k in ("lr", "weight_decay", "lr_end", "momentum"):
         assert type(cfg[k]) is float, k
+    # runs logged when `compile` was a boolean read back as the string, which TrainConfig maps
+    from bench.train.config import TrainConfig
+
+    old = records.parse_trial_params({"compile": "False"})
+    assert old == {"compile": "False"}
+    base = dict(dataset="isogd", root="/d", epochs=1, batch_size=1)
+    assert TrainConfig(**base, compile=old["compile"]).compile == "off"
+    assert TrainConfig(**base, compile="True").compile == "default"
     # a value that does not parse as its field's type stays the string (an older store's oddity)
     assert records.parse_trial_params({"epochs": "many", "use_gpu": "maybe"}) == {"epochs": "many",
                                                                                "use_gpu": "maybe"}

@@ -239,24 +239,38 @@ def available_backends(wanted: list[str]) -> tuple[list[str], dict[str, str]]:
     return ok, why
 
 
+def _sync() -> None:
+    """DALI-GPU's frames and clips are CUDA tensors: their work is done only once the device is."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def _epoch(loader, epoch: int, *, raw: bool) -> tuple[float, int]:
     loader.set_epoch(epoch)
     t0 = time.perf_counter()
     n = sum(len(b["sample_id"]) for b in (loader.iter_frames() if raw else loader))
+    _sync()
     return time.perf_counter() - t0, n
 
 
 def _epoch_finished(loader, epoch: int) -> tuple[float, int]:
     """An epoch of a ``device_preprocess`` loader, each batch finished where a trainer would
-    (`batch_clips`, here on the CPU): the same float clips as the default loader's."""
+    (`batch_clips`: on the GPU when one is visible, else on the CPU): the same float clips as
+    the default loader's."""
+    import torch
+
     from bench.data.sampling import batch_clips
 
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     loader.set_epoch(epoch)
     t0 = time.perf_counter()
     n = 0
     for b in loader:
-        batch_clips(b, "cpu")
+        batch_clips(b, device)
         n += len(b["sample_id"])
+    _sync()
     return time.perf_counter() - t0, n
 
 

@@ -89,7 +89,8 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
         "viz", help="the paper's Fig. 3: the first recurrent layer's strongest feature map at every step",
         description="For a checkpoint and one clip, draw the input frames and, below, the first recurrent "
                     "layer's output channel with the largest activation sum at each time step.")
-    v.add_argument("--checkpoint", type=Path, required=True, help="checkpoint folder (with state.pt) or state.pt")
+    v.add_argument("--checkpoint", required=True,
+                   help="checkpoint folder (with state.pt) or state.pt; a URI too (a trial's final_checkpoint tag)")
     v.add_argument("--video", type=Path, help="a video file (RGB; a depth video reads as gray) or a frame folder")
     v.add_argument("--dataset", choices=FORMATS, help="take the clip from a dataset ...")
     v.add_argument("--root", type=Path, help="... at this root")
@@ -245,10 +246,13 @@ def _viz_cmd(args: argparse.Namespace) -> int:
         raise CLIError("--dataset needs --root")
     if args.tracking_uri and not args.run_id:
         raise CLIError("--tracking-uri needs --run-id (the run to log the figure to)")
+    from bench.storage import local_copy
+
     try:
-        out = render_fig3(checkpoint=args.checkpoint, video=args.video, dataset=args.dataset, root=args.root,
-                          split=args.split, sample=args.sample, modality=args.modality, out=args.out,
-                          tracking_uri=args.tracking_uri, run_id=args.run_id)
+        with local_copy(args.checkpoint) as checkpoint:     # from a bucket: a temporary local copy
+            out = render_fig3(checkpoint=checkpoint, video=args.video, dataset=args.dataset, root=args.root,
+                              split=args.split, sample=args.sample, modality=args.modality, out=args.out,
+                              tracking_uri=args.tracking_uri, run_id=args.run_id)
     except (FileNotFoundError, ValueError) as e:   # DataError is a ValueError: it names the file
         raise CLIError(str(e)) from None
     print(out.png)

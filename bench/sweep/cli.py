@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import importlib.resources
+import re
 import sys
 from pathlib import Path
 
@@ -150,8 +151,9 @@ def _run_cmd(args: argparse.Namespace) -> int:
     spec = _load(args.config or default_config_path(), args.out)
     if args.resume:
         # the newest by the timestamp in its name (an object store keeps no folder times)
-        found = sorted((p for p in spec.storage.glob(f"{spec.name}-*") if (p / "sweep.json").is_file()),
-                       key=lambda p: p.name)
+        stamped = re.compile(rf"^{re.escape(spec.name)}-\d{{8}}-\d{{6}}$")     # `bench run`'s own names
+        found = sorted((p for p in spec.storage.glob(f"{spec.name}-*")
+                        if stamped.match(p.name) and (p / "sweep.json").is_file()), key=lambda p: p.name)
         if not found:
             raise CLIError(f"nothing to resume: no {spec.name}-* sweep under {spec.storage}")
         name = found[-1].name

@@ -91,8 +91,11 @@ class TrialRecord:
         for r in reversed(self.results):
             if r.get("checkpoint_path"):
                 # Ray Train reports the path on the storage filesystem (for S3, bucket/key)
-                ck = (self.dir.at_fs_path(str(r["checkpoint_path"])) if isinstance(self.dir, RemotePath)
-                      else Path(r["checkpoint_path"]))
+                try:
+                    ck = (self.dir.at_fs_path(str(r["checkpoint_path"])) if isinstance(self.dir, RemotePath)
+                          else Path(r["checkpoint_path"]))
+                except ValueError:        # outside this storage (the sweep was copied elsewhere)
+                    continue
                 if ck.is_dir():
                     return ck
         return None
@@ -164,7 +167,7 @@ def read_meta(sweep_dir: str | SweepPath) -> dict[str, Any]:
     f = location(sweep_dir) / SWEEP_JSON
     try:
         return json.loads(f.read_text())
-    except OSError:
+    except (FileNotFoundError, NotADirectoryError):      # an unreachable store says so itself
         raise FileNotFoundError(f"{f}: not a sweep folder (no {SWEEP_JSON})") from None
 
 

@@ -173,7 +173,9 @@ class FailMarker:
         self.folder = folder
 
     def __call__(self, config: dict[str, Any]) -> str:
-        return f"{self.folder}/fail-once-{config['cell']}-{config['modality']}-s{config['seed']}"
+        from bench.storage import location
+
+        return str(location(self.folder) / f"fail-once-{config['cell']}-{config['modality']}-s{config['seed']}")
 
 
 def trial_resources(spec: SweepSpec) -> dict[str, float]:

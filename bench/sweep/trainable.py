@@ -20,7 +20,10 @@ one place, `restore`, which picks the checkpoint by what the trial's result.json
   and is logged twice.
 
 In both the trial restores from the newest checkpoint its result.json names (fully persisted
-before it was reported): no epoch is re-run and none is lost.
+before it was reported): no epoch is re-run and none is lost. The result.json read is the one in
+the sweep's storage, which the driver uploads with each experiment snapshot (every second,
+``TUNE_GLOBAL_CHECKPOINT_S``): a node lost within that second of a report falls back to Tune's
+own choice, and that one epoch runs again (readers keep its latest result, `TrialRecord.by_epoch`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import json
 import logging
 import os
 import posixpath
+import re
 import socket
 import time
 from pathlib import Path
@@ -123,6 +127,21 @@ def newest_reported_checkpoint(result: Any) -> Any:
     return result
 
 
+_CKPT_INDEX = re.compile(r"checkpoint_(\d+)$")
+
+
+def advance_checkpoint_index(storage: Any, result: Any) -> None:
+    """Ray names a trial's next checkpoint ``checkpoint_<index + 1>`` from the storage context's
+    ``current_checkpoint_index``, which only the driver's registrations move. Restoring from a
+    checkpoint the driver never registered (`newest_reported_checkpoint`) must move it past that
+    checkpoint, or the next epoch's checkpoint would overwrite the one restored from (a torn
+    state.pt if that write is cut) or sort below it (the final checkpoint would not be the newest)."""
+    m = _CKPT_INDEX.search(str(getattr(getattr(result, "checkpoint", None), "path", "")).rstrip("/"))
+    if storage is None or m is None:
+        return
+    storage.current_checkpoint_index = max(int(storage.current_checkpoint_index), int(m.group(1)))
+
+
 def trainable(resources: dict[str, float]) -> Any:
     """The Tune trainable for `run_trial` reserving ``resources`` (see the module docstring)."""
     from ray import tune  # heavy
@@ -132,7 +151,10 @@ def trainable(resources: dict[str, float]) -> Any:
 
     class RunTrial(base):  # type: ignore[misc, valid-type]
         def restore(self, checkpoint_path: Any) -> Any:
-            return super().restore(newest_reported_checkpoint(checkpoint_path))
+            chosen = newest_reported_checkpoint(checkpoint_path)
+            if chosen is not checkpoint_path:
+                advance_checkpoint_index(getattr(self, "_storage", None), chosen)
+            return super().restore(chosen)
 
     RunTrial.__name__ = RunTrial.__qualname__ = "run_trial"
     return tune.with_resources(RunTrial, resources)

@@ -214,7 +214,10 @@ class MLflowTrialCallback(Callback):
         root = location(self.sweep_dir)
         ck: Any = _checkpoint_dir(trial, results)
         if ck and isinstance(root, RemotePath):      # Ray names it by its path in the bucket
-            ck = root.at_fs_path(ck)
+            try:
+                ck = root.at_fs_path(ck)
+            except ValueError:                       # not under the sweep's storage: not ours to log
+                ck = None
         self._tracker.log_artifacts(run_id, records.final_files(ck))
         tags = records.node_tags(root / _unit(trial) / _trial_name(trial))
         tags["last_epoch"] = str(max(self._logged.get(tid) or {0}))
