@@ -22,7 +22,7 @@ setup: $(VENV)/.installed
 run: setup
 	$(VENV)/bin/bench run
 
-# The suite: everything but the GPU tests (about 20 min on 2 cores, setup included; the slow ones -- two-node
+# The suite: everything but the GPU tests (about 21 min on 2 cores, setup included; the slow ones -- S3, two-node
 # Ray, a killed driver, the MLflow UI in headless Chromium -- are the checks users rely on most).
 # Quicker: make test PYTEST_ARGS='-m "not slow and not gpu"'. Chromium and PostgreSQL come from Debian.
 test: setup
