@@ -214,6 +214,10 @@ def test_callback_survives_a_dropped_server_and_a_resumed_driver(tmp_path, sqlit
               "sweep": {"id": "sw1", "name": "demo", "unit": "pretrain", "dir": str(tmp_path)}}
     cb = MLflowTrialCallback(sweep_id="sw1", experiment="exp", tracking_uri=dead, parent_run_id=None,
                              sweep_dir=str(tmp_path))
+    from bench.tracking.callback import configure_runtime
+
+    # the driver's runtime settings win in setup(): another test's for this sweep id must not
+    configure_runtime("sw1", tracking_uri=dead, parent_run_id=None)
     cb.setup()
     trial = FakeTrial("pretrain-a-rgb-s0-abcde_00000", "abcde_00000", config, _ckpt(tmp_path))
     cb.on_trial_start(0, [], trial)
