@@ -270,8 +270,6 @@ class RemotePath:
 
     # -- queries --------------------------------------------------------------------------
     def _info_type(self) -> Any:
-        import pyarrow.fs as pafs  # heavy
-
         if self._type is not None:
             return self._type
         with _io(self, "look it up"):
