@@ -43,8 +43,10 @@ from bench.errors import StorageUnavailable
 
 _URI_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$")
 
+
 class StorageError(ValueError):
-    """A storage URI that no filesystem accepts (unknown scheme, missing driver, bad query)."""
+    """A storage URI refused before any request: an unknown scheme, no bucket, credentials in
+    it. (What the store itself refuses later is `bench.errors.StorageUnavailable`.)"""
 
 
 def is_uri(v: str | os.PathLike[str] | RemotePath) -> bool:
@@ -116,7 +118,7 @@ class _Root:
         self._fs_root = ""
 
     def __reduce__(self) -> tuple:
-        return (_Root, (self.base, self.query))
+        return (_root, (self.base, self.query))
 
     def resolve(self) -> tuple[Any, str]:
         if self._fs is None:
@@ -124,6 +126,15 @@ class _Root:
             self._fs, root = _filesystem(uri)
             self._fs_root = root.rstrip("/") or root
         return self._fs, self._fs_root
+
+
+_ROOTS: dict[tuple[str, str], _Root] = {}
+
+
+def _root(base: str, query: str) -> _Root:
+    """One `_Root` per URI in a process: every path under it shares one filesystem (one S3
+    client and its connections), however many times the same storage string is parsed."""
+    return _ROOTS.setdefault((base, query), _Root(base, query))
 
 
 class RemotePath:
@@ -157,7 +168,7 @@ class RemotePath:
         if scheme not in SCHEMES:
             raise StorageError(f"{uri!r}: no filesystem takes {scheme}:// (pyarrow's, which Ray's storage "
                                f"uses, take {', '.join(s + '://' for s in SCHEMES)}, or a local folder)")
-        return cls(_Root(f"{scheme}://{rest}", query))
+        return cls(_root(f"{scheme}://{rest}", query))
 
     @property
     def fs(self) -> Any:
@@ -245,7 +256,7 @@ class RemotePath:
         up = posixpath.dirname(m.group(2)) if m else ""
         if not up:
             return self                       # the bucket itself
-        return RemotePath(_Root(f"{m.group(1)}://{up}", self._root.query))
+        return RemotePath(_root(f"{m.group(1)}://{up}", self._root.query))
 
     def with_name(self, name: str) -> RemotePath:
         return self.parent / name

@@ -7,6 +7,7 @@ the pieces several test files need:
 - ``stop_processes(target, *, grace_s=2.0) -> list[int]``: stops a ``subprocess.Popen`` (its
   process group when it leads one) or every process naming a folder, and says what survived;
 - ``short_tmp``: a short folder under /tmp whose processes are stopped and files removed after;
+- ``kill_driver_when(cmd, until, ...)``: run a sweep driver, SIGKILL it once its output matches;
 - ``free_port() -> int``: a TCP port on 127.0.0.1 that nobody listens on;
 - ``kernels``: the C++ kernels of bench/models/native (skips with ``GESTUREBENCH_NATIVE=0``);
 - ``s3_server``: an S3 protocol server (moto) on 127.0.0.1 for the session, AWS_* set to reach it.
@@ -291,6 +292,36 @@ def _short_tmp_dir(prefix: str) -> Iterator[Path]:
         left = stop_processes(d)
         shutil.rmtree(d, ignore_errors=True)
         assert not left, f"processes started under {d} still alive: {left}"
+
+
+def kill_driver_when(cmd: list[str], until: Callable[[list[str]], bool], *, cwd: Path, env: dict[str, str],
+                     ray_tmp: Path, snapshot_s: float = 2.0) -> list[str]:
+    """Start the sweep driver ``cmd``; when ``until(lines so far)`` holds, wait ``snapshot_s``
+    (Tune's 1 s experiment snapshot must catch up), SIGKILL it, then stop the local Ray it left
+    behind under ``ray_tmp``. Returns the lines it printed; fails if it exited first."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd)
+    seen: list[str] = []
+    killed = False
+    try:
+        for line in p.stdout:
+            seen.append(line)
+            if until(seen):
+                time.sleep(snapshot_s)
+                stop_processes(p, grace_s=0)            # SIGKILL, no SIGTERM first
+                killed = True
+                break
+    finally:
+        stop_processes(p, grace_s=0)                    # nothing to do once it has exited
+    assert killed and p.returncode == -signal.SIGKILL, "".join(seen)
+    time.sleep(1)
+    stop_processes(ray_tmp, grace_s=0)                  # the agents the killed driver left behind
+    return seen
+
+
+@pytest.fixture(scope="session", name="kill_driver_when")
+def kill_driver_when_fixture() -> Callable[..., list[str]]:
+    """``kill_driver_when(cmd, until, *, cwd, env, ray_tmp) -> lines`` (see `kill_driver_when`)."""
+    return kill_driver_when
 
 
 @pytest.fixture

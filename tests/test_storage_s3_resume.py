@@ -15,10 +15,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
@@ -46,7 +44,7 @@ EPOCHS = 20      # the second trial is still running when the kill lands, 2 s af
 
 
 @pytest.mark.timeout(480)
-def test_driver_killed_resumes_from_the_bucket_in_another_folder(s3_server, short_tmp, tiny_sweep, stop_processes):
+def test_driver_killed_resumes_from_the_bucket_in_another_folder(s3_server, short_tmp, tiny_sweep, kill_driver_when):
     tmp = short_tmp
     bucket = s3_server.bucket(f"gb-{uuid.uuid4().hex[:12]}")
     shared = tmp / "shared"                 # what outlives the driver's machine: data and the tracking store
@@ -58,23 +56,9 @@ def test_driver_killed_resumes_from_the_bucket_in_another_folder(s3_server, shor
     text = sweep.read_text()
     uri = f"sqlite:///{shared}/mlflow.db"
     env = dict(os.environ, RAY_TMPDIR=str(tmp / "rt"))
-    p = subprocess.Popen([*BENCH, "sweep", "sweep.yaml", "--tracking-uri", uri], stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, env=env, cwd=first)
-    seen, killed = [], False
-    try:
-        for line in p.stdout:
-            seen.append(line)
-            if "pretrain-convlstm" in line and f"epoch 2/{EPOCHS}" in line:
-                time.sleep(2.0)                 # Tune's 1 s experiment snapshot catches up
-                stop_processes(p, grace_s=0)
-                killed = True
-                break
-    finally:
-        stop_processes(p, grace_s=0)
-    assert killed, "".join(seen)
-    assert p.returncode == -signal.SIGKILL
-    time.sleep(1)
-    stop_processes(tmp / "rt", grace_s=0)   # the local Ray the killed driver left behind
+    kill_driver_when([*BENCH, "sweep", "sweep.yaml", "--tracking-uri", uri],
+                     lambda seen: "pretrain-convlstm" in seen[-1] and f"epoch 2/{EPOCHS}" in seen[-1],
+                     cwd=first, env=env, ray_tmp=tmp / "rt")
     shutil.rmtree(first)                    # the driver's machine is gone: only the sweep file survives
     (second / "sweep.yaml").write_text(text)
 

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -22,34 +20,18 @@ EPOCHS = 40
 
 
 @pytest.mark.timeout(400)
-def test_killed_driver_resumes_without_duplicates(short_tmp, tiny_sweep, stop_processes):
+def test_killed_driver_resumes_without_duplicates(short_tmp, tiny_sweep, kill_driver_when):
     tmp = short_tmp          # Ray's socket paths (RAY_TMPDIR below) must stay short
     # one trial at a time, a (first) then convlstm: the kill falls while a is done, convlstm not
     sweep = tiny_sweep(tmp, name="killme", epochs=EPOCHS, synthetic={"clips_per_class": 4}, max_concurrent_trials=1)
     uri = f"sqlite:///{tmp}/mlflow.db"
     env = dict(os.environ, RAY_TMPDIR=str(tmp / "rt"))
     (tmp / "rt").mkdir()
-    cmd = [*BENCH, "sweep", str(sweep), "--tracking-uri", uri]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp)
-    seen = []
-    killed = False
-    try:
-        for line in p.stdout:
-            seen.append(line)
-            # trial 1 (a) has finished and trial 2 (convlstm) reported its 2nd epoch: kill -9,
-            # after Tune's 1 s experiment snapshot (TUNE_GLOBAL_CHECKPOINT_S=1) caught up
-            if "pretrain-convlstm" in line and f"epoch 2/{EPOCHS}" in line:
-                time.sleep(2.0)
-                stop_processes(p, grace_s=0)            # SIGKILL, no SIGTERM first
-                killed = True
-                break
-    finally:
-        stop_processes(p, grace_s=0)                    # nothing to do once it has exited
-    assert killed, "".join(seen)
-    assert p.returncode == -signal.SIGKILL
+    # trial 1 (a) has finished and trial 2 (convlstm) reported its 2nd epoch: kill -9
+    seen = kill_driver_when([*BENCH, "sweep", str(sweep), "--tracking-uri", uri],
+                            lambda seen: "pretrain-convlstm" in seen[-1] and f"epoch 2/{EPOCHS}" in seen[-1],
+                            cwd=tmp, env=env, ray_tmp=tmp / "rt")
     assert any("pretrain-a-rgb" in x and "done" in x for x in seen), "".join(seen)
-    time.sleep(1)
-    stop_processes(tmp / "rt", grace_s=0)   # the agents the killed driver left behind (SIGKILL)
 
     r = subprocess.run([*BENCH, "sweep", str(sweep), "--tracking-uri", uri, "--resume"],
                        capture_output=True, text=True, env=env, cwd=tmp, timeout=300)

@@ -117,15 +117,13 @@ def test_winners_refuses_what_it_cannot_select_from(search, tmp_path):
 
 
 @pytest.mark.timeout(400)
-def test_killed_driver_resumes_every_study_without_running_a_trial_twice(short_tmp, tiny_sweep, stop_processes):
+def test_killed_driver_resumes_every_study_without_running_a_trial_twice(short_tmp, tiny_sweep, kill_driver_when):
     """SIGKILL the driver of a two-study search in its second trial; --resume continues: each
     study ends with exactly its num_samples trials, the finished trial is not re-run and the
     interrupted one continues from its checkpoint."""
     import os
-    import signal
     import subprocess
     import sys
-    import time
 
     pytest.importorskip("optuna")
     tmp = short_tmp
@@ -135,23 +133,10 @@ def test_killed_driver_resumes_every_study_without_running_a_trial_twice(short_t
     env = dict(os.environ, RAY_TMPDIR=str(tmp / "rt"))
     (tmp / "rt").mkdir()
     bench = [sys.executable, "-m", "bench", "sweep", str(sweep), "--tracking-uri", uri]
-    p = subprocess.Popen(bench, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp)
-    seen, done, killed = [], 0, False
-    try:
-        for line in p.stdout:
-            seen.append(line)
-            done += " done: val_top1" in line
-            if done == 1 and "epoch 2/30" in line:          # the second trial is under way
-                time.sleep(2.0)                            # Tune's 1 s experiment snapshot catches up
-                stop_processes(p, grace_s=0)
-                killed = True
-                break
-    finally:
-        stop_processes(p, grace_s=0)
-    assert killed and p.returncode == -signal.SIGKILL, "".join(seen)
+    # the first trial is done and the second reported its 2nd epoch: kill -9
+    seen = kill_driver_when(bench, lambda seen: sum(" done: val_top1" in x for x in seen) == 1
+                            and "epoch 2/30" in seen[-1], cwd=tmp, env=env, ray_tmp=tmp / "rt")
     first = next(x.split("]", 1)[1].split()[0] for x in seen if " done: val_top1" in x)   # "[ 7.5s] NAME done: ..."
-    time.sleep(1)
-    stop_processes(tmp / "rt", grace_s=0)
 
     r = subprocess.run([*bench, "--resume"], capture_output=True, text=True, env=env, cwd=tmp, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
