@@ -91,3 +91,57 @@ def test_restoring_a_newer_checkpoint_moves_the_next_checkpoints_name_past_it(tm
     assert ctx.checkpoint_dir_name == "checkpoint_000004"
     advance_checkpoint_index(ctx, _result(trial, 2))          # never backwards
     assert ctx.current_checkpoint_index == 4
+
+
+# ------------------------------------------------------------------ retention (CheckpointRetention)
+def _names(trial) -> list[int]:
+    return sorted(int(p.name.split("_")[1]) for p in trial.glob("checkpoint_*"))
+
+
+def test_retention_keeps_the_newest_checkpoint_the_stored_result_json_names(tmp_path):
+    # the driver has registered checkpoints up to 6, but the stored result.json (uploaded in the
+    # background) names only up to 3: 3 is what a restore after a kill now would need
+    from bench.sweep.trainable import prune_checkpoints
+
+    trial = _trial_dir(tmp_path, reported=[0, 1, 2, 3], present=[0, 1, 2, 3, 4, 5, 6])
+    deleted = prune_checkpoints(pafs.LocalFileSystem(), str(trial), keep=2)
+    assert _names(trial) == [3, 4, 5, 6]
+    assert deleted == ["checkpoint_000000", "checkpoint_000001", "checkpoint_000002"]
+    # that restore finds it
+    res = newest_reported_checkpoint(_result(trial, 1))
+    assert res.checkpoint.path == str(trial / "checkpoint_000003")
+
+
+def test_retention_once_result_json_caught_up_keeps_the_newest_two(tmp_path):
+    from bench.sweep.trainable import prune_trial_dir
+
+    trial = _trial_dir(tmp_path, reported=[1, 2, 3, 4, 5, 6], present=[3, 4, 5, 6])
+    assert prune_trial_dir(trial, keep=2) == ["checkpoint_000003", "checkpoint_000004"]
+    assert _names(trial) == [5, 6]
+    assert prune_trial_dir(trial, keep=2) == []
+
+
+def test_retention_deletes_nothing_before_result_json_names_a_checkpoint(tmp_path):
+    from bench.sweep.trainable import prune_trial_dir
+
+    trial = _trial_dir(tmp_path, reported=[], present=[0, 1, 2, 3])
+    (trial / "result.json").unlink()
+    assert prune_trial_dir(trial, keep=1) == [] and _names(trial) == [0, 1, 2, 3]
+    (trial / "result.json").write_text('{"epoch": 1, "training_iteration": 1}\n')     # no checkpoint named
+    assert prune_trial_dir(trial, keep=1) == [] and _names(trial) == [0, 1, 2, 3]
+
+
+def test_retention_callback_prunes_the_trial_tune_hands_it(tmp_path):
+    from types import SimpleNamespace
+
+    from bench.sweep.retention import CheckpointRetention
+
+    trial_dir = _trial_dir(tmp_path, reported=[1, 2, 3, 4], present=[1, 2, 3, 4])
+    trial = SimpleNamespace(storage=SimpleNamespace(storage_filesystem=pafs.LocalFileSystem(),
+                                                    trial_fs_path=str(trial_dir)))
+    cb = CheckpointRetention(2)
+    cb.on_checkpoint(iteration=4, trials=[trial], trial=trial, checkpoint=None)
+    assert _names(trial_dir) == [3, 4]
+    import pickle
+
+    assert pickle.loads(pickle.dumps(cb)).keep == 2       # Tune pickles it into tuner.pkl

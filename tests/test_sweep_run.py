@@ -52,6 +52,15 @@ def test_every_trial_finishes_and_retry_resumes_from_checkpoint(tiny):
     assert log.count("failed; retrying from its last checkpoint") == 2
 
 
+def test_each_trial_keeps_its_newest_two_checkpoints(tiny):
+    """Retention (`CheckpointRetention`, then a last pass after the stage): pretrain's three
+    epochs leave checkpoints 2 and 3, the last the one its result.json names last."""
+    for t in (t for t in tiny["outcome"].trials if t.stage == "pretrain"):
+        names = sorted(p.name for p in t.dir.glob("checkpoint_*"))
+        assert len(names) == 2, names
+        assert names[-1] == t.results[-1]["checkpoint_dir_name"] == t.checkpoint.name
+
+
 def test_finetune_starts_from_the_matching_pretrain_checkpoint(tiny):
     trials = tiny["outcome"].trials
     pre = {t.combo: t for t in trials if t.stage == "pretrain"}

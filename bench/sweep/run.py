@@ -52,7 +52,7 @@ from bench.sweep.results import (
     write_meta,
 )
 from bench.sweep.spec import PER_TRIAL, StageSpec, SweepIdentity, SweepSpec
-from bench.sweep.trainable import trainable
+from bench.sweep.trainable import prune_trial_dir, trainable
 from bench.tracking import records
 from bench.tracking.store import Tracker
 from bench.tracking.uri import (
@@ -471,16 +471,23 @@ def tune_config(**kw: Any) -> Any:
                            trial_dirname_creator=trial_name, **kw)
 
 
+KEEP_CHECKPOINTS = 2
+
+
 def run_config(name: str, storage: Path, *, max_failures: int, callbacks: list[Any]) -> Any:
-    """The RunConfig every sweep runs under: JSON and CSV result logs, two checkpoints kept."""
+    """The RunConfig every sweep runs under: JSON and CSV result logs, each trial's newest
+    `KEEP_CHECKPOINTS` checkpoints kept by `CheckpointRetention` rather than Tune's
+    ``num_to_keep``, which can delete the one a restore needs (`bench.sweep.trainable`)."""
     from ray import tune  # heavy
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # heavy
+
+    from bench.sweep.retention import CheckpointRetention  # heavy: ray
 
     return tune.RunConfig(
         name=name, storage_path=str(storage), verbose=0,
         failure_config=tune.FailureConfig(max_failures=max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-        callbacks=[*callbacks, JsonLoggerCallback(), CSVLoggerCallback()])
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+        callbacks=[*callbacks, CheckpointRetention(KEEP_CHECKPOINTS), JsonLoggerCallback(), CSVLoggerCallback()])
 
 
 def _unit_total(spec: SweepSpec, unit: Unit) -> int:
@@ -592,6 +599,11 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
             write_meta(sweep_dir, meta)
             tuner.fit()
             trials = read_unit(unit_dir)
+            for t in trials:     # after Tune's last upload: result.json names each trial's newest
+                try:
+                    prune_trial_dir(t.dir, KEEP_CHECKPOINTS)
+                except OSError as e:
+                    print(f"bench: warning: could not delete old checkpoints of {t.dir}: {e}", file=stream)
             unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
             errors = [t for t in trials if t.status == "ERROR"]
             state["errors"] = len(errors)

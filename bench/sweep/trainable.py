@@ -20,7 +20,16 @@ one place, `restore`, which picks the checkpoint by what the trial's result.json
   and is logged twice.
 
 In both the trial restores from the newest checkpoint its result.json names (fully persisted
-before it was reported): no epoch is re-run and none is lost. The result.json read is the one in
+before it was reported): no epoch is re-run and none is lost.
+
+That needs the newest checkpoint the stored result.json names to exist, which Tune's own
+retention (``CheckpointConfig(num_to_keep)``) does not promise: it deletes a trial's older
+checkpoints on the driver the moment a new one registers, while the result.json and snapshot that
+name them are uploaded later, in the background. A driver killed while that upload is in flight
+leaves storage whose every named checkpoint is gone (seen on S3: the snapshot and result.json
+named checkpoint 4; 5 and 6 existed). So sweeps keep every checkpoint in Tune's view
+(``num_to_keep=None``) and `bench.sweep.retention.CheckpointRetention` deletes the old ones only
+once the stored result.json names a newer one (`prune_checkpoints`). The result.json read is the one in
 the sweep's storage, which the driver uploads with each experiment snapshot (every second,
 ``TUNE_GLOBAL_CHECKPOINT_S``): a node lost within that second of a report falls back to Tune's
 own choice, and that one epoch runs again (readers keep its latest result, `TrialRecord.by_epoch`).
@@ -96,19 +105,9 @@ def newest_reported_checkpoint(result: Any) -> Any:
     offered_exists = exists(offered)
     offered_iter = (getattr(result, "metrics", None) or {}).get("training_iteration")
     trial_dir = posixpath.dirname(offered)
-    try:
-        with fs.open_input_stream(posixpath.join(trial_dir, "result.json")) as fh:
-            lines = fh.read().decode("utf-8", "replace").splitlines()
-    except (OSError, FileNotFoundError):
+    rows = reported_rows(fs, trial_dir)
+    if rows is None:
         return result
-    rows = []
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:      # a line cut by the kill
-            continue
-        if isinstance(row, dict) and row.get("checkpoint_dir_name"):
-            rows.append(row)
     for row in reversed(rows):           # the newest first
         path = posixpath.join(trial_dir, row["checkpoint_dir_name"])
         if path == offered:
@@ -127,7 +126,65 @@ def newest_reported_checkpoint(result: Any) -> Any:
     return result
 
 
+def reported_rows(fs: Any, trial_dir: str) -> list[dict[str, Any]] | None:
+    """The rows of ``<trial_dir>/result.json`` on ``fs`` that name a checkpoint, oldest first
+    (a line cut by a kill is skipped); None when there is no result.json."""
+    try:
+        with fs.open_input_stream(posixpath.join(trial_dir, "result.json")) as fh:
+            lines = fh.read().decode("utf-8", "replace").splitlines()
+    except (OSError, FileNotFoundError):
+        return None
+    rows = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:      # a line cut by the kill
+            continue
+        if isinstance(row, dict) and row.get("checkpoint_dir_name"):
+            rows.append(row)
+    return rows
+
+
 _CKPT_INDEX = re.compile(r"checkpoint_(\d+)$")
+
+
+def prune_checkpoints(fs: Any, trial_dir: str, keep: int) -> list[str]:
+    """Delete the checkpoints of the trial folder ``trial_dir`` (on pyarrow filesystem ``fs``) that
+    are neither among the newest ``keep`` nor newer than or equal to the newest checkpoint its
+    stored result.json names; return the names deleted.
+
+    The newest named checkpoint is what `newest_reported_checkpoint` restores from when the
+    snapshot's is gone, so it is never deleted; nothing is deleted while result.json names none.
+    A result.json read half-written names an older checkpoint, which only deletes less."""
+    import pyarrow.fs as pafs  # heavy
+
+    rows = reported_rows(fs, trial_dir) or []
+    named = [int(m.group(1)) for r in rows if (m := _CKPT_INDEX.search(str(r["checkpoint_dir_name"])))]
+    if not named:
+        return []
+    anchor = max(named)
+    found = []
+    for info in fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True)):
+        m = _CKPT_INDEX.search(info.base_name)
+        if m and info.type == pafs.FileType.Directory:
+            found.append((int(m.group(1)), info.path))
+    found.sort()
+    newest = {k for k, _ in found[-keep:]} if keep > 0 else set()
+    deleted = []
+    for k, path in found:
+        if k < anchor and k not in newest:
+            fs.delete_dir(path)
+            deleted.append(posixpath.basename(path))
+    return deleted
+
+
+def prune_trial_dir(trial_dir: Path | RemotePath, keep: int) -> list[str]:
+    """`prune_checkpoints` on a trial folder of the sweep's storage (a local path or a URI)."""
+    if isinstance(trial_dir, RemotePath):
+        return prune_checkpoints(trial_dir.fs, trial_dir.fs_path, keep)
+    import pyarrow.fs as pafs  # heavy
+
+    return prune_checkpoints(pafs.LocalFileSystem(), str(Path(trial_dir).resolve()), keep)
 
 
 def advance_checkpoint_index(storage: Any, result: Any) -> None:
