@@ -5,7 +5,7 @@ contract and ``pipelines.routing`` for how "auto" picks a backend. Importing thi
 cheap: PyAV, OpenCV and DALI are imported when a loader first needs them.
 """
 
-from pipelines.loader import ClipLoader, CodecRefused, make_loader
+from pipelines.loader import ClipCache, ClipLoader, CodecRefused, make_loader, shared_cache
 from pipelines.routing import BACKENDS
 
-__all__ = ["BACKENDS", "ClipLoader", "CodecRefused", "make_loader"]
+__all__ = ["BACKENDS", "ClipCache", "ClipLoader", "CodecRefused", "make_loader", "shared_cache"]

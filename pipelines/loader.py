@@ -31,7 +31,7 @@ import logging
 import math
 import numbers
 import threading
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +63,94 @@ PROBE_FOR_AUTO = 8            # files probed, spread over the index, to choose a
 _SHUFFLE, _SAMPLE = 0x5EED, 0xC11B  # stream tags: the shuffle and per-sample draws never collide
 
 
+class ClipCache:
+    """Decoded videos (all their frames, uint8, host memory) kept by ``make_loader(cache=...)``,
+    at most ``limit`` bytes.
+
+    One loader's own (``cache=True``), or shared by every loader of the process that is handed
+    the same one (`shared_cache`): a sweep's trials that run one after another in a reused Ray
+    actor (Tune's ``reuse_actors``), and a trial's train and validation loaders, decode a
+    dataset once, not once each. A video is looked up by path, size and modification time (a
+    rewritten file is decoded again), the channel layout and the decoder (decoders may differ in
+    the last bit, and a trial's clips must not depend on which trial ran before it in the process).
+
+    Full: a loader makes room by evicting the least recently used videos of *other* datasets
+    (another root or modality, e.g. the previous level of a graded suite); its own are never
+    evicted for each other, so a dataset larger than the limit keeps the part that fits (later
+    videos are decoded every epoch, said once) instead of thrashing."""
+
+    def __init__(self, limit: int = CACHE_LIMIT_BYTES) -> None:
+        self.limit = int(limit)
+        self._entries: OrderedDict[tuple, tuple[np.ndarray, tuple]] = OrderedDict()
+        self.nbytes = 0
+        self.lock = threading.Lock()
+        self._warned: set[tuple] = set()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @staticmethod
+    def key(path: Path, gray: bool, decoder: str) -> tuple | None:
+        try:
+            st = Path(path).stat()
+        except OSError:
+            return None           # the decoder names the file in its error
+        return (str(path), bool(gray), decoder, st.st_size, st.st_mtime_ns)
+
+    def get(self, key: tuple | None) -> np.ndarray | None:
+        if key is None:
+            return None
+        with self.lock:
+            hit = self._entries.get(key)
+            if hit is None:
+                return None
+            self._entries.move_to_end(key)
+            return hit[0]
+
+    def put(self, key: tuple | None, frames: np.ndarray, tag: tuple) -> bool:
+        """Keep ``frames`` under ``key`` for the dataset ``tag``; False when it did not fit."""
+        if key is None:
+            return False
+        with self.lock:
+            if key in self._entries:
+                return True
+            need = self.nbytes + frames.nbytes - self.limit
+            if need > 0:
+                for k in [k for k, (_, t) in self._entries.items() if t != tag]:   # oldest first
+                    if need <= 0:
+                        break
+                    gone, _ = self._entries.pop(k)
+                    self.nbytes -= gone.nbytes
+                    need -= gone.nbytes
+            if need > 0:
+                if tag not in self._warned:
+                    self._warned.add(tag)
+                    log.warning("clip cache full (%.1f GiB); later videos of %s are decoded every epoch",
+                                self.nbytes / 2**30, tag[0])
+                return False
+            frames.setflags(write=False)      # shared: a consumer must copy before writing
+            self._entries[key] = (frames, tag)
+            self.nbytes += frames.nbytes
+            return True
+
+    def clear(self) -> None:
+        with self.lock:
+            self._entries.clear()
+            self.nbytes = 0
+            self._warned.clear()
+
+
+_SHARED_CACHE: ClipCache | None = None
+
+
+def shared_cache() -> ClipCache:
+    """The process's `ClipCache` (``CACHE_LIMIT_BYTES``), for ``make_loader(cache=shared_cache())``."""
+    global _SHARED_CACHE
+    if _SHARED_CACHE is None:
+        _SHARED_CACHE = ClipCache(CACHE_LIMIT_BYTES)
+    return _SHARED_CACHE
+
+
 class CodecRefused(DataError):
     """A forced backend met a codec it cannot decode. Raised even with on_error="skip":
     skipping would quietly drop every such file, which is DALI's own failure mode."""
@@ -83,7 +171,7 @@ class _Item:
 def make_loader(index: DatasetIndex, *, modality: str = "rgb", clip_len: int = 16, size: int = 112,
                 batch_size: int = 8, train: bool = False, seed: int = 0, backend: Backend = "auto",
                 rank: int = 0, world_size: int = 1, on_error: OnError = "raise",
-                drop_last: bool = False, cache: bool = False, num_workers: int = 0,
+                drop_last: bool = False, cache: bool | ClipCache = False, num_workers: int = 0,
                 device_preprocess: bool = False) -> "ClipLoader":
     """A :class:`ClipLoader` over ``index`` (one split); arguments are checked here, by name.
 
@@ -100,7 +188,9 @@ def make_loader(index: DatasetIndex, *, modality: str = "rgb", clip_len: int = 1
     Frame counts are decodable frames (``bench.data.probe``), so frame k of a clip is frame k of
     a full PyAV decode on every backend that reads the file.
     ``cache``: keep every decoded video (all its frames, uint8) in memory across epochs -- for
-    small datasets, where decoding would otherwise dominate every epoch.
+    small datasets, where decoding would otherwise dominate every epoch. True: in a cache of
+    this loader's own; a `ClipCache` (`shared_cache()`): in that one, shared with the other
+    loaders handed it (a trial's validation loader, the next trial in the same process).
     ``num_workers``: threads that load samples of a batch in parallel and prepare the next
     batch while the current one is used (0: everything in the calling thread).
     ``device_preprocess``: hand over the square-cropped clips as uint8, ``frames`` (B, T, S0,
@@ -128,6 +218,8 @@ def make_loader(index: DatasetIndex, *, modality: str = "rgb", clip_len: int = 1
         raise ValueError(f"backend: expected one of {list(BACKENDS)}, got {backend!r}")
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error: expected 'raise' or 'skip', got {on_error!r}")
+    if not isinstance(cache, (bool, ClipCache)):
+        raise ValueError(f"cache: expected True, False or a pipelines.ClipCache, got {cache!r}")
     return ClipLoader(index, modality=modality, clip_len=clip_len, size=size, batch_size=batch_size,
                       train=train, seed=seed, backend=backend, rank=rank, world_size=world_size,
                       on_error=on_error, drop_last=drop_last, cache=cache, num_workers=num_workers,
@@ -146,7 +238,7 @@ class ClipLoader:
 
     def __init__(self, index: DatasetIndex, *, modality: str, clip_len: int, size: int,
                  batch_size: int, train: bool, seed: int, backend: str, rank: int, world_size: int,
-                 on_error: str, drop_last: bool, cache: bool, num_workers: int,
+                 on_error: str, drop_last: bool, cache: bool | ClipCache, num_workers: int,
                  device_preprocess: bool = False) -> None:
         from bench.data.sampling import modality_mean
 
@@ -157,16 +249,17 @@ class ClipLoader:
         self.train, self.seed = train, seed
         self.rank, self.world_size = rank, world_size
         self.on_error, self.drop_last = on_error, drop_last
-        self.cache, self.num_workers = cache, num_workers
+        self.num_workers = num_workers
+        self._clips: ClipCache | None = (cache if isinstance(cache, ClipCache)
+                                         else ClipCache(CACHE_LIMIT_BYTES) if cache else None)
+        self.cache = self._clips is not None
+        self._tag = (str(index.root), self.gray)       # the dataset, for the cache's eviction
         self.mean = modality_mean(index.format, modality)
         self.device_preprocess = device_preprocess
         self.epoch = 0
         self.skipped: list[tuple[str, str]] = []
         self.decoded_by: Counter[str] = Counter()
         self.requested = backend
-        self._cache: dict[tuple[Path, bool], np.ndarray] = {}
-        self._cache_bytes = 0
-        self._cache_full_warned = False
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._dali: Any = None
@@ -521,28 +614,19 @@ class ClipLoader:
                 self._store(it, f)
                 self._take(it, f)
 
+    def _key(self, it: _Item) -> tuple | None:
+        return ClipCache.key(it.request.media.path, self.gray, it.decoder)
+
     def _cached(self, it: _Item) -> np.ndarray | None:
-        if not self.cache:
+        if self._clips is None:
             return None
-        with self._lock:
-            return self._cache.get((it.request.media.path, self.gray))
+        return self._clips.get(self._key(it))
 
     def _store(self, it: _Item, full: Any) -> None:
-        with self._lock:
-            key = (it.request.media.path, self.gray)
-            if key in self._cache:
-                return
-            nbytes = full.nbytes if isinstance(full, np.ndarray) else full.numel() * full.element_size()
-            if self._cache_bytes + nbytes > CACHE_LIMIT_BYTES:
-                if not self._cache_full_warned:
-                    log.warning("clip cache full (%.1f GiB); later videos are decoded "
-                                "every epoch", self._cache_bytes / 2**30)
-                    self._cache_full_warned = True
-                return
-            # DALI-GPU frames: the cache lives in host memory (a dataset's worth of GPU memory
-            # would starve training); batches mixing cached and fresh clips are moved to one device
-            self._cache[key] = full if isinstance(full, np.ndarray) else full.cpu().numpy()
-            self._cache_bytes += nbytes
+        # DALI-GPU frames: the cache lives in host memory (a dataset's worth of GPU memory
+        # would starve training); batches mixing cached and fresh clips are moved to one device
+        host = full if isinstance(full, np.ndarray) else full.cpu().numpy()
+        self._clips.put(self._key(it), host, self._tag)
 
     def _take(self, it: _Item, full: np.ndarray) -> None:
         top = int(it.request.indices.max())
@@ -587,8 +671,8 @@ class ClipLoader:
 
     @property
     def cache_bytes(self) -> int:
-        """Bytes of decoded frames held by ``cache=True``."""
-        return self._cache_bytes
+        """Bytes of decoded frames held by this loader's cache (shared: by all its loaders)."""
+        return self._clips.nbytes if self._clips is not None else 0
 
     def close(self) -> None:
         """Stop the worker threads (they also stop with the process)."""

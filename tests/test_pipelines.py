@@ -453,6 +453,59 @@ def test_cache_decodes_once_and_matches_uncached(media, monkeypatch):
     assert cached.cache_bytes == (40 + 24 + 33 + 36 + 20) * 64 * 96 * 3   # every frame, uint8 RGB
 
 
+def test_shared_cache_decodes_each_video_once_per_process_and_decoder(media, monkeypatch, tmp_path):
+    """`shared_cache()`-style sharing: a second loader over the same files (the next trial of a
+    reused Ray actor) decodes nothing and gives the same clips; another decoder, or a rewritten
+    file, decodes again."""
+    import shutil
+
+    import pipelines.decoders as dec
+    from pipelines import ClipCache
+
+    calls = []
+    for name in ("opencv", "pyav"):
+        real = dec.DECODERS[name]
+        monkeypatch.setitem(dec.DECODERS, name, lambda req, real=real, name=name: calls.append((name, req)) or real(req))
+    files = [Path(shutil.copy(p, tmp_path / p.name)) for p in media["mjpeg"]]
+    index = make_index(files)
+    shared = ClipCache()
+
+    def one_trial(backend: str) -> list[torch.Tensor]:
+        loader = make_loader(index, backend=backend, clip_len=8, size=32, batch_size=2, train=True, cache=shared)
+        return [b["clip"] for e in (0, 1) for b in epoch_batches(loader, e)]
+
+    first = one_trial("opencv")
+    assert sum(n == "opencv" and len(r.indices) != 8 for n, r in calls) == len(files)
+    calls.clear()
+    assert all(torch.equal(a, b) for a, b in zip(first, one_trial("opencv")))
+    assert calls == []                                   # every video came from the cache
+    one_trial("pyav")
+    assert sum(n == "pyav" for n, _ in calls) == len(files)   # keyed by decoder too
+    calls.clear()
+    files[0].write_bytes(media["mjpeg"][1].read_bytes())      # rewritten in place
+    one_trial("opencv")
+    assert [r.media.path for n, r in calls] == [files[0]]
+    assert len(shared) == 2 * len(files) + 1 and shared.nbytes == sum(a.nbytes for a, _ in shared._entries.values())
+
+
+def test_a_full_shared_cache_evicts_other_datasets_not_its_own():
+    from pipelines import ClipCache
+
+    cache = ClipCache(limit=1000)
+    frames = lambda: np.zeros(400, np.uint8)     # noqa: E731
+    a, b = ("/data/a", False), ("/data/b", False)
+    assert cache.put(("a1",), frames(), a) and cache.put(("a2",), frames(), a)
+    assert not cache.put(("a3",), frames(), a)            # its own dataset: the part that fits stays
+    assert cache.get(("a1",)) is not None and cache.get(("a2",)) is not None
+    cache.get(("a1",))                                    # a1 is now the more recently used
+    assert cache.put(("b1",), frames(), b)                # another dataset evicts a's oldest: a2
+    assert cache.get(("a2",)) is None and cache.get(("a1",)) is not None
+    assert cache.nbytes == 800
+    hit = cache.get(("b1",))
+    with pytest.raises(ValueError):
+        hit[0] = 1                                        # shared arrays are read-only
+
+
 # ----------------------------------------------------------------------------- equivalence
 def _compare(a: dict, b: dict, tol: float) -> list[float]:
     assert a.keys() == b.keys()

@@ -96,7 +96,7 @@ class TrainConfig:
     channels_last: str = "auto"     # "auto"/"on" -> channels_last_3d; "off" never
     compile: str = "off"            # COMPILE_MODES; true = "default" (bench perf network --compile)
     data_workers: int = 0           # decode workers inside make_loader
-    cache_data: bool = False        # make_loader(cache=...)
+    cache_data: bool = False        # make_loader(cache=pipelines.shared_cache()): decoded once per process
     on_error: str = "raise"         # make_loader(on_error=...); skipped samples -> num_skipped
     # test hooks
     max_train_batches: int | None = None

@@ -309,6 +309,8 @@ def run_training(cfg: TrainConfig, session: Session, *,
     ``make_loader`` / ``load_index`` default to ``pipelines.make_loader`` and
     ``bench.data.formats.load_index`` (overridable to test the loop in isolation).
     """
+    from pipelines import shared_cache
+
     if make_loader is None:
         from pipelines import make_loader
     if load_index is None:
@@ -392,7 +394,9 @@ def _run(cfg: TrainConfig, session: Session, *, device: torch.device, precision:
     per_rank_batch = cfg.batch_size // world
     loader_kw = dict(modality=cfg.modality, clip_len=clip_len, size=size, batch_size=per_rank_batch,
                      seed=cfg.seed, backend=cfg.backend, rank=rank, world_size=world,
-                     on_error=cfg.on_error, cache=cfg.cache_data, num_workers=cfg.data_workers,
+                     on_error=cfg.on_error, num_workers=cfg.data_workers,
+                     # one decode per process: the next trial of a reused actor finds the clips
+                     cache=shared_cache() if cfg.cache_data else False,
                      # uint8 to the device, finished there (bench.data.sampling.batch_clips)
                      device_preprocess=True)
     train_loader = make_loader(train_index, train=True, **loader_kw)
