@@ -269,6 +269,31 @@ def test_resume_after_injected_failure_matches_uninterrupted(baseline, datasets,
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
 
 
+def test_cached_data_is_decoded_once_per_process_and_changes_no_result(baseline, datasets, tmp_path, monkeypatch):
+    """``cache_data``: the process's shared clip cache. A second run in the same process (the
+    next trial of a reused Ray actor) decodes nothing, and both equal the uncached baseline."""
+    import pipelines.decoders as dec
+    from pipelines import shared_cache
+
+    shared_cache().clear()
+    calls = []
+    for name, real in list(dec.DECODERS.items()):
+        monkeypatch.setitem(dec.DECODERS, name, lambda req, real=real: calls.append(req.media.path) or real(req))
+    cfg = _config(datasets["c4"], cache_data=True)
+    runs = []
+    for k in range(2):
+        session = LocalSession(tmp_path / f"run{k}", resume=False)
+        train_loop_per_worker(cfg, session=session)
+        runs.append([_no_timing(m) for m in session.reported])
+        if k == 0:
+            decoded = len(calls)
+    from bench.data.formats import load_index
+
+    n = sum(len(load_index("isogd", datasets["c4"], s)) for s in ("train", "valid"))
+    assert decoded == n and len(calls) == n           # each video once, over 2 runs x 2 epochs
+    assert runs[0] == runs[1] == [_no_timing(m) for m in baseline.reported]
+
+
 @pytest.mark.parametrize("value,mode", [(True, None), ("reduce-overhead", "reduce-overhead")])
 def test_compile_traces_the_training_model_and_changes_no_result(baseline, datasets, tmp_path, monkeypatch,
                                                                  value, mode):

@@ -309,8 +309,6 @@ def run_training(cfg: TrainConfig, session: Session, *,
     ``make_loader`` / ``load_index`` default to ``pipelines.make_loader`` and
     ``bench.data.formats.load_index`` (overridable to test the loop in isolation).
     """
-    from pipelines import shared_cache
-
     if make_loader is None:
         from pipelines import make_loader
     if load_index is None:
@@ -391,6 +389,8 @@ def _run(cfg: TrainConfig, session: Session, *, device: torch.device, precision:
         del twin
 
     # -- loaders: each rank reads its shard; batch_size is global
+    from pipelines import shared_cache
+
     per_rank_batch = cfg.batch_size // world
     loader_kw = dict(modality=cfg.modality, clip_len=clip_len, size=size, batch_size=per_rank_batch,
                      seed=cfg.seed, backend=cfg.backend, rank=rank, world_size=world,
