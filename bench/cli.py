@@ -16,7 +16,7 @@ from bench.errors import USER_ERRORS
 from bench.perf import cli as perf_cli
 from bench.report import cli as report_cli
 from bench.sweep import cli as sweep_cli
-from bench.sweep import winners
+from bench.sweep import graded, winners
 from bench.train import cli as train_cli
 
 # (command, help, add_cli of the group's sub-commands)
@@ -25,8 +25,8 @@ _GROUPS = [
     ("data", "datasets: synthesise, prepare, check, compute flow", data_cli.add_cli),
     ("perf", "benchmarks that write a table", perf_cli.add_cli),
 ]
-# Top-level commands: bench sweep / run / sync, bench winners, bench report / ui / viz, bench train.
-_TOP_LEVEL = [sweep_cli.add_cli, winners.add_cli, report_cli.add_cli, train_cli.add_cli]
+# Top-level commands: bench sweep / run / sync, bench graded, bench winners, bench report / ui / viz, bench train.
+_TOP_LEVEL = [sweep_cli.add_cli, graded.add_cli, winners.add_cli, report_cli.add_cli, train_cli.add_cli]
 
 
 def build_parser() -> argparse.ArgumentParser:

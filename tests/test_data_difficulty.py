@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import re
 import textwrap
 from pathlib import Path
 
@@ -349,26 +350,47 @@ def test_sweep_refuses_bad_levels_with_file_line_and_field(tmp_path: Path, opts:
     assert str(e.value) == f"{tmp_path / 'sweep.yaml'}:8: datasets.syn.synthetic.{why}"
 
 
-def test_graded_sweep_file() -> None:
+def test_graded_sweep_file_and_its_levels() -> None:
+    """bench/configs/graded.yaml, and the per-level sweeps `bench graded` derives from it: the
+    axis set to the level, a root and a sweep name per level, everything else the file's."""
+    import dataclasses
+
+    from bench.models import list_cells
+    from bench.sweep.graded import level_specs
+
     path = Path(str(importlib.resources.files("bench") / "configs/graded.yaml"))
     spec = load_spec(path)
-    levels = {name: ds.synthetic.distractor for name, ds in spec.datasets.items()}
-    assert levels == {"d000": 0.0, "d050": 0.5, "d100": 1.0}
     (stage,) = spec.stages
-    assert stage.dataset == "d000" and stage.image_size == 56 and spec.preset == "small"
-    from bench.models import list_cells
-
+    assert stage.image_size == 56 and spec.preset == "small" and len(spec.grid.seeds) >= 3
     assert spec.grid.cells == tuple(list_cells(include_controls=True))
-    # the levels differ in the distractor only; frames at least 56 rows (no upscaling to 56 x 56)
-    syn = [ds.synthetic for ds in spec.datasets.values()]
-    assert all(s.size[1] >= 56 and s.size[0] >= 56 for s in syn)
-    assert len({(s.seed, s.num_classes, s.size, s.clips_per_class) for s in syn}) == 1
-    # the per-level copies docs/GRADED.md makes are valid sweeps of the other levels
-    text = path.read_text()
-    for tag in ("050", "100"):
-        other = text.replace("name: graded-d000", f"name: graded-d{tag}").replace("dataset: d000", f"dataset: d{tag}")
-        s = load_spec_text(other, path)
-        assert s.name == f"graded-d{tag}" and s.stages[0].dataset == f"d{tag}"
+    base = spec.datasets[stage.dataset]
+    assert base.synthetic.size[1] >= 56 and base.synthetic.size[0] >= 56     # no upscaling to 56 x 56
+    levels = level_specs(spec, "occlusion", [0.0, 0.25, 1.0])
+    assert [s.name for _, s in levels] == ["graded-occlusion-000", "graded-occlusion-025", "graded-occlusion-100"]
+    for level, s in levels:
+        ds = s.datasets[stage.dataset]
+        assert ds.root == base.root.with_name(f"{base.root.name}-occlusion-{round(level * 100):03d}")
+        assert ds.synthetic == dataclasses.replace(base.synthetic, occlusion=level)
+        assert s.stages[0].train.root == str(ds.root)                       # what each trial trains on
+        assert s.stages[0].train.replace(root=base.root.as_posix()) == stage.train
+        assert s.grid == spec.grid and s.storage == spec.storage
+
+
+@pytest.mark.parametrize("axis,levels,why", [
+    ("composite", "0,1", "--axis: one of distractor"),
+    ("blur", "0,1", "--axis: one of distractor"),
+    ("noise", "0,1.5", "--levels must be a number in 0..1, got 1.5"),
+    ("noise", "0", "need at least two different levels"),
+    ("noise", "0,x", "expected numbers in 0..1"),
+    ("noise", "0.501,0.504", "share a folder name"),
+])
+def test_graded_refuses_a_bad_axis_or_levels(axis: str, levels: str, why: str) -> None:
+    from bench.errors import CLIError
+    from bench.sweep.graded import level_specs, parse_levels
+
+    spec = load_spec(Path(str(importlib.resources.files("bench") / "configs/graded.yaml")))
+    with pytest.raises(CLIError, match=re.escape(why)):
+        level_specs(spec, axis, parse_levels(levels))
 
 
 def load_spec_text(text: str, source: Path):
