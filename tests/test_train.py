@@ -21,10 +21,12 @@ from bench.errors import CLIError
 from bench.train.config import DRIVER_KEYS, TrainConfig, split_config
 from bench.train.layout import METRIC_KEYS
 from bench.train.loop import (
+    CKPT_TMP_PREFIX,
     build_model,
     load_init_weights,
     make_optimizer,
     make_scheduler,
+    remove_orphan_checkpoint_dirs,
     train_loop_per_worker,
 )
 from bench.train.session import LocalSession
@@ -292,6 +294,36 @@ def test_cached_data_is_decoded_once_per_process_and_changes_no_result(baseline,
     n = sum(len(load_index("isogd", datasets["c4"], s)) for s in ("train", "valid"))
     assert decoded == n and len(calls) == n           # each video once, over 2 runs x 2 epochs
     assert runs[0] == runs[1] == [_no_timing(m) for m in baseline.reported]
+
+
+def test_checkpoint_folders_of_killed_runs_are_removed_by_the_next_run(baseline, datasets, tmp_path, monkeypatch):
+    """A run SIGKILLed between writing a report's checkpoint and deleting it leaves the folder in
+    the temp dir: the next run removes it (its writer's PID is gone) and leaves a live
+    process's folder, and one that is not ours, alone; its own folders are gone when it ends."""
+    import subprocess
+    import sys
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    killed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    killed.kill()
+    killed.wait()
+    orphan = tmp_path / "tmp" / f"{CKPT_TMP_PREFIX}{killed.pid}-e0003-abc"
+    live = tmp_path / "tmp" / f"{CKPT_TMP_PREFIX}{os.getpid()}-e0001-def"
+    other = tmp_path / "tmp" / "ckpt-e0001-xyz"          # not this suite's name: never touched
+    for d in (orphan, live, other):
+        d.mkdir()
+        (d / "state.pt").write_bytes(b"x" * 16)
+    assert remove_orphan_checkpoint_dirs() == [orphan]
+    assert not orphan.exists() and live.exists() and other.exists()
+
+    orphan.mkdir()
+    session = LocalSession(tmp_path / "run", resume=False)
+    train_loop_per_worker(_config(datasets["c4"]), session=session)
+    assert not orphan.exists() and live.exists() and other.exists()
+    assert sorted(p.name for p in (tmp_path / "tmp").iterdir()) == sorted([live.name, other.name])
+    assert [_no_timing(m) for m in session.reported] == [_no_timing(m) for m in baseline.reported]
 
 
 @pytest.mark.parametrize("value,mode", [(True, None), ("reduce-overhead", "reduce-overhead")])

@@ -45,7 +45,8 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_sweep_cmd)
 
     r = sub.add_parser(
-        "run", help="the default benchmark: synthetic data, every cell, RGB + depth, 2 seeds, leaderboard",
+        "run", help="the default benchmark: synthetic data, the five cells and the order-blind control, "
+                    "RGB + depth, 3 seeds, leaderboard",
         description="Generate a small synthetic IsoGD-layout dataset if missing (./data/synthetic-isogd), "
                     "run the default sweep (bench/configs/default.yaml) on a local Ray, log to MLflow "
                     "(./mlflow.db), print a leaderboard and write the report (reports/<sweep>/, and the leaderboard "

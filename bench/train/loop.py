@@ -40,6 +40,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import random
 import shutil
 import tempfile
@@ -55,8 +56,8 @@ from torch import nn
 from bench.data.index import DatasetIndex
 from bench.data.sampling import batch_clips
 from bench.errors import DataError
-from bench.storage import RemotePath, local_copy, location
 from bench.models import NetConfig, build_network, count_macs, count_params
+from bench.storage import RemotePath, local_copy, location
 from bench.train.config import TrainConfig, split_config
 from bench.train.layout import METRIC_KEYS, METRICS_FILE, STATE_FILE, VAL_SCORES_FILE
 from bench.train.precision import Precision, choose_precision
@@ -301,6 +302,38 @@ def check_labels(index: DatasetIndex, num_classes: int) -> None:
 
 # ----------------------------------------------------------------------------- the loop
 
+# A report's checkpoint is written to a temporary folder, handed to the session (which copies it
+# to the trial's storage) and deleted. A process killed in between (SIGKILL, OOM) leaves it behind,
+# so the folder names its writer's PID and the next run removes those whose writer is gone.
+CKPT_TMP_PREFIX = "gesturebench-ckpt-p"
+
+
+def remove_orphan_checkpoint_dirs(root: str | Path | None = None) -> list[Path]:
+    """Delete the temporary checkpoint folders under ``root`` (default: the temp dir) whose
+    writing process no longer exists; returns them. A folder of a live process (or of another
+    user's, which this one cannot signal) is left alone."""
+    removed: list[Path] = []
+    base = Path(root if root is not None else tempfile.gettempdir())
+    try:
+        candidates = list(base.glob(f"{CKPT_TMP_PREFIX}*-e*"))
+    except OSError:
+        return removed
+    for path in candidates:
+        pid_text = path.name[len(CKPT_TMP_PREFIX):].split("-", 1)[0]
+        if not pid_text.isdigit() or not path.is_dir():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+            continue                                  # alive
+        except ProcessLookupError:
+            pass                                      # gone: the folder is an orphan
+        except (PermissionError, OverflowError):
+            continue                                  # alive, another user's; or not a pid
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
 def run_training(cfg: TrainConfig, session: Session, *,
                  make_loader: Callable[..., Any] | None = None,
                  load_index: Callable[..., DatasetIndex] | None = None) -> list[dict[str, Any]]:
@@ -309,6 +342,7 @@ def run_training(cfg: TrainConfig, session: Session, *,
     ``make_loader`` / ``load_index`` default to ``pipelines.make_loader`` and
     ``bench.data.formats.load_index`` (overridable to test the loop in isolation).
     """
+    remove_orphan_checkpoint_dirs()
     if make_loader is None:
         from pipelines import make_loader
     if load_index is None:
@@ -499,7 +533,7 @@ def _run(cfg: TrainConfig, session: Session, *, device: torch.device, precision:
         ckpt_dir: Path | None = None
         rng_ranks = rank_rng_states(world)      # every rank's, before rank 0 writes them
         if rank == 0:
-            ckpt_dir = Path(tempfile.mkdtemp(prefix=f"ckpt-e{epoch:04d}-"))
+            ckpt_dir = Path(tempfile.mkdtemp(prefix=f"{CKPT_TMP_PREFIX}{os.getpid()}-e{epoch:04d}-"))
             save_checkpoint(ckpt_dir, epoch=epoch, net=net, optimizer=optimizer, scheduler=scheduler,
                             cfg=cfg, net_cfg=net_cfg, classes=list(train_index.classes),
                             num_classes=num_classes, clip_len=clip_len, image_size=size, params=params,
