@@ -59,7 +59,7 @@ class _Silent:
 def test_options_at_zero_write_the_same_bytes_as_no_options(tmp_path: Path, fmt: str) -> None:
     unset = synth.synthesize(fmt, tmp_path / "unset", **TINY)
     zero = synth.synthesize(fmt, tmp_path / "zero", distractor=0, occlusion=0, tempo=0, noise=0,
-                            partial=0, composite=0, **TINY)
+                            partial=0, composite=0, background=1, **TINY)
     a, b = _files(unset), _files(zero)
     assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)
     man = json.loads((zero / "SYNTHETIC.json").read_text())
@@ -109,6 +109,80 @@ def test_cli_flags(tmp_path: Path) -> None:
                  "--composite"]) == 0
     opts = json.loads((out / "SYNTHETIC.json").read_text())["options"]
     assert opts["noise"] == 0.5 and opts["composite"] is True and opts["tempo"] == 0.0
+
+
+# -- the scene's background contrast ---------------------------------------------------------
+
+def test_background_calms_the_rgb_wall_and_changes_nothing_else() -> None:
+    """``background`` < 1 pulls the RGB background and its clutter towards their mean colour:
+    the wall's spread shrinks by that factor, while the hand, the person, the depth map and every
+    draw stay the same."""
+    size = SIZE
+    full = synth.render_clip(3, N, size, _Silent(7), background=1.0)
+    calm = synth.render_clip(3, N, size, _Silent(7), background=0.3)
+    flat = synth.render_clip(3, N, size, _Silent(7), background=0.0)
+    for other in (calm, flat):
+        assert np.array_equal(other[1], full[1])                               # depth: the same
+        assert all(np.array_equal(getattr(other[2], k), getattr(full[2], k)) for k in STATE)  # the hand
+    moved = np.abs(full[0].astype(int) - full[0][:1]).max(-1).max(0) > 0      # pixels the hand reaches
+    person = np.abs(full[0].astype(int) - calm[0]).max(-1).max(0) == 0
+    wall = ~moved & ~person                                                   # what changed: the wall
+    assert wall.mean() > 0.3
+    spread = [x[0][0][wall].astype(float).std(0).mean() for x in (full, calm, flat)]
+    assert spread[2] < 1.0 < spread[1] < 0.45 * spread[0]                     # ~0.3 x, flat at 0
+    assert abs(spread[1] / spread[0] - 0.3) < 0.08
+    # where the hand is drawn, it is drawn the same (its colour does not depend on the wall)
+    hand = np.abs(full[0].astype(int) - full[0][:1]).max(-1) > 40
+    hand_calm = np.abs(calm[0].astype(int) - calm[0][:1]).max(-1) > 40
+    assert (hand & hand_calm).sum() > 0.8 * hand.sum()
+    for bad in (-0.1, 1.5, float("nan"), "0.3", None):
+        with pytest.raises(ValueError, match=r"^background must be a number in 0\.\.1"):
+            _opts(background=bad)
+
+
+def test_background_is_recorded_and_reaches_the_sweep_file(tmp_path: Path) -> None:
+    root = synth.synthesize("isogd", tmp_path / "d", background=0.35, **TINY)
+    man = json.loads((root / "SYNTHETIC.json").read_text())
+    assert man["options"]["background"] == 0.35
+    assert "Background contrast 0.35" in (root / "SYNTHETIC.md").read_text()
+    plain = synth.synthesize("isogd", tmp_path / "p", **TINY)
+    assert "Background contrast" not in (plain / "SYNTHETIC.md").read_text()
+    assert _sweep(tmp_path, "background: 0.35").datasets["syn"].synthetic.background == 0.35
+    assert _sweep(tmp_path, "seed: 0").datasets["syn"].synthetic.background == 1.0
+    for opts, why in (("background: 1.5", "background: must be in 0..1, got 1.5"),
+                      ("background: calm", "background: must be a number, got the string 'calm'")):
+        with pytest.raises(ConfigError) as e:
+            _sweep(tmp_path, opts)
+        assert str(e.value) == f"{tmp_path / 'sweep.yaml'}:8: datasets.syn.synthetic.{why}"
+
+
+def test_a_sweep_refuses_a_synthetic_folder_generated_with_other_options(tmp_path: Path) -> None:
+    """A folder left by an earlier version of the sweep file is not trained on in silence."""
+    from bench.errors import SweepError
+    from bench.sweep.run import check_synthetic_options
+
+    spec = _sweep(tmp_path, "distractor: 0.5")
+    ds = spec.datasets["syn"]
+    kw = {**ds.synthetic.synthesize_kwargs(), "clips_per_class": 1, "valid_clips_per_class": 0,
+          "size": (48, 36), "length_scale": 0.25}
+    synth.synthesize("isogd", ds.root, **{**kw, "progress": False})
+    check_synthetic_options("syn", ds.root, kw)                              # the same: used
+    with pytest.raises(SweepError) as e:
+        check_synthetic_options("syn", ds.root, {**kw, "distractor": 0.0, "background": 0.35})
+    msg = str(e.value)
+    assert msg.startswith(f"dataset 'syn': {ds.root} holds a synthetic dataset generated with other options")
+    assert "distractor: 0.5 there, 0.0 in the sweep file" in msg and "background: 1.0 there, 0.35" in msg
+    assert "delete the folder" in msg
+    # a manifest from before the option existed: its default (1.0) is what it was generated with
+    man = json.loads((ds.root / "SYNTHETIC.json").read_text())
+    del man["options"]["background"]
+    (ds.root / "SYNTHETIC.json").write_text(json.dumps(man))
+    check_synthetic_options("syn", ds.root, kw)
+    (ds.root / "SYNTHETIC.json").write_text("{not json")
+    with pytest.raises(SweepError, match="SYNTHETIC.json: cannot read the generator's options"):
+        check_synthetic_options("syn", ds.root, kw)
+    (ds.root / "SYNTHETIC.json").unlink()                                    # not ours: used as is
+    check_synthetic_options("syn", ds.root, {**kw, "num_classes": 99})
 
 
 # -- on: each axis does what it says ---------------------------------------------------------

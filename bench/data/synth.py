@@ -593,7 +593,10 @@ def _pt(x: float, y: float) -> tuple[int, int]:
     return int(round(x * _ONE)), int(round(y * _ONE))
 
 
-def _make_scene(size: tuple[int, int], rng: np.random.Generator) -> _Scene:
+def _make_scene(size: tuple[int, int], rng: np.random.Generator, background: float = 1.0) -> _Scene:
+    """The static scene: a coloured background with clutter, and the person. ``background``
+    scales the RGB background's and clutter's deviation from their mean colour (1: as drawn;
+    0: a flat wall of that colour); the draws, the person and the depth map do not change."""
     import cv2  # heavy
 
     w, h = size
@@ -621,6 +624,9 @@ def _make_scene(size: tuple[int, int], rng: np.random.Generator) -> _Scene:
             t = max(1, int(rng.uniform(0.01, 0.04) * h))
             cv2.line(rgb, _pt(x, y), _pt(x2, y2), colour, t, cv2.LINE_AA, _SHIFT)
             cv2.line(depth, _pt(x, y), _pt(x2, y2), d, t, cv2.LINE_AA, _SHIFT)
+    if background != 1.0:       # exactly as drawn at 1 (the data of earlier versions, byte for byte)
+        wall = rgb.reshape(-1, 3).mean(axis=0)
+        rgb = wall + background * (rgb - wall)
     # the person: torso and head behind the hand, clothes in a random colour
     px = w / 2 + rng.uniform(-0.12, 0.12) * w
     shirt = tuple(float(c) for c in rng.uniform(20, 230, 3))
@@ -707,14 +713,15 @@ def hand_depth_value(close: float | np.ndarray) -> float | np.ndarray:
 
 def render_clip(label: int, num_frames: int, size: tuple[int, int], rng: np.random.Generator,
                 *, fingers: int | None = None, depth: bool = True, composite: bool = False,
-                difficulty: ClipDifficulty | None = None
+                difficulty: ClipDifficulty | None = None, background: float = 1.0
                 ) -> tuple[np.ndarray, np.ndarray | None, HandTrack]:
     """Frames of one clip: RGB (N, H, W, 3) uint8, aligned depth (N, H, W) uint8 (or None),
     and the hand track they were drawn from. ``difficulty``: the clip's draw of the difficulty
-    options (`clip_difficulty`); ``composite``: ``label`` is a composite class."""
+    options (`clip_difficulty`); ``composite``: ``label`` is a composite class; ``background``:
+    the RGB background's contrast (`_make_scene`)."""
     w, h = size
     gc = gesture_class(label, composite=composite)
-    scene = _make_scene(size, rng)
+    scene = _make_scene(size, rng, background)
     track = hand_track(label, num_frames, size, rng, composite=composite,
                        stroke=difficulty.stroke if difficulty is not None else None)
     nf = gc.fingers if fingers is None else fingers
@@ -914,11 +921,15 @@ class SynthOptions:
     noise: float = 0.0        # extra sensor noise and blur
     partial: float = 0.0      # the fraction of clips whose stroke is cut short
     composite: bool = False   # classes are "a then b" / "b then a" pairs of strokes
+    # the scene: the RGB background's and clutter's contrast around their mean colour (1: as in
+    # version 1.1, saturated colour fields; lower: a calmer wall, as in most real recordings)
+    background: float = 1.0
 
     def __post_init__(self) -> None:
         for name in DIFFICULTY_AXES:     # floats, so that 0 and 0.0 write the same SYNTHETIC.json
             object.__setattr__(self, name, check_level(name, getattr(self, name)))
         object.__setattr__(self, "composite", check_composite(self.composite))
+        object.__setattr__(self, "background", check_level("background", self.background))
         if self.format not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}, got {self.format!r}")
         _check_num_classes(self.num_classes)
@@ -1034,7 +1045,7 @@ def _make_clip(task: _ClipTask) -> _ClipResult:
     want_depth = "depth" in opts.modalities
     diff = clip_difficulty(opts, label, difficulty_rng(opts.seed, task.split, task.index))
     rgb, dep, _ = render_clip(label, n, opts.size, rng, depth=want_depth, composite=opts.composite,
-                              difficulty=diff)
+                              difficulty=diff, background=opts.background)
     if opts.format == "isogd":
         m_rel = _isogd_rel(task.split, task.clip_id, "M")
         (out / m_rel).parent.mkdir(parents=True, exist_ok=True)
@@ -1068,12 +1079,14 @@ def synthesize(fmt: str, out: str | Path, *, num_classes: int = 10, clips_per_cl
                length_scale: float = 1.0, modalities: Sequence[str] = ("rgb", "depth"),
                distractor: float = 0.0, occlusion: float = 0.0, tempo: float = 0.0,
                noise: float = 0.0, partial: float = 0.0, composite: bool = False,
+               background: float = 1.0,
                workers: int = 1, progress: bool = True, overwrite: bool = False) -> Path:
     """Write a synthetic ``fmt`` dataset under ``out``; returns ``out``.
 
     ``distractor``, ``occlusion``, ``tempo``, ``noise``, ``partial`` (each 0..1) and
     ``composite`` make it harder (module docstring, docs/GRADED.md); at 0 / False the files are
-    those of generator version 1.1 (SYNTHETIC.json aside, which records them).
+    those of generator version 1.1 (SYNTHETIC.json aside, which records them). ``background``
+    (0..1, default 1: as in 1.1) is the contrast of the RGB background and its clutter.
 
     The result is readable by ``bench.data.formats.load_index(fmt, out, split)`` for the
     splits train/valid/test. ``out`` must be empty or absent; ``overwrite=True`` replaces a
@@ -1086,7 +1099,7 @@ def synthesize(fmt: str, out: str | Path, *, num_classes: int = 10, clips_per_cl
                         codec=codec, seed=seed, length_scale=length_scale,
                         modalities=tuple(dict.fromkeys(modalities)), distractor=distractor,
                         occlusion=occlusion, tempo=tempo, noise=noise, partial=partial,
-                        composite=composite)
+                        composite=composite, background=background)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     out = Path(out)
@@ -1209,6 +1222,7 @@ def _write_manifest(out: Path, opts: SynthOptions, by_split: dict[str, list[_Cli
         *([] if not (opts.composite or any(getattr(opts, a) for a in DIFFICULTY_AXES)) else
           ["Difficulty (docs/GRADED.md): " + ", ".join(f"{a} {getattr(opts, a)}" for a in DIFFICULTY_AXES)
            + f", composite {str(opts.composite).lower()}."]),
+        *([] if opts.background == 1.0 else [f"Background contrast {opts.background} (1: saturated colour fields)."]),
         "",
         "A drawn hand moves along class-specific trajectories; classes come in pairs that are",
         "time reversals of each other (SYNTHETIC.json: reversal_pairs), so only the order of frames",
@@ -1259,6 +1273,9 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
         p.add_argument(f"--{axis}", type=float, default=0.0, help=f"difficulty 0..1: {what} (docs/GRADED.md)")
     p.add_argument("--composite", action="store_true",
                    help='composite classes: "a then b" against "b then a" (two strokes, each out and back)')
+    p.add_argument("--background", type=float, default=1.0,
+                   help="0..1: contrast of the RGB background and clutter around their mean colour "
+                        "(default 1: saturated colour fields; 0: a flat wall)")
     p.add_argument("--overwrite", action="store_true", help="replace a previous synthetic dataset in --out")
     p.set_defaults(func=_cli)
 
@@ -1275,7 +1292,8 @@ def _cli(args: argparse.Namespace) -> int:
                          codec=args.codec, seed=args.seed, length_scale=args.length_scale,
                          modalities=mods, distractor=args.distractor, occlusion=args.occlusion,
                          tempo=args.tempo, noise=args.noise, partial=args.partial,
-                         composite=args.composite, workers=args.workers, overwrite=args.overwrite)
+                         composite=args.composite, background=args.background, workers=args.workers,
+                         overwrite=args.overwrite)
     except ValueError as e:
         raise CLIError(str(e)) from None
     dt = time.perf_counter() - t0

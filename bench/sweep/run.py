@@ -279,11 +279,47 @@ def prepare_datasets(spec: SweepSpec, *, stream: TextIO, workers: int | None = N
                                  f"dataset's path, or a `synthetic:` block to generate one)")
             _generate(ds.format, ds.root, ds.synthetic.synthesize_kwargs(), stream=stream,
                       workers=workers or os.cpu_count() or 1)
+        elif ds.synthetic is not None:
+            check_synthetic_options(name, ds.root, ds.synthetic.synthesize_kwargs())
         index = load_index(ds.format, ds.root, ds.train_split)
         if not len(index):
             raise SweepError(f"dataset {name!r}: split {ds.train_split!r} under {ds.root} is empty")
         out[name] = index.num_classes
     return out
+
+
+def check_synthetic_options(name: str, root: Path, wanted: dict[str, Any]) -> None:
+    """A synthetic dataset already under ``root`` must be the one the sweep file describes:
+    a folder left by an earlier version of the file (other classes, sizes or difficulty) would
+    otherwise be trained on without a word. SweepError naming each differing option; a folder
+    without SYNTHETIC.json (real data at a synthetic block's root) is the user's, and used."""
+    import json
+
+    manifest = root / "SYNTHETIC.json"
+    if not manifest.is_file():
+        return
+    try:
+        have = json.loads(manifest.read_text())["options"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SweepError(f"dataset {name!r}: {manifest}: cannot read the generator's options ({e})") from None
+    # options added to the generator later have their old behaviour as default
+    defaults = {"background": 1.0}
+    def same(a: Any, b: Any) -> bool:
+        if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+            return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+            return float(a) == float(b)
+        return a == b
+
+    diff = []
+    for key, want in wanted.items():
+        got = have.get(key, defaults.get(key))
+        if want is not None and not same(got, want):        # None: the generator's default
+            diff.append(f"{key}: {got!r} there, {want!r} in the sweep file")
+    if diff:
+        raise SweepError(f"dataset {name!r}: {root} holds a synthetic dataset generated with other options "
+                         f"({'; '.join(diff)}); delete the folder to have it generated again, or give "
+                         f"the dataset another root")
 
 
 def _generate(fmt: str, root: Path, kwargs: dict[str, Any], *, stream: TextIO, workers: int) -> None:

@@ -152,6 +152,7 @@ class SyntheticSpec:
     noise: float = 0.0
     partial: float = 0.0
     composite: bool = False
+    background: float = 1.0                   # the RGB background's contrast (1: saturated colour fields)
 
     def synthesize_kwargs(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {"modalities": list(self.modalities)}
@@ -633,6 +634,11 @@ def _synthetic(ctx: _Ctx, v: Any, path: tuple) -> SyntheticSpec:
         if not isinstance(c, bool) and not (isinstance(c, int) and c in (0, 1)):
             raise ctx.error(path + ("composite",), f"must be true/false or 0/1, got {_kind(c)}")
         kw["composite"] = bool(c)
+    if "background" in v:
+        x = _float(ctx, v["background"], path + ("background",), minimum=0)
+        if x > 1:
+            raise ctx.error(path + ("background",), f"must be in 0..1, got {x}")
+        kw["background"] = x
     return SyntheticSpec(**kw)
 
 
