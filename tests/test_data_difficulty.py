@@ -63,7 +63,7 @@ def test_options_at_zero_write_the_same_bytes_as_no_options(tmp_path: Path, fmt:
     a, b = _files(unset), _files(zero)
     assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)
     man = json.loads((zero / "SYNTHETIC.json").read_text())
-    assert man["generator_version"] == synth.GENERATOR_VERSION == "1.2"
+    assert man["generator_version"] == synth.GENERATOR_VERSION == "1.3"
     assert {k: man["options"][k] for k in (*synth.DIFFICULTY_AXES, "composite")} == \
         {**{k: 0.0 for k in synth.DIFFICULTY_AXES}, "composite": False}
 

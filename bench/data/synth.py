@@ -66,8 +66,9 @@ import numpy as np
 from bench.errors import CLIError
 
 GENERATOR = "gesturebench.synth"
-GENERATOR_VERSION = "1.2"   # 1.1: rest pose at both ends, odd frame counts (see Timing);
-                            # 1.2: difficulty options (`Difficulty`; all 0: the bytes of 1.1)
+GENERATOR_VERSION = "1.3"   # 1.1: rest pose at both ends, odd frame counts (see Timing);
+                            # 1.2: difficulty options (`Difficulty`; all 0: the bytes of 1.1);
+                            # 1.3: the background option (1: the scenes of 1.1, byte for byte)
 FORMATS = ("isogd", "jester")
 SPLITS = ("train", "valid", "test")
 MIN_FRAMES = 9             # floor after length_scale: shorter clips carry too little motion (odd: see
