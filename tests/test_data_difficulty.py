@@ -106,9 +106,10 @@ def test_cli_flags(tmp_path: Path) -> None:
     assert main(["data", "synth", "--format", "jester", "--out", str(out), "--classes", "2",
                  "--clips-per-class", "1", "--valid-clips-per-class", "0", "--test-clips-per-class", "0",
                  "--size", "48x36", "--length-scale", "0.2", "--modalities", "rgb", "--noise", "0.5",
-                 "--composite"]) == 0
+                 "--composite", "--background", "0.25"]) == 0
     opts = json.loads((out / "SYNTHETIC.json").read_text())["options"]
     assert opts["noise"] == 0.5 and opts["composite"] is True and opts["tempo"] == 0.0
+    assert opts["background"] == 0.25
 
 
 # -- the scene's background contrast ---------------------------------------------------------

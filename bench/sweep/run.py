@@ -25,7 +25,9 @@ experiment snapshot period, so the driver sets ``TUNE_GLOBAL_CHECKPOINT_S=1``
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
+import json
 import logging
 import os
 import shutil
@@ -51,7 +53,7 @@ from bench.sweep.results import (
     stage_barrier,
     write_meta,
 )
-from bench.sweep.spec import PER_TRIAL, StageSpec, SweepIdentity, SweepSpec
+from bench.sweep.spec import PER_TRIAL, StageSpec, SweepIdentity, SweepSpec, SyntheticSpec
 from bench.sweep.trainable import prune_trial_dir, trainable
 from bench.tracking import records
 from bench.tracking.store import Tracker
@@ -293,8 +295,6 @@ def check_synthetic_options(name: str, root: Path, wanted: dict[str, Any]) -> No
     a folder left by an earlier version of the file (other classes, sizes or difficulty) would
     otherwise be trained on without a word. SweepError naming each differing option; a folder
     without SYNTHETIC.json (real data at a synthetic block's root) is the user's, and used."""
-    import json
-
     manifest = root / "SYNTHETIC.json"
     if not manifest.is_file():
         return
@@ -302,8 +302,11 @@ def check_synthetic_options(name: str, root: Path, wanted: dict[str, Any]) -> No
         have = json.loads(manifest.read_text())["options"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise SweepError(f"dataset {name!r}: {manifest}: cannot read the generator's options ({e})") from None
-    # options added to the generator later have their old behaviour as default
-    defaults = {"background": 1.0}
+    # an option added to the generator after the folder was written is absent from its manifest:
+    # the folder was generated with the option's default (each new option's default is the old
+    # behaviour, byte for byte)
+    defaults = {f.name: f.default for f in dataclasses.fields(SyntheticSpec)}
+
     def same(a: Any, b: Any) -> bool:
         if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
             return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))

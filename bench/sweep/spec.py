@@ -623,7 +623,7 @@ def _synthetic(ctx: _Ctx, v: Any, path: tuple) -> SyntheticSpec:
         if "rgb" not in mods:
             raise ctx.error(path + ("modalities",), "must include 'rgb'")
         kw["modalities"] = tuple(mods)
-    for k in SYNTH_DIFFICULTY_AXES:
+    for k in (*SYNTH_DIFFICULTY_AXES, "background"):     # levels in 0..1 (background: the scene's)
         if k in v:
             x = _float(ctx, v[k], path + (k,), minimum=0)
             if x > 1:
@@ -634,11 +634,6 @@ def _synthetic(ctx: _Ctx, v: Any, path: tuple) -> SyntheticSpec:
         if not isinstance(c, bool) and not (isinstance(c, int) and c in (0, 1)):
             raise ctx.error(path + ("composite",), f"must be true/false or 0/1, got {_kind(c)}")
         kw["composite"] = bool(c)
-    if "background" in v:
-        x = _float(ctx, v["background"], path + ("background",), minimum=0)
-        if x > 1:
-            raise ctx.error(path + ("background",), f"must be in 0..1, got {x}")
-        kw["background"] = x
     return SyntheticSpec(**kw)
 
 
